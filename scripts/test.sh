@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --test
 echo "[test] ruff"
-.venv/bin/ruff check cu attestation tests bench
+.venv/bin/ruff check .
 echo "[test] pytest"
 .venv/bin/python -m pytest -q -ra "$@"
