@@ -3,3 +3,6 @@
 #include <pybind11/pybind11.h>
 
 void aocu_register_hash(pybind11::module_& m);
+void aocu_register_merkle(pybind11::module_& m);
+void aocu_register_engine(pybind11::module_& m);
+void aocu_register_transform(pybind11::module_& m);

@@ -1,0 +1,95 @@
+"""Flask app factory: legacy CU/MU/SU routes, the gateway subset, /health and /metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from cu.http.state import NodeApp, install, node
+from cu.node.config import NodeConfig
+from cu.node.errors import NodeError
+
+log = logging.getLogger("aocu.http")
+
+__all__ = ["create_app", "json_error", "node"]
+
+
+def json_error(status: int, message: str) -> Response:
+    return Response(json.dumps({"error": message}), status=status, mimetype="application/json")
+
+
+def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
+    """Builds the node app. `config.evaluator == "embedded"` evaluates inside this process (tests, one
+    process); "socket" talks to the evaluator process that `aocu serve` runs next to the gunicorn workers."""
+    from cu.node.ingest import Scheduler
+    from cu.node.items import Identity
+    from cu.node.service import EmbeddedClient, EvaluatorCore, SocketClient
+    from cu.node.store_sqlite import SqliteStore
+
+    cfg = config if isinstance(config, NodeConfig) else NodeConfig.from_mapping(config)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    store = SqliteStore(cfg.db_path)
+    identity = Identity.load(cfg.data_dir, cfg.wallet)
+    core = None
+    if cfg.evaluator == "embedded":
+        core = EvaluatorCore(cfg, store, identity)
+        core.start()
+        client: Any = EmbeddedClient(core)
+    else:
+        client = SocketClient(cfg.socket_path)  # type: ignore[arg-type]
+    state = NodeApp(config=cfg, store=store, identity=identity, scheduler=Scheduler(cfg, store, identity),
+                    evaluator=client, core=core)
+
+    app = Flask("aocu")
+    app.config["MAX_CONTENT_LENGTH"] = cfg.max_body
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    install(app, state)
+
+    from cu.http import routes_cu, routes_gateway, routes_mu, routes_ops, routes_su
+    app.register_blueprint(routes_ops.bp)
+    app.register_blueprint(routes_gateway.bp)
+    app.register_blueprint(routes_cu.bp)
+    app.register_blueprint(routes_mu.bp)
+    app.register_blueprint(routes_su.bp)   # last: its /<pid> routes are the catch-all
+
+    @app.before_request
+    def _start() -> None:
+        g.t0 = time.perf_counter()
+
+    @app.errorhandler(NodeError)
+    def _node_error(exc: NodeError) -> Response:
+        return json_error(exc.status, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        if exc.code == 413:
+            return json_error(413, f"request body exceeds the limit of {cfg.max_body} bytes")
+        return json_error(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_error(500, f"internal error: {type(exc).__name__}")
+
+    @app.after_request
+    def _finish(resp: Response) -> Response:
+        st = node()
+        resp.headers["X-Aocu-Tee"] = st.tee_notice
+        for post in st.post_processors:
+            resp = post(request, resp)
+        seconds = time.perf_counter() - g.get("t0", time.perf_counter())
+        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        st.metrics.observe(request.method, route, resp.status_code, seconds)
+        if log.isEnabledFor(logging.INFO):
+            log.info(json.dumps({"method": request.method, "path": request.path, "route": route,
+                                 "status": resp.status_code, "ms": round(seconds * 1000, 3),
+                                 "bytes": resp.calculate_content_length() or 0,
+                                 "remote": request.remote_addr}, separators=(",", ":")))
+        return resp
+
+    return app

@@ -1,0 +1,185 @@
+"""Node benchmark: message -> result round trip through `aocu serve` (gunicorn + evaluator) on loopback.
+
+    python bench/node.py [--clients 4] [--seconds 10] [--workers 2] [--threads 4]
+
+Each client process owns one AO process (the project's Lua test module, trivial `Echo` handler), and in a
+loop POSTs a pre-signed ed25519 message to `/` and GETs `/result/{id}`; the pair is one round trip.
+Baseline from the same run and the same clients: `GET /health` round trips. Targets (2-core machine):
+p50 < 3 ms and >= 1,000 results/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from cu.codec.ans104 import DataItem  # noqa: E402
+from cu.codec.wallet import ArweaveWallet, Ed25519Key  # noqa: E402
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_node(data_dir: Path, port: int, workers: int, threads: int) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "cu.cli", "serve", "--bind", f"127.0.0.1:{port}",
+                             "--data-dir", str(data_dir), "--tee", "none", "--workers", str(workers),
+                             "--threads", str(threads), "--quiet"],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/health")
+            if c.getresponse().status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("node did not start")
+
+
+def call(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    conn.request(method, path, body=body, headers={"Content-Type": "application/octet-stream"} if body else {})
+    r = conn.getresponse()
+    return r.status, r.read()
+
+
+def setup(port: int, wasm: bytes, clients: int) -> list[str]:
+    wallet = ArweaveWallet.generate()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    module = DataItem.create(wallet, data=wasm, tags=[
+        ("Data-Protocol", "ao"), ("Type", "Module"), ("Module-Format", "wasm32-unknown-emscripten2"),
+        ("Input-Encoding", "JSON-1"), ("Output-Encoding", "JSON-1"), ("Memory-Limit", "512-mb"),
+        ("Compute-Limit", "9000000000000")])
+    assert call(conn, "POST", "/", module.to_bytes())[0] == 202
+    pids = []
+    for i in range(clients):
+        p = DataItem.create(wallet, data=b"", tags=[("Data-Protocol", "ao"), ("Type", "Process"),
+                                                   ("Module", module.id), ("Name", f"bench-{i}")])
+        assert call(conn, "POST", "/", p.to_bytes())[0] == 202
+        pids.append(p.id)
+    for pid in pids:   # warm: first evaluation boots the instance
+        m = DataItem.create(Ed25519Key.generate(), data=b"warm", target=pid,
+                            tags=[("Data-Protocol", "ao"), ("Type", "Message"), ("Action", "Echo")])
+        assert call(conn, "POST", "/", m.to_bytes())[0] == 202
+        status, body = call(conn, "GET", f"/result/{m.id}?process-id={pid}")
+        assert status == 200 and json.loads(body)["Output"] == "warm", body
+    return pids
+
+
+def client(port: int, pid: str | None, seconds: float, n_presigned: int, start_at: float, q: mp.Queue) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    items = []
+    if pid is not None:
+        key = Ed25519Key.generate()
+        items = [DataItem.create(key, data=f"m{i}".encode(), target=pid, tags=[
+            ("Data-Protocol", "ao"), ("Type", "Message"), ("Action", "Echo")]) for i in range(n_presigned)]
+        items = [(it.id, it.to_bytes()) for it in items]
+    lat: list[float] = []
+    errors = 0
+    while time.time() < start_at:
+        time.sleep(0.001)
+    end = start_at + seconds
+    i = 0
+    while time.time() < end:
+        t0 = time.perf_counter()
+        if pid is None:
+            status, _ = call(conn, "GET", "/health")
+            ok = status == 200
+        else:
+            if i >= len(items):
+                break
+            mid, raw = items[i]
+            i += 1
+            s1, _ = call(conn, "POST", "/", raw)
+            s2, body = call(conn, "GET", f"/result/{mid}?process-id={pid}")
+            ok = s1 == 202 and s2 == 200 and b'"Output":"m' in body
+        lat.append(time.perf_counter() - t0)
+        errors += not ok
+    q.put((lat, errors))
+
+
+def run_phase(port: int, pids: list[str | None], seconds: float, n_presigned: int) -> dict:
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    start_at = time.time() + (1.0 + n_presigned * len(pids) / 4000.0 if pids[0] else 0.5)
+    procs = [ctx.Process(target=client, args=(port, pid, seconds, n_presigned, start_at, q)) for pid in pids]
+    for p in procs:
+        p.start()
+    lat: list[float] = []
+    errors = 0
+    for _ in procs:
+        l_, e = q.get(timeout=600)
+        lat += l_
+        errors += e
+    for p in procs:
+        p.join()
+    lat.sort()
+    return {
+        "n": len(lat), "errors": errors, "per_s": len(lat) / seconds,
+        "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * lat[int(len(lat) * 0.99) - 1],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--wasm", help="a prebuilt lua32 module (default: tests.modules.build)")
+    args = ap.parse_args()
+    if args.wasm:
+        wasm = Path(args.wasm).read_bytes()
+    else:
+        from tests.modules.build import build
+        wasm = build("lua32").read_bytes()
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="aocu-bench-") as tmp:
+        node = start_node(Path(tmp) / "data", port, args.workers, args.threads)
+        try:
+            pids = setup(port, wasm, args.clients)
+            # ~2x the target rate per client is plenty of pre-signed messages
+            n_pre = int(args.seconds * 2500 / args.clients) + 100
+            base1 = run_phase(port, [None], args.seconds / 2, 0)
+            one = run_phase(port, [pids[0]], args.seconds / 2, n_pre)
+            base = run_phase(port, [None] * args.clients, args.seconds, 0)
+            many = run_phase(port, list(pids), args.seconds, n_pre)
+        finally:
+            os.killpg(node.pid, signal.SIGTERM)
+            node.wait(timeout=60)
+    print(f"aocu node bench: gunicorn workers={args.workers} threads={args.threads}, loopback, "
+          f"{os.cpu_count()} CPUs, trivial handler (Lua Echo)")
+    print(f"{'phase':38} {'n':>7} {'err':>4} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    rows = [("baseline GET /health, 1 client", base1), ("message->result, 1 client", one),
+            (f"baseline GET /health, {args.clients} clients", base),
+            (f"message->result, {args.clients} clients", many)]
+    for name, r in rows:
+        print(f"{name:38} {r['n']:7d} {r['errors']:4d} {r['per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}")
+    print(f"ratios vs baseline (same run): 1 client p50 x{one['p50_ms'] / base1['p50_ms']:.1f}, "
+          f"{args.clients} clients throughput {many['per_s'] / base['per_s']:.2f} of /health")
+    ok = one["p50_ms"] < 3.0 and many["per_s"] >= 1000
+    print(f"targets (p50 < 3 ms single client, >= 1000 results/s concurrent): {'MET' if ok else 'NOT MET'}")
+    return 0 if many["errors"] == 0 and one["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

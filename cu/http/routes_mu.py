@@ -1,0 +1,59 @@
+"""MU role: `POST /` (data items: module upload, spawn, message; `?process-id=&assign=` assignments) and the
+CU's `GET /`."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Blueprint, Response, request
+
+from cu.http.routes_ops import dumps
+from cu.http.state import node
+from cu.node.errors import NodeError
+
+bp = Blueprint("mu", __name__)
+log = logging.getLogger("aocu.http")
+
+
+@bp.get("/")
+def info() -> Response:
+    st = node()
+    return Response(dumps({"address": st.identity.address, "timestamp": int(time.time() * 1000)}),
+                    mimetype="application/json")
+
+
+def _crank(pid: str) -> None:
+    try:
+        node().evaluator.call("notify", pid=pid)
+    except NodeError as exc:
+        # the message is durably scheduled; evaluation happens when the evaluator is back
+        log.warning("could not notify the evaluator about %s: %s", pid, exc.message)
+
+
+@bp.post("/")
+def post_item() -> Response:
+    st = node()
+    pid = request.args.get("process-id")
+    assign = request.args.get("assign")
+    if pid or assign:
+        if not (pid and assign):
+            raise NodeError(400, "You must set both process-id and assign to send an assignment, not just one")
+        if "base-layer" in request.args or "exclude" in request.args:
+            raise NodeError(501, "base-layer and exclude assignments are not implemented by this node")
+        acc = st.scheduler.assign(pid, assign)
+        _crank(pid)
+        return Response(dumps({"message": "Processing Assignment", "id": acc.id}), status=202,
+                        mimetype="application/json")
+    raw = request.get_data(cache=False)
+    acc = st.scheduler.ingest(raw)
+    if acc.entry is not None:
+        _crank(acc.entry.pid)
+    return Response(dumps({"message": "Processing DataItem", "id": acc.id}), status=202,
+                    mimetype="application/json")
+
+
+@bp.route("/monitor/<pid>", methods=["POST", "DELETE"])
+def monitor(pid: str) -> Response:
+    raise NodeError(501, "process monitors are not implemented by this node: crons are evaluated when the "
+                         "process is read (/cron, /dry-run, /state) and before each later message")

@@ -1,0 +1,66 @@
+"""`GET /health`, `GET /metrics` (Prometheus text)."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response
+
+from cu.http.state import LATENCY_BUCKETS, node
+from cu.node.errors import NodeError
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/health")
+def health() -> Response:
+    return Response(b'{"status":"ok"}', mimetype="application/json")
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    st = node()
+    w = str(st.worker_pid)
+    lines = ["# HELP aocu_http_requests_total HTTP requests served by this worker",
+             "# TYPE aocu_http_requests_total counter"]
+    with st.metrics.lock:
+        reqs = dict(st.metrics.requests)
+        lat = {k: list(v) for k, v in st.metrics.latency.items()}
+    for (method, route, status), n in sorted(reqs.items()):
+        lines.append(f'aocu_http_requests_total{{worker="{w}",method="{method}",route="{_esc(route)}",'
+                     f'status="{status}"}} {n}')
+    lines += ["# HELP aocu_http_request_seconds request latency", "# TYPE aocu_http_request_seconds histogram"]
+    for route, h in sorted(lat.items()):
+        for i, b in enumerate(LATENCY_BUCKETS):
+            lines.append(f'aocu_http_request_seconds_bucket{{worker="{w}",route="{_esc(route)}",le="{b}"}} {int(h[i])}')
+        lines.append(f'aocu_http_request_seconds_bucket{{worker="{w}",route="{_esc(route)}",le="+Inf"}} {int(h[-1])}')
+        lines.append(f'aocu_http_request_seconds_sum{{worker="{w}",route="{_esc(route)}"}} {h[-2]:.6f}')
+        lines.append(f'aocu_http_request_seconds_count{{worker="{w}",route="{_esc(route)}"}} {int(h[-1])}')
+    for table, n in st.store.stats().items():
+        lines.append(f'aocu_store_rows{{table="{table}"}} {n}')
+    try:
+        ev = st.evaluator.call("metrics")
+        m = ev.get("metrics", {})
+        lines += [
+            f"aocu_evaluations_total {int(m.get('evaluations', 0))}",
+            f"aocu_evaluation_seconds_total {float(m.get('eval_seconds', 0.0)):.6f}",
+            f"aocu_checkpoints_total {int(m.get('checkpoints', 0))}",
+            f"aocu_dry_runs_total {int(m.get('dry_runs', 0))}",
+            f"aocu_outbox_delivered_total {int(m.get('outbox_delivered', 0))}",
+            f"aocu_recompute_mismatch_total {int(m.get('recompute_mismatch', 0))}",
+            f"aocu_warm_processes {int(ev.get('warm', 0))}",
+            f"aocu_crank_queue {int(ev.get('queued', 0))}",
+            "aocu_evaluator_up 1",
+        ]
+    except NodeError:
+        lines.append("aocu_evaluator_up 0")
+    lines.append(f'aocu_tee_info{{tee="{_esc(st.config.tee)}"}} 1')
+    return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+
+
+def dumps(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,128 @@
+"""`aocu serve`: gunicorn workers serving the Flask app, next to one evaluator process for the data dir."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cu.node.config import TEE_CHOICES, NodeConfig
+
+log = logging.getLogger("aocu.serve")
+
+TEE_DEVICES = {"snp": ("/dev/sev-guest",), "tdx": ("/dev/tdx_guest", "/dev/tdx-guest")}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", help="run the node (MU + SU + CU) under gunicorn")
+    p.add_argument("--bind", default="127.0.0.1:6363", help="HOST:PORT (default 127.0.0.1:6363)")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    p.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    p.add_argument("--data-dir", default="./data", help="SQLite store, keys and caches (default ./data)")
+    p.add_argument("--tee", choices=TEE_CHOICES, default="auto",
+                   help="auto uses SNP/TDX when present, otherwise serves with none (said on every response)")
+    p.add_argument("--wallet", help="Arweave JWK of the node (default: DATA-DIR/wallet.json, created if absent)")
+    p.add_argument("--max-body", type=int, default=NodeConfig.max_body, help="POST / body limit in bytes")
+    p.add_argument("--checkpoint-every", type=int, default=NodeConfig.checkpoint_every,
+                   help="evaluations between checkpoints")
+    p.add_argument("--block-height", type=int, default=0, help="block height stamped on assignments")
+    p.add_argument("--eval-timeout", type=float, default=NodeConfig.eval_timeout_s,
+                   help="wall-clock limit of one evaluation in seconds (the message gets an Error result)")
+    p.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    p.set_defaults(func=serve)
+
+
+def resolve_tee(requested: str) -> str:
+    present = [t for t, devs in TEE_DEVICES.items() if any(os.path.exists(d) for d in devs)]
+    if requested == "auto":
+        if present:
+            return present[0]
+        log.warning("=" * 72)
+        log.warning("--tee auto: no SEV-SNP or TDX guest device found. Serving WITHOUT a TEE (tee=none);")
+        log.warning("results are not attested. Every response says so (X-Aocu-Tee).")
+        log.warning("=" * 72)
+        return "none"
+    if requested in TEE_DEVICES and requested not in present:
+        raise SystemExit(f"aocu serve: --tee {requested} asked for, but {TEE_DEVICES[requested][0]} is absent")
+    if requested == "sim":
+        log.warning("--tee sim: SIMULATED TEE, not a real one; every response says so")
+    return requested
+
+
+def _start_evaluator(config: NodeConfig) -> subprocess.Popen:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen([sys.executable, "-m", "cu.node.service", json.dumps(config.to_mapping()),
+                             str(os.getpid())], env=env)
+    deadline = time.monotonic() + 30
+    assert config.socket_path is not None
+    while not config.socket_path.exists():
+        if proc.poll() is not None:
+            raise SystemExit(f"aocu serve: the evaluator exited with status {proc.returncode}")
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise SystemExit("aocu serve: the evaluator did not start within 30 s")
+        time.sleep(0.02)
+    return proc
+
+
+def serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+                        format="%(message)s")
+    if args.workers < 1 or args.threads < 1:
+        raise SystemExit("aocu serve: --workers and --threads must be at least 1")
+    tee = resolve_tee(args.tee)
+    data_dir = Path(args.data_dir).resolve()
+    config = NodeConfig.from_mapping({
+        "data_dir": data_dir, "tee": tee, "tee_requested": args.tee, "wallet": args.wallet,
+        "max_body": args.max_body, "checkpoint_every": args.checkpoint_every, "block_height": args.block_height,
+        "eval_timeout_s": args.eval_timeout, "evaluator": "socket",
+    })
+    # keys exist before the workers race to create them
+    from cu.node.items import Identity
+    Identity.load(config.data_dir, config.wallet)
+    from cu.node.store_sqlite import SqliteStore
+    SqliteStore(config.db_path).close()
+    evaluator = _start_evaluator(config)
+    try:
+        _run_gunicorn(config, args)
+    finally:
+        if evaluator.poll() is None:
+            evaluator.send_signal(signal.SIGTERM)   # checkpoints warm processes on the way out
+            try:
+                evaluator.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                evaluator.kill()
+    return 0
+
+
+def _run_gunicorn(config: NodeConfig, args: argparse.Namespace) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    mapping = config.to_mapping()
+
+    class App(BaseApplication):
+        def load_config(self) -> None:
+            opts: dict[str, Any] = {
+                "bind": args.bind, "workers": args.workers, "threads": args.threads,
+                "worker_class": "gthread" if args.threads > 1 else "sync", "timeout": 120,
+                "graceful_timeout": 30, "keepalive": 5, "accesslog": None, "errorlog": "-",
+                "loglevel": "warning" if args.quiet else "info", "proc_name": "aocu",
+                # one control socket per user would collide between nodes; nothing here uses it
+                "control_socket_disable": True,
+            }
+            for k, v in opts.items():
+                self.cfg.set(k, v)
+
+        def load(self) -> Any:
+            from cu.http import create_app
+            return create_app(NodeConfig.from_mapping(mapping))
+
+    App().run()

@@ -1,0 +1,58 @@
+"""Node configuration (from `aocu serve` flags or a dict passed to `create_app`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+TEE_CHOICES = ("auto", "snp", "tdx", "sim", "none")
+
+
+@dataclass
+class NodeConfig:
+    data_dir: Path = Path("./data")
+    tee: str = "none"                      # resolved choice: snp | tdx | sim | none
+    tee_requested: str = "none"
+    wallet: Path | None = None
+    max_body: int = 32 * 1024 * 1024       # POST / and /dry-run bodies (modules are the large ones)
+    max_dry_run_body: int = 1024 * 1024
+    block_height: int = 0                  # this node is not attached to Arweave: a fixed height (documented)
+    checkpoint_every: int = 200            # evaluations between checkpoints (and one at shutdown)
+    memory_max: int = 1024 * 1024 * 1024   # PROCESS_WASM_MEMORY_MAX_LIMIT
+    compute_max: int = 9_000_000_000_000   # PROCESS_WASM_COMPUTE_MAX_LIMIT
+    eval_timeout_s: float = 30.0
+    eager: bool = True                     # evaluate scheduled messages at once (else when first read)
+    evaluator: str = "embedded"            # embedded (in this process) | socket (separate evaluator process)
+    socket_path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any] | None) -> NodeConfig:
+        values = dict(values or {})
+        names = {f.name for f in fields(cls)}
+        known = {k: v for k, v in values.items() if k in names}
+        cfg = cls(**known)
+        cfg.extra = {k: v for k, v in values.items() if k not in names}
+        cfg.data_dir = Path(cfg.data_dir)
+        if cfg.wallet is not None:
+            cfg.wallet = Path(cfg.wallet)
+        if cfg.tee not in TEE_CHOICES or cfg.tee == "auto":
+            raise ValueError(f"tee must be resolved to one of snp, tdx, sim, none (got {cfg.tee!r})")
+        if cfg.evaluator not in ("embedded", "socket"):
+            raise ValueError("evaluator must be 'embedded' or 'socket'")
+        if cfg.socket_path is None:
+            cfg.socket_path = cfg.data_dir / "evaluator.sock"
+        cfg.socket_path = Path(cfg.socket_path)
+        return cfg
+
+    def to_mapping(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = str(v) if isinstance(v, Path) else v
+        return out
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "node.sqlite"

@@ -1,0 +1,122 @@
+"""Cron messages per the legacy CU rules (AO-ABI §12)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+Tag = tuple[str, str]
+
+CRON_TAG = re.compile(r"^Cron-Tag-(.+)$")
+
+# The npm `ms` units (case-insensitive), in milliseconds.
+_MS_UNITS: dict[str, float] = {}
+for _names, _factor in (
+    (("years", "year", "yrs", "yr", "y"), 365.25 * 86_400_000),
+    (("weeks", "week", "w"), 7 * 86_400_000),
+    (("days", "day", "d"), 86_400_000),
+    (("hours", "hour", "hrs", "hr", "h"), 3_600_000),
+    (("minutes", "minute", "mins", "min", "m"), 60_000),
+    (("seconds", "second", "secs", "sec", "s"), 1000),
+    (("milliseconds", "millisecond", "msecs", "msec", "ms"), 1),
+):
+    for _n in _names:
+        _MS_UNITS[_n] = _factor
+
+
+class CronError(ValueError):
+    pass
+
+
+@dataclass
+class Cron:
+    interval: str          # the tag value, e.g. "10-seconds"
+    unit: str              # "blocks" or "seconds"
+    value: int             # blocks, or whole seconds
+    tags: list[Tag] = field(default_factory=list)
+    id: str = ""
+
+
+def _parse_interval(interval: str) -> tuple[str, int]:
+    parts = [s.strip() for s in interval.split("-")]
+    value_s = parts[0]
+    unit = parts[1] if len(parts) > 1 else ""
+    if unit in ("block", "blocks"):
+        try:
+            return "blocks", int(value_s)
+        except ValueError:
+            raise CronError(f"invalid block cron interval {interval!r}") from None
+    m = re.fullmatch(r"(-?\d*\.?\d+)", value_s)
+    factor = _MS_UNITS.get(unit.lower()) if unit else 1.0
+    if not m or factor is None:
+        raise CronError(f"invalid cron interval {interval!r}")
+    seconds = int((float(m.group(1)) * factor) // 1000)
+    if seconds <= 0:
+        raise CronError("time-based cron cannot be less than 1 second")
+    return "seconds", seconds
+
+
+def parse_crons(tags: list[Tag]) -> list[Cron]:
+    """Cron-Interval tags with their following Cron-Tag-* tags; ids as the legacy CU numbers them."""
+    crons: list[Cron] = []
+    for name, value in tags:
+        if name == "Cron-Interval":
+            unit, n = _parse_interval(value)
+            crons.append(Cron(interval=value, unit=unit, value=n))
+            continue
+        m = CRON_TAG.match(name)
+        if m:
+            if not crons:
+                raise CronError(f"Unmatched Cron-Tag with no preceding Cron-Interval: {name}")
+            crons[-1].tags.append((m.group(1), value))
+    blocks = [c for c in crons if c.unit == "blocks"]
+    times = sorted((c for c in crons if c.unit == "seconds"), key=lambda c: c.value)
+    for i, c in enumerate(blocks):
+        c.id = f"{i}-{c.interval}"
+    for i, c in enumerate(times):
+        c.id = f"{i}-{c.interval}"
+    return blocks + times
+
+
+@dataclass(frozen=True)
+class CronFire:
+    cron: Cron
+    timestamp: int
+    block_height: int
+
+
+def crons_between(crons: list[Cron], *, process_ts: int, process_height: int, left_ts: int, left_height: int,
+                  right_ts: int, height: int, after_ts: int | None = None) -> list[CronFire]:
+    """Crons fired while stepping t from the left boundary by 1000 ms while t < right_ts (AO-ABI §12).
+
+    `after_ts` skips steps at or before an already evaluated cron time, so a span may be evaluated in parts.
+    Block crons fire when the walk crosses into a new block; this node's block height is fixed per span.
+    """
+    if not crons or right_ts <= left_ts:
+        return []
+    blocks = [c for c in crons if c.unit == "blocks"]
+    times = [c for c in crons if c.unit == "seconds"]
+    origin_s = process_ts // 1000
+    first = left_ts
+    if after_ts is not None and after_ts >= first:
+        first += ((after_ts - first) // 1000 + 1) * 1000
+    if first >= right_ts:
+        return []
+    steps = (right_ts - 1 - first) // 1000 + 1          # t = first + 1000*k, k < steps
+    first_s = first // 1000
+    keyed: list[tuple[int, int, CronFire]] = []
+    if height != left_height and first == left_ts:
+        # the walk crosses into a new block on its first step
+        for i, c in enumerate(blocks):
+            if height != process_height and (height - process_height) % c.value == 0:
+                keyed.append((first, i, CronFire(c, first, height)))
+    # Time crons computed arithmetically rather than ticking every second (permaweb/ao#774).
+    for i, c in enumerate(times):
+        k = (origin_s - first_s) % c.value
+        while k < steps:
+            if first_s + k != origin_s:
+                t = first + 1000 * k
+                keyed.append((t, len(blocks) + i, CronFire(c, t, height)))
+            k += c.value
+    keyed.sort(key=lambda e: (e[0], e[1]))
+    return [f for _, _, f in keyed]

@@ -1,0 +1,403 @@
+"""Evaluator (CU role): evaluates each process's log in slot order on the native engine, one warm instance per
+active process, checkpoints every N evaluations and at shutdown, results stored per message, outbox
+delivered to processes on this node as the legacy MU does, crons per AO-ABI §12.
+
+One Evaluator object owns all processes of a data dir (the evaluator process holds an exclusive lock, see
+service.py); a per-process lock serialises evaluation, so concurrent requests for the same result wait for
+one evaluation and then read it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from cu.node import cron, legacy
+from cu.node.config import NodeConfig
+from cu.node.errors import NodeError
+from cu.node.items import Identity, item_meta
+from cu.node.limits import module_limits
+from cu.node.store import Checkpoint, ItemMeta, LogEntry, Outgoing, ResultRow
+from cu.node.store_sqlite import SqliteStore
+
+log = logging.getLogger("aocu.evaluator")
+
+BATCH = 64          # results written per transaction while catching up
+
+
+def _engine() -> Any:
+    try:
+        import cu.engine as engine
+        engine.Instance  # noqa: B018 - fail here, with a clear error, if the engine is not built
+    except (ImportError, AttributeError) as exc:
+        raise NodeError(503, f"the native engine (cu.engine) is not available: {exc}") from None
+    return engine
+
+
+@dataclass
+class ProcState:
+    pid: str
+    module_id: str
+    module: Any
+    instance: Any
+    env: bytes
+    crons: list[cron.Cron]
+    owner: str
+    process_ts: int
+    process_height: int
+    limits: dict[str, Any]
+    seq: int = -1                  # last evaluated seq
+    nonce: int = -1                # last evaluated scheduled nonce
+    cron_ts: int | None = None     # last evaluated cron time after `nonce`
+    last_ts: int = 0
+    last_height: int = 0
+    since_checkpoint: int = 0
+
+
+class Evaluator:
+    def __init__(self, config: NodeConfig, store: SqliteStore, identity: Identity) -> None:
+        self.config = config
+        self.store = store
+        self.identity = identity
+        self.cache_dir = Path(config.data_dir) / "module-cache"
+        self._procs: dict[str, ProcState] = {}
+        self._modules: dict[str, Any] = {}
+        self._guard = threading.Lock()
+        self._proc_locks: dict[str, threading.RLock] = {}
+        # pids that received outbox deliveries are handed here (the crank queue) rather than evaluated
+        # while a caller holds another process's lock
+        self.on_delivery: Callable[[str], None] = lambda pid: self.settle([pid])
+        self.metrics: dict[str, float] = {"evaluations": 0, "eval_seconds": 0.0, "checkpoints": 0,
+                                          "recompute_mismatch": 0, "outbox_delivered": 0, "dry_runs": 0}
+
+    # warm instances -----------------------------------------------------------------------------
+    def _lock_for(self, pid: str) -> threading.RLock:
+        with self._guard:
+            lk = self._proc_locks.get(pid)
+            if lk is None:
+                lk = self._proc_locks[pid] = threading.RLock()
+            return lk
+
+    def _module(self, module_id: str, fmt: str) -> Any:
+        engine = _engine()
+        mod = self._modules.get(module_id)
+        if mod is None:
+            wasm = self.store.item_data(module_id)
+            if wasm is None:
+                raise NodeError(404, f"Module {module_id} not found")
+            try:
+                mod = engine.Module.load(wasm, fmt, cache_dir=self.cache_dir)
+            except engine.EngineError as exc:
+                raise NodeError(422, f"Module {module_id} cannot be loaded: {exc}") from None
+            self._modules[module_id] = mod
+        return mod
+
+    def _state(self, pid: str) -> ProcState:
+        st = self._procs.get(pid)
+        if st is not None:
+            return st
+        engine = _engine()
+        proc = self.store.process(pid)
+        if proc is None:
+            raise NodeError(404, f"Process {pid} not found")
+        module_meta = self.store.item_meta(proc.module)
+        if module_meta is None:
+            raise NodeError(404, f"Module {proc.module} not found")
+        fmt, mem, compute = module_limits(pid, proc.tags, module_meta.tags, memory_max=self.config.memory_max,
+                                          compute_max=self.config.compute_max)
+        module = self._module(proc.module, fmt)
+        limits = {"memory_limit": mem, "compute_limit": compute, "timeout_s": self.config.eval_timeout_s}
+        env = legacy.dumps(legacy.env_object(pid=pid, process_owner=proc.owner, process_tags=proc.tags,
+                                             module_id=proc.module, module_owner=module_meta.owner,
+                                             module_tags=module_meta.tags))
+        st = ProcState(pid=pid, module_id=proc.module, module=module, instance=None, env=env,
+                       crons=cron.parse_crons(proc.tags), owner=proc.owner, process_ts=proc.timestamp,
+                       process_height=proc.block_height, limits=limits, last_height=proc.block_height)
+        cp = self.store.latest_checkpoint(pid)
+        if cp is not None:
+            try:
+                snap = engine.Snapshot.from_bytes(zstandard.ZstdDecompressor().decompress(cp.snapshot))
+                st.instance = engine.Instance.restore(module, snap, **limits)
+                st.seq, st.nonce, st.cron_ts, st.last_ts = cp.seq, cp.nonce, cp.cron_ts, cp.timestamp
+                last = self.store.log_entry(pid, cp.nonce)
+                st.last_height = last.block_height if last else proc.block_height
+            except (engine.EngineError, zstandard.ZstdError) as exc:
+                log.warning("checkpoint of %s at seq %d unusable (%s); evaluating from the start", pid, cp.seq, exc)
+                st.instance = None
+        if st.instance is None:
+            st.instance = engine.Instance(module, **limits)
+        self._procs[pid] = st
+        return st
+
+    # message JSON -------------------------------------------------------------------------------
+    def _message_json(self, st: ProcState, entry: LogEntry) -> bytes:
+        meta = self.store.item_meta(entry.message_id)
+        if meta is None:
+            raise NodeError(500, f"message {entry.message_id} of {st.pid} missing from the store")
+        data = self.store.item_data(entry.message_id) or b""
+        # a pure assignment (item not addressed to this process) keeps its own recipient as Target
+        target = st.pid if entry.nonce == 0 or meta.target == st.pid else meta.target
+        msg = legacy.scheduled_message(
+            msg_id=meta.id, signature=meta.signature, data=data, owner=meta.owner, target=target,
+            anchor=meta.anchor, tags=meta.tags, epoch=entry.epoch, nonce=entry.nonce, timestamp=entry.timestamp,
+            block_height=entry.block_height, hash_chain=entry.hash_chain)
+        return legacy.dumps(msg)
+
+    def _handle(self, st: ProcState, msg: bytes) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        raw = st.instance.handle(msg, st.env)
+        self.metrics["evaluations"] += 1
+        self.metrics["eval_seconds"] += time.perf_counter() - t0
+        return legacy.merge_result(raw)
+
+    # outbox (the legacy MU's crank) ---------------------------------------------------------------
+    def _outgoing(self, st: ProcState, result: dict[str, Any], source: ItemMeta | None) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        if result.get("Error") is not None:
+            return out
+        pushed_for = None
+        if source is not None:
+            pushed_for = next((v for n, v in source.tags if n == "Pushed-For"), None) or source.id
+        idx = 0
+        for m in result.get("Messages", []):
+            if not isinstance(m, dict) or not isinstance(m.get("Target"), str) or not m["Target"]:
+                idx += 1
+                continue    # the MU drops outbox messages that fail its schema
+            tags = [(t["name"], str(t["value"])) for t in m.get("Tags") or []
+                    if isinstance(t, dict) and isinstance(t.get("name"), str) and t.get("value") is not None
+                    and t["name"] not in ("Data-Protocol", "Type", "From-Process", "From-Module", "Assignments")]
+            tags += [("Data-Protocol", "ao"), ("Type", "Message"), ("From-Process", st.pid),
+                     ("From-Module", st.module_id)]
+            if pushed_for:
+                tags.append(("Pushed-For", pushed_for))
+            data = m.get("Data", "")
+            data_b = data.encode("utf-8") if isinstance(data, str) else legacy.dumps(data)
+            try:
+                item = self.identity.sign_item(data=data_b, tags=tags, target=m["Target"],
+                                               anchor=m.get("Anchor") if isinstance(m.get("Anchor"), str) else None)
+            except Exception as exc:  # noqa: BLE001 - a malformed outbox message is dropped like the MU does
+                log.warning("dropping outbox message %d of %s: %s", idx, st.pid, exc)
+                idx += 1
+                continue
+            meta = item_meta(item)
+            out.append(Outgoing(idx, "Message", m["Target"], meta.id, item.to_bytes(), meta))
+            idx += 1
+        for s in result.get("Spawns", []):
+            if not isinstance(s, dict):
+                idx += 1
+                continue
+            tags = [(t["name"], str(t["value"])) for t in s.get("Tags") or []
+                    if isinstance(t, dict) and isinstance(t.get("name"), str) and t.get("value") is not None
+                    and t["name"] not in ("Data-Protocol", "Type", "Variant")]
+            tags += [("Data-Protocol", "ao"), ("Type", "Process"), ("Variant", "ao.TN.1"),
+                     ("From-Process", st.pid)]
+            if pushed_for:
+                tags.append(("Pushed-For", pushed_for))
+            if not any(n == "Scheduler" for n, _ in tags):
+                tags.append(("Scheduler", self.identity.address))
+            data = s.get("Data", "NODATA")
+            data_b = data.encode("utf-8") if isinstance(data, str) else legacy.dumps(data)
+            try:
+                item = self.identity.sign_item(data=data_b, tags=tags,
+                                               anchor=s.get("Anchor") if isinstance(s.get("Anchor"), str) else None)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("dropping spawn %d of %s: %s", idx, st.pid, exc)
+                idx += 1
+                continue
+            meta = item_meta(item)
+            out.append(Outgoing(idx, "Spawn", meta.id, meta.id, item.to_bytes(), meta))
+            idx += 1
+        for a in result.get("Assignments", []):
+            if isinstance(a, dict) and isinstance(a.get("Message"), str) and isinstance(a.get("Processes"), list):
+                for target in a["Processes"]:
+                    if isinstance(target, str):
+                        out.append(Outgoing(idx, "Assignment", target, a["Message"], None, None))
+                        idx += 1
+        return out
+
+    # the evaluation loop ----------------------------------------------------------------------------
+    def _flush(self, st: ProcState, rows: list[ResultRow], outgoing: dict[int, list[Outgoing]]) -> list[str]:
+        if not rows:
+            return []
+        # recomputation after a restart must agree with what was stored
+        first = self.store.result_by_seq(st.pid, rows[0].seq)
+        if first is not None:
+            for r in rows:
+                old = self.store.result_by_seq(st.pid, r.seq)
+                if old is not None and old.body != r.body:
+                    self.metrics["recompute_mismatch"] += 1
+                    log.error("recomputed result of %s seq %d differs from the stored one", st.pid, r.seq)
+        new = self.store.put_results(rows, outgoing, int(time.time() * 1000), self.config.block_height,
+                                     self.identity.build_assignment)
+        self.metrics["outbox_delivered"] += len(new)
+        rows.clear()
+        outgoing.clear()
+        return sorted({e.pid for e in new})
+
+    def _evaluate_one(self, st: ProcState, msg: bytes, *, nonce: int, cron_id: str | None,
+                      message_id: str | None, timestamp: int, height: int, source: ItemMeta | None,
+                      rows: list[ResultRow], outgoing: dict[int, list[Outgoing]]) -> None:
+        result = self._handle(st, msg)
+        st.seq += 1
+        body = legacy.dumps(legacy.result_view(result))     # stored as `/result` answers it
+        rows.append(ResultRow(st.pid, st.seq, nonce, cron_id, message_id, timestamp, height,
+                              result.get("Error") is not None, body))
+        outs = self._outgoing(st, result, source)
+        if outs:
+            outgoing[st.seq] = outs
+        st.since_checkpoint += 1
+
+    def _crons(self, st: ProcState, right_ts: int, rows: list[ResultRow],
+               outgoing: dict[int, list[Outgoing]]) -> None:
+        if not st.crons or st.nonce < 0:
+            return
+        fires = cron.crons_between(st.crons, process_ts=st.process_ts, process_height=st.process_height,
+                                   left_ts=st.last_ts, left_height=st.last_height, right_ts=right_ts,
+                                   height=self.config.block_height, after_ts=st.cron_ts)
+        for f in fires:
+            msg = legacy.dumps(legacy.cron_message(owner=st.owner, target=st.pid, tags=f.cron.tags,
+                                                   timestamp=f.timestamp, block_height=f.block_height))
+            self._evaluate_one(st, msg, nonce=st.nonce, cron_id=f.cron.id, message_id=None,
+                               timestamp=f.timestamp, height=f.block_height, source=None, rows=rows,
+                               outgoing=outgoing)
+            st.cron_ts = f.timestamp
+
+    def catch_up(self, pid: str, to_nonce: int | None = None, cron_horizon: int | None = None) -> list[str]:
+        """Evaluates the log of `pid` up to `to_nonce` (default: everything scheduled), and crons up to
+        `cron_horizon` (exclusive) after the last message. Returns pids that received outbox deliveries."""
+        with self._lock_for(pid):
+            st = self._state(pid)
+            proc = self.store.process(pid)
+            last = proc.nonce if proc else -1
+            target = last if to_nonce is None else min(to_nonce, last)
+            rows: list[ResultRow] = []
+            outgoing: dict[int, list[Outgoing]] = {}
+            touched: set[str] = set()
+            try:
+                while target > st.nonce:
+                    chunk = self.store.log_range(pid, st.nonce + 1, min(target, st.nonce + 1000))
+                    if not chunk:
+                        raise NodeError(500, f"log of {pid} has a gap after nonce {st.nonce}")
+                    # small backlogs flush per message, so waiting readers see their result at once
+                    batch = 1 if target - st.nonce <= 16 else BATCH
+                    for entry in chunk:
+                        self._crons(st, entry.timestamp, rows, outgoing)
+                        source = self.store.item_meta(entry.message_id)
+                        msg = self._message_json(st, entry)
+                        self._evaluate_one(st, msg, nonce=entry.nonce, cron_id=None, message_id=entry.message_id,
+                                           timestamp=entry.timestamp, height=entry.block_height, source=source,
+                                           rows=rows, outgoing=outgoing)
+                        st.nonce, st.cron_ts = entry.nonce, None
+                        st.last_ts, st.last_height = entry.timestamp, entry.block_height
+                        if len(rows) >= batch:
+                            touched.update(self._flush(st, rows, outgoing))
+                if cron_horizon is not None and (to_nonce is None or target >= last):
+                    self._crons(st, cron_horizon, rows, outgoing)
+                touched.update(self._flush(st, rows, outgoing))
+            except BaseException:
+                # the warm state no longer matches the store: drop it and rebuild from a checkpoint
+                self._procs.pop(pid, None)
+                raise
+            if st.since_checkpoint >= self.config.checkpoint_every:
+                self.checkpoint(pid)
+            touched.discard(pid)
+            return sorted(touched)
+
+    def settle(self, pids: list[str]) -> None:
+        """Evaluates processes that received outbox messages, transitively (the MU's crank)."""
+        pending = list(pids)
+        seen = 0
+        while pending and seen < 10_000:
+            pid = pending.pop(0)
+            seen += 1
+            try:
+                pending.extend(p for p in self.catch_up(pid) if p not in pending)
+            except NodeError as exc:
+                log.warning("crank of %s failed: %s", pid, exc.message)
+
+    # reads ----------------------------------------------------------------------------------------
+    def result(self, pid: str, message_id: str) -> bytes:
+        row = self.store.result_by_message(pid, message_id)
+        if row is None:
+            entry = self.store.log_entry_by_message(pid, message_id)
+            if entry is None:
+                if self.store.process(pid) is None:
+                    raise NodeError(404, f"Process {pid} not found")
+                raise NodeError(404, f"Message {message_id} is not scheduled on process {pid}")
+            for p in self.catch_up(pid, entry.nonce):
+                self.on_delivery(p)
+            row = self.store.result_by_message(pid, message_id)
+            if row is None:
+                raise NodeError(500, f"evaluation of {message_id} produced no result")
+        return row.body
+
+    def up_to_now(self, pid: str) -> ProcState:
+        if self.store.process(pid) is None:
+            raise NodeError(404, f"Process {pid} not found")
+        horizon = self.store.advance_time(pid, int(time.time() * 1000))
+        for p in self.catch_up(pid, None, horizon):
+            self.on_delivery(p)
+        return self._procs[pid]
+
+    def dry_run(self, pid: str, body: Any) -> bytes:
+        engine = _engine()
+        with self._lock_for(pid):
+            st = self.up_to_now(pid)
+            try:
+                msg = legacy.dry_run_message(body, pid=pid, timestamp=st.last_ts, block_height=st.last_height)
+            except ValueError as exc:
+                raise NodeError(400, str(exc)) from None
+            snap = st.instance.snapshot()
+            try:
+                raw = st.instance.handle(legacy.dumps(msg), st.env)
+            finally:
+                # read-only: memory discarded
+                st.instance = engine.Instance.restore(st.module, snap, **st.limits)
+            self.metrics["dry_runs"] += 1
+            return legacy.dumps(legacy.result_view(legacy.merge_result(raw)))
+
+    def state(self, pid: str) -> tuple[bytes, dict[str, str]]:
+        with self._lock_for(pid):
+            st = self.up_to_now(pid)
+            return st.instance.memory(), {"Last-Timestamp": str(st.last_ts), "Last-Ordinate": str(st.nonce),
+                                          "Last-Block-Height": str(st.last_height)}
+
+    # checkpoints --------------------------------------------------------------------------------------
+    def checkpoint(self, pid: str) -> None:
+        with self._lock_for(pid):
+            st = self._procs.get(pid)
+            if st is None or st.seq < 0:
+                return
+            snap = st.instance.snapshot()
+            blob = zstandard.ZstdCompressor(level=3).compress(snap.to_bytes())
+            self.store.put_checkpoint(Checkpoint(pid, st.seq, st.nonce, st.cron_ts, st.last_ts, snap.module_hash,
+                                                 bytes(snap.memory_root), blob))
+            st.since_checkpoint = 0
+            self.metrics["checkpoints"] += 1
+
+    def shutdown(self) -> None:
+        for pid, st in list(self._procs.items()):
+            if st.since_checkpoint:
+                try:
+                    self.checkpoint(pid)
+                except Exception as exc:  # noqa: BLE001 - keep checkpointing the others
+                    log.error("checkpoint of %s at shutdown failed: %s", pid, exc)
+
+    def warm(self) -> int:
+        return len(self._procs)
+
+
+def result_cursor(row: ResultRow, sort: str) -> str:
+    import base64
+    obj: dict[str, Any] = {"timestamp": row.timestamp, "ordinate": str(row.nonce)}
+    if row.cron:
+        obj["cron"] = row.cron
+    obj["sort"] = sort
+    return base64.b64encode(json.dumps(obj, separators=(",", ":")).encode()).decode()

@@ -1,0 +1,155 @@
+"""Ingest (MU role) and scheduling (SU role): verify, store, assign the next slot durably."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cu.node import cron, legacy
+from cu.node.config import NodeConfig
+from cu.node.errors import NodeError
+from cu.node.items import CodecError, DataItem, Identity, item_meta
+from cu.node.limits import module_limits
+from cu.node.store import ItemMeta, LogEntry, StoreError
+from cu.node.store_sqlite import SqliteStore
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    kind: str               # Module | Process | Message | Assignment | Other
+    id: str                 # item id (the process id for a spawn)
+    entry: LogEntry | None  # its slot, when scheduled
+    fresh: bool             # False when the item was already known (idempotent re-post)
+
+
+class Scheduler:
+    def __init__(self, config: NodeConfig, store: SqliteStore, identity: Identity) -> None:
+        self.config = config
+        self.store = store
+        self.identity = identity
+
+    # POST / -----------------------------------------------------------------------------------
+    def ingest(self, raw: bytes) -> Accepted:
+        if not raw:
+            raise NodeError(400, "A valid and signed data item must be provided as the body")
+        try:
+            item = DataItem.parse(raw)
+        except CodecError as exc:
+            raise NodeError(400, f"A valid and signed data item must be provided as the body: {exc}") from None
+        try:
+            ok = item.verify()
+        except CodecError as exc:
+            raise NodeError(400, f"A valid and signed data item must be provided as the body: {exc}") from None
+        if not ok:
+            raise NodeError(400, "A valid and signed data item must be provided as the body: "
+                                 "signature verification failed")
+        meta = item_meta(item, now_ms=now_ms())
+        if item.tag("Data-Protocol") != "ao":
+            raise NodeError(400, "Data-Protocol tag must be 'ao'")
+        kind = item.tag("Type")
+        if kind == "Module":
+            return self._module(item, meta, raw)
+        if kind == "Process":
+            return self._spawn(item, meta, raw)
+        if kind == "Message":
+            return self._message(item, meta, raw)
+        raise NodeError(400, f"Type tag must be Module, Process or Message (got {kind!r})")
+
+    def _module(self, item: DataItem, meta: ItemMeta, raw: bytes) -> Accepted:
+        fmt = (item.tag("Module-Format") or "").strip()
+        if not fmt:
+            raise NodeError(400, "Module-Format tag is required on a Type=Module item")
+        fresh = self.store.put_item(meta, raw, len(raw) - meta.size)
+        return Accepted("Module", meta.id, None, fresh)
+
+    def _spawn(self, item: DataItem, meta: ItemMeta, raw: bytes) -> Accepted:
+        module_id = item.tag("Module")
+        if not module_id:
+            raise NodeError(400, "No Module tag found on 'Process' DataItem")
+        module = self.store.item_meta(module_id)
+        if module is None or module.kind != "Module":
+            raise NodeError(404, f"Module {module_id} not found on this node (upload it first: POST / Type=Module)")
+        module_limits(meta.id, meta.tags, module.tags, memory_max=self.config.memory_max,
+                      compute_max=self.config.compute_max)
+        try:
+            has_crons = bool(cron.parse_crons(meta.tags))
+        except cron.CronError as exc:
+            raise NodeError(400, str(exc)) from None
+        existed = self.store.process(meta.id) is not None
+        entry = self.store.spawn(meta, raw, module_id, now_ms(), self.config.block_height,
+                                 self.identity.build_assignment, has_crons)
+        return Accepted("Process", meta.id, entry, not existed)
+
+    def _message(self, item: DataItem, meta: ItemMeta, raw: bytes) -> Accepted:
+        if not meta.target:
+            raise NodeError(400, "A Type=Message item needs a target process")
+        if self.store.process(meta.target) is None:
+            raise NodeError(404, f"Process {meta.target} not found on this node")
+        entry, fresh = self._schedule(meta.target, meta.id, (meta, raw))
+        return Accepted("Message", meta.id, entry, fresh)
+
+    def _schedule(self, pid: str, message_id: str, item: tuple[ItemMeta, bytes] | None) -> tuple[LogEntry, bool]:
+        try:
+            return self.store.schedule(pid, message_id, now_ms(), self.config.block_height,
+                                       self.identity.build_assignment, item)
+        except StoreError as exc:
+            raise NodeError(404, str(exc)) from None
+
+    # POST /?process-id=&assign= ---------------------------------------------------------------
+    def assign(self, pid: str, message_id: str) -> Accepted:
+        if self.store.process(pid) is None:
+            raise NodeError(404, f"Process {pid} not found on this node")
+        if self.store.item_meta(message_id) is None:
+            raise NodeError(404, f"Message {message_id} not found on this node")
+        entry, fresh = self._schedule(pid, message_id, None)
+        return Accepted("Assignment", entry.assignment_id, entry, fresh)
+
+    # SU reads ---------------------------------------------------------------------------------
+    def owner_json(self, meta: ItemMeta) -> dict[str, str]:
+        from cu.hashing import b64url
+        return {"address": meta.owner, "key": b64url(meta.owner_key)}
+
+    def assignment_json(self, entry: LogEntry) -> dict[str, Any]:
+        meta = self.store.item_meta(entry.assignment_id)
+        if meta is None:
+            raise NodeError(500, f"assignment {entry.assignment_id} missing from the store")
+        return {"id": meta.id, "owner": self.owner_json(meta), "tags": legacy.tags_list(meta.tags),
+                "signature": meta.signature, "anchor": meta.anchor, "target": meta.target or None,
+                "data": ""}
+
+    def message_json(self, entry: LogEntry) -> dict[str, Any] | None:
+        meta = self.store.item_meta(entry.message_id)
+        if meta is None:
+            return None
+        if entry.nonce > 0 and meta.target != entry.pid:
+            return None   # a pure assignment: the SU returns message null, readers hydrate from the gateway
+        data = self.store.item_data(meta.id) or b""
+        out: dict[str, Any] = {"id": meta.id, "owner": self.owner_json(meta), "data": legacy.text(data),
+                               "tags": legacy.tags_list(meta.tags), "signature": meta.signature,
+                               "anchor": meta.anchor}
+        if meta.target:
+            out["target"] = meta.target
+        return out
+
+    def edge(self, entry: LogEntry, cursor: str) -> dict[str, Any]:
+        return {"cursor": cursor, "node": {"message": self.message_json(entry),
+                                           "assignment": self.assignment_json(entry)}}
+
+    def process_json(self, pid: str) -> dict[str, Any]:
+        proc = self.store.process(pid)
+        meta = self.store.item_meta(pid)
+        if proc is None or meta is None:
+            raise NodeError(404, "Process not found")
+        data = self.store.item_data(pid) or b""
+        try:
+            data_text: str | None = data.decode("utf-8")
+        except UnicodeDecodeError:
+            data_text = None   # the legacy SU serves data only when it is valid UTF-8
+        return {"process_id": pid, "block": f"{proc.block_height:012d}", "owner": self.owner_json(meta),
+                "tags": legacy.tags_list(meta.tags), "timestamp": proc.timestamp, "data": data_text,
+                "anchor": meta.anchor, "signature": meta.signature}

@@ -1,0 +1,103 @@
+"""Data items as the node stores them, and the node's signing identity (wallet + assignment key)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cu.codec.ans104 import DataItem
+from cu.codec.errors import CodecError
+from cu.codec.wallet import ArweaveWallet, Ed25519Key
+from cu.hashing import b64url
+from cu.node.store import ItemMeta
+
+__all__ = ["CodecError", "DataItem", "Identity", "anchor_text", "item_meta", "item_tags"]
+
+KINDS = ("Module", "Process", "Message", "Assignment")
+
+
+def anchor_text(anchor: bytes | None) -> str | None:
+    """Anchors as the legacy stack shows them: the 32 bytes as text (AOS writes zero-padded counters)."""
+    if not anchor:
+        return None
+    try:
+        return anchor.decode("utf-8")
+    except UnicodeDecodeError:
+        return b64url(anchor)
+
+
+def item_tags(item: DataItem) -> list[tuple[str, str]]:
+    return [(n.decode("utf-8", "replace"), v.decode("utf-8", "replace")) for n, v in item.tags]
+
+
+def item_meta(item: DataItem, *, now_ms: int | None = None) -> ItemMeta:
+    tags = item_tags(item)
+    kind = next((v for n, v in tags if n == "Type"), "")
+    return ItemMeta(
+        id=item.id, owner=item.owner_address, owner_key=item.owner,
+        target=b64url(item.target) if item.target else "", anchor=anchor_text(item.anchor),
+        signature=b64url(item.signature), tags=tags, kind=kind if kind in KINDS else "Other",
+        created_ms=int(time.time() * 1000) if now_ms is None else now_ms, size=len(item.data))
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+@dataclass
+class Identity:
+    """The node's Arweave wallet (address of `GET /`, signs outbox messages and spawns like the legacy MU)
+    and its ed25519 key (signs assignments: an RSA-4096 signature per message would cost ~2 ms)."""
+
+    wallet: ArweaveWallet
+    ed25519: Ed25519Key
+
+    @classmethod
+    def load(cls, data_dir: str | Path, wallet_path: str | Path | None = None) -> Identity:
+        data_dir = Path(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        wpath = Path(wallet_path) if wallet_path else data_dir / "wallet.json"
+        if not wpath.exists():
+            if wallet_path:
+                raise FileNotFoundError(f"wallet {wpath} not found")
+            try:
+                _write_private(wpath, json.dumps(ArweaveWallet.generate().to_jwk()))
+            except FileExistsError:
+                pass    # another worker created it first
+        wallet = ArweaveWallet.from_jwk(json.loads(wpath.read_text()))
+        epath = data_dir / "ed25519.jwk"
+        if not epath.exists():
+            try:
+                _write_private(epath, json.dumps(Ed25519Key.generate().to_jwk()))
+            except FileExistsError:
+                pass
+        key = Ed25519Key.from_jwk(json.loads(epath.read_text()))
+        return cls(wallet=wallet, ed25519=key)
+
+    @property
+    def address(self) -> str:
+        return self.wallet.address
+
+    def build_assignment(self, pid: str, message_id: str, nonce: int, timestamp: int, block_height: int,
+                         hash_chain: str, epoch: int) -> tuple[bytes, ItemMeta]:
+        """The legacy SU's assignment item (tags in its order), signed by the node's ed25519 key."""
+        tags = [
+            ("Process", pid), ("Message", message_id), ("Epoch", str(epoch)), ("Nonce", str(nonce)),
+            ("Hash-Chain", hash_chain), ("Block-Height", f"{block_height:012d}"), ("Timestamp", str(timestamp)),
+            ("Data-Protocol", "ao"), ("Type", "Assignment"), ("Variant", "ao.TN.1"),
+        ]
+        item = DataItem.create(self.ed25519, data=b"", tags=tags)
+        return item.to_bytes(), item_meta(item, now_ms=timestamp)
+
+    def sign_item(self, *, data: bytes, tags: list[tuple[str, str]], target: str | None = None,
+                  anchor: str | None = None) -> DataItem:
+        anc: bytes | None = None
+        if anchor:
+            raw = anchor.encode("utf-8")
+            anc = raw if len(raw) == 32 else None    # arbundles refuses other lengths; the MU drops them
+        return DataItem.create(self.wallet, data=data, tags=tags, target=target or None, anchor=anc)

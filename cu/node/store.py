@@ -1,0 +1,178 @@
+"""Storage interface of the node. `SqliteStore` (store_sqlite.py) is the embedded default; a server database
+implements the same methods."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Tag = tuple[str, str]
+
+
+class StoreError(Exception):
+    pass
+
+
+class NotFound(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class ItemMeta:
+    id: str
+    owner: str                 # owner address (AO-ABI §7.1 rule)
+    owner_key: bytes
+    target: str
+    anchor: str | None
+    signature: str             # b64url
+    tags: list[Tag]
+    kind: str                  # Module | Process | Message | Assignment | Other
+    created_ms: int
+    size: int
+
+
+@dataclass(frozen=True)
+class ProcessRow:
+    id: str
+    module: str
+    owner: str
+    tags: list[Tag]
+    timestamp: int             # process (nonce 0) timestamp
+    block_height: int
+    nonce: int                 # last assigned nonce
+    last_timestamp: int
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    pid: str
+    nonce: int
+    message_id: str
+    assignment_id: str
+    timestamp: int
+    block_height: int
+    hash_chain: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    pid: str
+    seq: int                   # position in the evaluated stream (messages and crons)
+    nonce: int                 # the scheduled message's nonce, or the preceding one for a cron
+    cron: str | None
+    message_id: str | None
+    timestamp: int
+    block_height: int
+    error: bool
+    body: bytes                # merged legacy result JSON
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    pid: str
+    seq: int
+    nonce: int
+    cron_ts: int | None        # last evaluated cron time after `nonce`, if any
+    timestamp: int
+    module_hash: str
+    memory_root: bytes
+    snapshot: bytes            # zstd-compressed Snapshot.to_bytes()
+
+
+# Builds and signs the assignment for (pid, message id, nonce, timestamp, block_height, hash_chain, epoch):
+# returns (raw assignment data item, its ItemMeta).
+AssignmentBuilder = Callable[[str, str, int, int, int, str, int], tuple[bytes, ItemMeta]]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An outbox effect persisted with the result that produced it (delivered exactly once)."""
+    idx: int
+    kind: str                  # Message | Spawn | Assignment
+    target: str                # pid to schedule on
+    item_id: str               # message id to assign
+    item_raw: bytes | None     # a new data item to store first (outbox message/spawn), else None
+    item_meta: ItemMeta | None
+
+
+class Store(abc.ABC):
+    # items ---------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def put_item(self, meta: ItemMeta, raw: bytes) -> bool:
+        """Stores a data item; False if it was already stored."""
+
+    @abc.abstractmethod
+    def item_meta(self, item_id: str) -> ItemMeta | None: ...
+
+    @abc.abstractmethod
+    def item_raw(self, item_id: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def item_data(self, item_id: str) -> bytes | None: ...
+
+    # processes and the log ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def spawn(self, meta: ItemMeta, raw: bytes, module: str, now_ms: int, block_height: int,
+              build: AssignmentBuilder) -> LogEntry:
+        """Stores the process item and schedules it at nonce 0, atomically and durably."""
+
+    @abc.abstractmethod
+    def schedule(self, pid: str, message_id: str, now_ms: int, block_height: int, build: AssignmentBuilder,
+                 item: tuple[ItemMeta, bytes] | None = None) -> tuple[LogEntry, bool]:
+        """Assigns the next nonce (and stores `item` first) durably; (entry, False) if already scheduled."""
+
+    @abc.abstractmethod
+    def process(self, pid: str) -> ProcessRow | None: ...
+
+    @abc.abstractmethod
+    def processes_with_crons(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def log_entry(self, pid: str, nonce: int) -> LogEntry | None: ...
+
+    @abc.abstractmethod
+    def log_entry_by_message(self, pid: str, message_id: str) -> LogEntry | None: ...
+
+    @abc.abstractmethod
+    def log_page(self, pid: str, *, from_nonce: int | None, from_ts: int | None, to_ts: int | None,
+                 limit: int) -> tuple[list[LogEntry], bool]: ...
+
+    @abc.abstractmethod
+    def advance_time(self, pid: str, now_ms: int) -> int:
+        """Moves the process clock to at least now (durably); later messages are never earlier."""
+
+    # results and checkpoints ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def last_result(self, pid: str) -> ResultRow | None: ...
+
+    @abc.abstractmethod
+    def put_results(self, rows: list[ResultRow], outgoing: dict[int, list[Outgoing]],
+                    now_ms: int, block_height: int, build: AssignmentBuilder) -> list[LogEntry]:
+        """Stores evaluated results and schedules their outbox effects in one transaction; returns the new
+        log entries. Rows already stored are left unchanged (recomputation is deterministic)."""
+
+    @abc.abstractmethod
+    def result_by_message(self, pid: str, message_id: str) -> ResultRow | None: ...
+
+    @abc.abstractmethod
+    def result_by_seq(self, pid: str, seq: int) -> ResultRow | None: ...
+
+    @abc.abstractmethod
+    def results_page(self, pid: str, *, after: tuple[int, int] | None, until: tuple[int, int] | None,
+                     descending: bool, limit: int, crons_only: bool,
+                     skip_errors: bool) -> tuple[list[ResultRow], bool]:
+        """Results ordered by seq; bounds are (timestamp, seq) pairs, `after` exclusive, `until` inclusive."""
+
+    @abc.abstractmethod
+    def put_checkpoint(self, cp: Checkpoint, keep: int = 2) -> None: ...
+
+    @abc.abstractmethod
+    def latest_checkpoint(self, pid: str) -> Checkpoint | None: ...
+
+    @abc.abstractmethod
+    def stats(self) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...

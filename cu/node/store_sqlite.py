@@ -1,0 +1,372 @@
+"""Embedded SQLite store (WAL). Log writes commit with synchronous=FULL, so an acknowledged message survives
+power loss; results and checkpoints use NORMAL (they can be recomputed from the log)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cu.node.store import (
+    AssignmentBuilder,
+    Checkpoint,
+    ItemMeta,
+    LogEntry,
+    Outgoing,
+    ProcessRow,
+    ResultRow,
+    Store,
+    StoreError,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY, raw BLOB NOT NULL, data_offset INTEGER NOT NULL, owner TEXT NOT NULL,
+    owner_key BLOB NOT NULL, target TEXT NOT NULL, anchor TEXT, signature TEXT NOT NULL, tags TEXT NOT NULL,
+    kind TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS processes (
+    id TEXT PRIMARY KEY, module TEXT NOT NULL, owner TEXT NOT NULL, tags TEXT NOT NULL,
+    timestamp INTEGER NOT NULL, block_height INTEGER NOT NULL, nonce INTEGER NOT NULL,
+    last_assignment TEXT NOT NULL, hash_chain TEXT NOT NULL, last_timestamp INTEGER NOT NULL,
+    has_crons INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS log (
+    pid TEXT NOT NULL, nonce INTEGER NOT NULL, message_id TEXT NOT NULL, assignment_id TEXT NOT NULL,
+    timestamp INTEGER NOT NULL, block_height INTEGER NOT NULL, hash_chain TEXT NOT NULL, epoch INTEGER NOT NULL,
+    PRIMARY KEY (pid, nonce));
+CREATE UNIQUE INDEX IF NOT EXISTS log_message ON log (pid, message_id);
+CREATE TABLE IF NOT EXISTS results (
+    pid TEXT NOT NULL, seq INTEGER NOT NULL, nonce INTEGER NOT NULL, cron TEXT, message_id TEXT,
+    timestamp INTEGER NOT NULL, block_height INTEGER NOT NULL, error INTEGER NOT NULL, body BLOB NOT NULL,
+    PRIMARY KEY (pid, seq));
+CREATE INDEX IF NOT EXISTS results_message ON results (pid, message_id);
+CREATE TABLE IF NOT EXISTS outbox (
+    pid TEXT NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL,
+    item_id TEXT NOT NULL, delivered INTEGER NOT NULL, PRIMARY KEY (pid, seq, idx));
+CREATE TABLE IF NOT EXISTS checkpoints (
+    pid TEXT NOT NULL, seq INTEGER NOT NULL, nonce INTEGER NOT NULL, cron_ts INTEGER, timestamp INTEGER NOT NULL,
+    module_hash TEXT NOT NULL, memory_root BLOB NOT NULL, snapshot BLOB NOT NULL, PRIMARY KEY (pid, seq));
+"""
+
+
+def _tags_json(tags: list[tuple[str, str]]) -> str:
+    return json.dumps([[n, v] for n, v in tags], ensure_ascii=False, separators=(",", ":"))
+
+
+def _tags(text: str) -> list[tuple[str, str]]:
+    return [(n, v) for n, v in json.loads(text)]
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self._conn().executescript(SCHEMA)
+
+    # connections ----------------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._pid != os.getpid():
+            # one connection per thread and per process (gunicorn forks after the app is created)
+            self._pid = os.getpid()
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=True)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            self._local.conn = conn
+            self._local.sync = None
+        return conn
+
+    @contextmanager
+    def _tx(self, *, durable: bool) -> Iterator[sqlite3.Connection]:
+        c = self._conn()
+        want = "FULL" if durable else "NORMAL"
+        if self._local.sync != want:
+            c.execute(f"PRAGMA synchronous={want}")
+            self._local.sync = want
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # items ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _insert_item(c: sqlite3.Connection, meta: ItemMeta, raw: bytes, data_offset: int) -> bool:
+        cur = c.execute(
+            "INSERT OR IGNORE INTO items VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (meta.id, raw, data_offset, meta.owner, meta.owner_key, meta.target, meta.anchor, meta.signature,
+             _tags_json(meta.tags), meta.kind, meta.created_ms))
+        return cur.rowcount == 1
+
+    def put_item(self, meta: ItemMeta, raw: bytes, data_offset: int | None = None) -> bool:
+        with self._tx(durable=True) as c:
+            return self._insert_item(c, meta, raw, len(raw) - meta.size if data_offset is None else data_offset)
+
+    @staticmethod
+    def _meta(row: tuple) -> ItemMeta:
+        (id_, owner, owner_key, target, anchor, signature, tags, kind, created, size) = row
+        return ItemMeta(id=id_, owner=owner, owner_key=bytes(owner_key), target=target, anchor=anchor,
+                        signature=signature, tags=_tags(tags), kind=kind, created_ms=created, size=size)
+
+    def item_meta(self, item_id: str) -> ItemMeta | None:
+        row = self._conn().execute(
+            "SELECT id, owner, owner_key, target, anchor, signature, tags, kind, created, "
+            "length(raw) - data_offset FROM items WHERE id=?", (item_id,)).fetchone()
+        return self._meta(row) if row else None
+
+    def item_raw(self, item_id: str) -> bytes | None:
+        row = self._conn().execute("SELECT raw FROM items WHERE id=?", (item_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def item_data(self, item_id: str) -> bytes | None:
+        row = self._conn().execute("SELECT substr(raw, data_offset + 1) FROM items WHERE id=?",
+                                   (item_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    # processes and the log ------------------------------------------------------------------------
+    def spawn(self, meta: ItemMeta, raw: bytes, module: str, now_ms: int, block_height: int,
+              build: AssignmentBuilder, has_crons: bool = False) -> LogEntry:
+        with self._tx(durable=True) as c:
+            return self._spawn(c, meta, raw, module, now_ms, block_height, build, has_crons)
+
+    def _spawn(self, c: sqlite3.Connection, meta: ItemMeta, raw: bytes, module: str, now_ms: int,
+               block_height: int, build: AssignmentBuilder, has_crons: bool) -> LogEntry:
+        existing = c.execute("SELECT 1 FROM processes WHERE id=?", (meta.id,)).fetchone()
+        if existing:
+            entry = self._entry(c, meta.id, 0)
+            assert entry is not None
+            return entry
+        self._insert_item(c, meta, raw, len(raw) - meta.size)
+        from cu import hashing
+        hash_chain = hashing.su_hash_chain(None, None, meta.id)
+        a_raw, a_meta = build(meta.id, meta.id, 0, now_ms, block_height, hash_chain, 0)
+        self._insert_item(c, a_meta, a_raw, len(a_raw) - a_meta.size)
+        c.execute("INSERT INTO processes VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                  (meta.id, module, meta.owner, _tags_json(meta.tags), now_ms, block_height, 0, a_meta.id,
+                   hash_chain, now_ms, int(has_crons)))
+        entry = LogEntry(meta.id, 0, meta.id, a_meta.id, now_ms, block_height, hash_chain, 0)
+        self._insert_entry(c, entry)
+        return entry
+
+    @staticmethod
+    def _insert_entry(c: sqlite3.Connection, e: LogEntry) -> None:
+        c.execute("INSERT INTO log VALUES (?,?,?,?,?,?,?,?)",
+                  (e.pid, e.nonce, e.message_id, e.assignment_id, e.timestamp, e.block_height, e.hash_chain,
+                   e.epoch))
+
+    def schedule(self, pid: str, message_id: str, now_ms: int, block_height: int, build: AssignmentBuilder,
+                 item: tuple[ItemMeta, bytes] | None = None) -> tuple[LogEntry, bool]:
+        with self._tx(durable=True) as c:
+            return self._schedule(c, pid, message_id, now_ms, block_height, build, item)
+
+    def _schedule(self, c: sqlite3.Connection, pid: str, message_id: str, now_ms: int, block_height: int,
+                  build: AssignmentBuilder, item: tuple[ItemMeta, bytes] | None) -> tuple[LogEntry, bool]:
+        row = c.execute("SELECT nonce, last_assignment, hash_chain, last_timestamp FROM processes WHERE id=?",
+                        (pid,)).fetchone()
+        if row is None:
+            raise StoreError(f"process {pid} not found")
+        dup = c.execute("SELECT nonce FROM log WHERE pid=? AND message_id=?", (pid, message_id)).fetchone()
+        if dup is not None:
+            entry = self._entry(c, pid, dup[0])
+            assert entry is not None
+            return entry, False
+        if item is not None:
+            meta, raw = item
+            self._insert_item(c, meta, raw, len(raw) - meta.size)
+        nonce, last_assignment, prev_hc, last_ts = row
+        from cu import hashing
+        hash_chain = hashing.su_hash_chain(last_assignment, prev_hc, pid)
+        nonce += 1
+        ts = max(now_ms, last_ts)
+        a_raw, a_meta = build(pid, message_id, nonce, ts, block_height, hash_chain, 0)
+        self._insert_item(c, a_meta, a_raw, len(a_raw) - a_meta.size)
+        c.execute("UPDATE processes SET nonce=?, last_assignment=?, hash_chain=?, last_timestamp=? WHERE id=?",
+                  (nonce, a_meta.id, hash_chain, ts, pid))
+        entry = LogEntry(pid, nonce, message_id, a_meta.id, ts, block_height, hash_chain, 0)
+        self._insert_entry(c, entry)
+        return entry, True
+
+    def process(self, pid: str) -> ProcessRow | None:
+        row = self._conn().execute(
+            "SELECT id, module, owner, tags, timestamp, block_height, nonce, last_timestamp FROM processes "
+            "WHERE id=?", (pid,)).fetchone()
+        if row is None:
+            return None
+        return ProcessRow(id=row[0], module=row[1], owner=row[2], tags=_tags(row[3]), timestamp=row[4],
+                          block_height=row[5], nonce=row[6], last_timestamp=row[7])
+
+    def processes_with_crons(self) -> list[str]:
+        return [r[0] for r in self._conn().execute("SELECT id FROM processes WHERE has_crons=1")]
+
+    def all_processes(self) -> list[str]:
+        return [r[0] for r in self._conn().execute("SELECT id FROM processes")]
+
+    @staticmethod
+    def _entry(c: sqlite3.Connection, pid: str, nonce: int) -> LogEntry | None:
+        row = c.execute("SELECT * FROM log WHERE pid=? AND nonce=?", (pid, nonce)).fetchone()
+        return LogEntry(*row) if row else None
+
+    def log_entry(self, pid: str, nonce: int) -> LogEntry | None:
+        return self._entry(self._conn(), pid, nonce)
+
+    def log_entry_by_message(self, pid: str, message_id: str) -> LogEntry | None:
+        row = self._conn().execute("SELECT * FROM log WHERE pid=? AND message_id=?", (pid, message_id)).fetchone()
+        return LogEntry(*row) if row else None
+
+    def log_range(self, pid: str, first_nonce: int, last_nonce: int) -> list[LogEntry]:
+        rows = self._conn().execute("SELECT * FROM log WHERE pid=? AND nonce BETWEEN ? AND ? ORDER BY nonce",
+                                    (pid, first_nonce, last_nonce)).fetchall()
+        return [LogEntry(*r) for r in rows]
+
+    def log_page(self, pid: str, *, from_nonce: int | None, from_ts: int | None, to_ts: int | None,
+                 limit: int) -> tuple[list[LogEntry], bool]:
+        q = "SELECT * FROM log WHERE pid=?"
+        args: list[object] = [pid]
+        if from_nonce is not None:
+            q += " AND nonce > ?"
+            args.append(from_nonce)
+        if from_ts is not None:
+            q += " AND timestamp > ?"
+            args.append(from_ts)
+        if to_ts is not None:
+            q += " AND timestamp <= ?"
+            args.append(to_ts)
+        q += " ORDER BY nonce LIMIT ?"
+        args.append(limit + 1)
+        rows = [LogEntry(*r) for r in self._conn().execute(q, args).fetchall()]
+        return rows[:limit], len(rows) > limit
+
+    def advance_time(self, pid: str, now_ms: int) -> int:
+        with self._tx(durable=True) as c:
+            row = c.execute("SELECT last_timestamp FROM processes WHERE id=?", (pid,)).fetchone()
+            if row is None:
+                raise StoreError(f"process {pid} not found")
+            ts = max(row[0], now_ms)
+            if ts != row[0]:
+                c.execute("UPDATE processes SET last_timestamp=? WHERE id=?", (ts, pid))
+            return ts
+
+    # results --------------------------------------------------------------------------------------
+    @staticmethod
+    def _result(row: tuple) -> ResultRow:
+        pid, seq, nonce, cron, message_id, ts, height, error, body = row
+        return ResultRow(pid, seq, nonce, cron, message_id, ts, height, bool(error), bytes(body))
+
+    def last_result(self, pid: str) -> ResultRow | None:
+        row = self._conn().execute("SELECT * FROM results WHERE pid=? ORDER BY seq DESC LIMIT 1",
+                                   (pid,)).fetchone()
+        return self._result(row) if row else None
+
+    def put_results(self, rows: list[ResultRow], outgoing: dict[int, list[Outgoing]],
+                    now_ms: int, block_height: int, build: AssignmentBuilder) -> list[LogEntry]:
+        if not rows:
+            return []
+        new_entries: list[LogEntry] = []
+        # durable when it schedules something: the outbox delivery must not be lost once its result is
+        with self._tx(durable=bool(outgoing)) as c:
+            for r in rows:
+                cur = c.execute("INSERT OR IGNORE INTO results VALUES (?,?,?,?,?,?,?,?,?)",
+                                (r.pid, r.seq, r.nonce, r.cron, r.message_id, r.timestamp, r.block_height,
+                                 int(r.error), r.body))
+                if cur.rowcount != 1:
+                    continue        # recomputed after a restart: the stored result and its deliveries stand
+                for out in outgoing.get(r.seq, []):
+                    delivered = 0
+                    if out.item_raw is not None and out.item_meta is not None:
+                        self._insert_item(c, out.item_meta, out.item_raw, len(out.item_raw) - out.item_meta.size)
+                    exists = c.execute("SELECT 1 FROM processes WHERE id=?", (out.target,)).fetchone()
+                    if out.kind == "Spawn" and out.item_meta is not None and out.item_raw is not None:
+                        module = next((v for n, v in out.item_meta.tags if n == "Module"), "")
+                        if c.execute("SELECT 1 FROM items WHERE id=? AND kind='Module'", (module,)).fetchone():
+                            has_crons = any(n == "Cron-Interval" for n, _ in out.item_meta.tags)
+                            new_entries.append(self._spawn(c, out.item_meta, out.item_raw, module, now_ms,
+                                                           block_height, build, has_crons))
+                            delivered = 1
+                    elif exists:
+                        entry, fresh = self._schedule(c, out.target, out.item_id, now_ms, block_height, build,
+                                                      None)
+                        if fresh:
+                            new_entries.append(entry)
+                        delivered = 1
+                    c.execute("INSERT OR IGNORE INTO outbox VALUES (?,?,?,?,?,?,?)",
+                              (r.pid, r.seq, out.idx, out.kind, out.target, out.item_id, delivered))
+        return new_entries
+
+    def result_by_message(self, pid: str, message_id: str) -> ResultRow | None:
+        row = self._conn().execute("SELECT * FROM results WHERE pid=? AND message_id=?",
+                                   (pid, message_id)).fetchone()
+        return self._result(row) if row else None
+
+    def result_by_seq(self, pid: str, seq: int) -> ResultRow | None:
+        row = self._conn().execute("SELECT * FROM results WHERE pid=? AND seq=?", (pid, seq)).fetchone()
+        return self._result(row) if row else None
+
+    def results_page(self, pid: str, *, after: tuple[int, int] | None, until: tuple[int, int] | None,
+                     descending: bool, limit: int, crons_only: bool,
+                     skip_errors: bool) -> tuple[list[ResultRow], bool]:
+        q = "SELECT * FROM results WHERE pid=?"
+        args: list[object] = [pid]
+        op_after, op_until = (("<", ">=") if descending else (">", "<="))
+        if after is not None:
+            q += f" AND (timestamp, seq) {op_after} (?, ?)"
+            args += list(after)
+        if until is not None:
+            q += f" AND (timestamp, seq) {op_until} (?, ?)"
+            args += list(until)
+        if crons_only:
+            q += " AND cron IS NOT NULL"
+        if skip_errors:
+            q += " AND error=0"
+        q += " ORDER BY seq " + ("DESC" if descending else "ASC") + " LIMIT ?"
+        args.append(limit + 1)
+        rows = [self._result(r) for r in self._conn().execute(q, args).fetchall()]
+        return rows[:limit], len(rows) > limit
+
+    def seq_for(self, pid: str, timestamp: int, nonce: int, cron: str | None) -> int | None:
+        if cron is None:
+            row = self._conn().execute("SELECT seq FROM results WHERE pid=? AND timestamp=? AND nonce=? AND "
+                                       "cron IS NULL", (pid, timestamp, nonce)).fetchone()
+        else:
+            row = self._conn().execute("SELECT seq FROM results WHERE pid=? AND timestamp=? AND nonce=? AND "
+                                       "cron=?", (pid, timestamp, nonce, cron)).fetchone()
+        return row[0] if row else None
+
+    def outbox_rows(self, pid: str) -> list[tuple]:
+        return self._conn().execute("SELECT * FROM outbox WHERE pid=? ORDER BY seq, idx", (pid,)).fetchall()
+
+    # checkpoints ----------------------------------------------------------------------------------
+    def put_checkpoint(self, cp: Checkpoint, keep: int = 2) -> None:
+        with self._tx(durable=False) as c:
+            c.execute("INSERT OR REPLACE INTO checkpoints VALUES (?,?,?,?,?,?,?,?)",
+                      (cp.pid, cp.seq, cp.nonce, cp.cron_ts, cp.timestamp, cp.module_hash, cp.memory_root,
+                       cp.snapshot))
+            c.execute("DELETE FROM checkpoints WHERE pid=? AND seq NOT IN "
+                      "(SELECT seq FROM checkpoints WHERE pid=? ORDER BY seq DESC LIMIT ?)", (cp.pid, cp.pid, keep))
+
+    def latest_checkpoint(self, pid: str) -> Checkpoint | None:
+        row = self._conn().execute("SELECT * FROM checkpoints WHERE pid=? ORDER BY seq DESC LIMIT 1",
+                                   (pid,)).fetchone()
+        if row is None:
+            return None
+        return Checkpoint(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]), bytes(row[7]))
+
+    def stats(self) -> dict[str, int]:
+        c = self._conn()
+        out = {}
+        for table in ("items", "processes", "log", "results", "checkpoints"):
+            out[table] = c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return out

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# images/build.sh OUTDIR — builds the aocu confidential-VM guest payload:
+#   OUTDIR/vmlinuz      Debian bookworm-backports kernel (sev-guest, tdx-guest, configfs-tsm)
+#   OUTDIR/initrd.img   Debian minbase rootfs + Python venv with aocu and its locked wheels, /init
+#   OUTDIR/cmdline      kernel command line (part of the measured launch)
+#   OUTDIR/manifest.json  inputs, versions and SHA-256 of every artifact
+# Reproducible: the same inputs (repository tree, package versions below, requirements.lock) give the same
+# bytes. Downloads are cached in $AOCU_IMAGE_CACHE (default images/out/cache) and verified by hash.
+#
+# Environment: AOCU_TEE (default "auto": the guest uses SNP/TDX when present and otherwise serves with
+# --tee none; "sim" bakes the simulated TEE into the command line, for QEMU/CI setups), PYTHON (a Python
+# with pip, setuptools>=77 and pybind11 for building the aocu wheel; default .venv/bin/python).
+set -euo pipefail
+
+usage() { echo "usage: images/build.sh OUTDIR" >&2; exit 2; }
+[ $# -eq 1 ] || usage
+[ "$(id -u)" -eq 0 ] || { echo "build.sh: needs root (debootstrap, chroot)" >&2; exit 2; }
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+out=$(mkdir -p "$1" && cd "$1" && pwd)
+cache=${AOCU_IMAGE_CACHE:-$repo/images/out/cache}
+PY=${PYTHON:-$repo/.venv/bin/python}
+tee_mode=${AOCU_TEE:-auto}
+case "$tee_mode" in auto|sim|none|snp|tdx) ;; *) echo "build.sh: AOCU_TEE must be auto|sim|none|snp|tdx" >&2; exit 2 ;; esac
+
+# ---- pinned inputs -------------------------------------------------------------------------------------
+SUITE=bookworm
+MIRROR=${AOCU_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+KERNEL_PKG=linux-image-6.12.95+deb12-amd64
+KERNEL_VER=6.12.95-1~bpo12+1
+ROOTFS_PKGS=python3,python3-venv,libssl3,libzstd1,iproute2,kmod,e2fsprogs,ca-certificates
+# Modules the init loads (dependencies are resolved from the kernel package's metadata).
+MODULES="virtio_net e1000 virtio_blk ext4 configfs tsm sev-guest tdx-guest"
+CMDLINE="console=ttyS0 quiet panic=-1 aocu.tee=$tee_mode"
+
+SDE=$(cd "$repo" && git log -1 --format=%ct 2>/dev/null || echo 0)
+export SOURCE_DATE_EPOCH=$SDE LC_ALL=C TZ=UTC
+step=0
+steps=7
+say() { step=$((step + 1)); echo "[build $step/$steps] $*" >&2; }
+
+mkdir -p "$cache/debs" "$cache/wheels"
+work=$(mktemp -d "${TMPDIR:-/tmp}/aocu-image.XXXXXX")
+cleanup() {
+  for m in proc sys dev; do umount "$work/rootfs/$m" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# ---- 1. the aocu wheel from the tracked files of this repository ----------------------------------------
+say "aocu wheel from $(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo 'worktree')"
+mkdir -p "$work/src" "$work/self"
+(cd "$repo" && git ls-files -z --cached --others --exclude-standard) |
+  (cd "$repo" && xargs -0 cp --parents -t "$work/src" 2>/dev/null || true)
+rm -rf "$work/src/tests" "$work/src/bench" "$work/src/images"
+(cd "$work/src" && "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$work/self" .) >&2
+self_whl=$(ls "$work/self"/aocu-*.whl)
+
+# ---- 2. locked runtime wheels (hash-checked) ------------------------------------------------------------
+say "runtime wheels from images/requirements.lock"
+"$PY" -m pip download -q --only-binary=:all: --no-deps --python-version 3.11 --implementation cp \
+  --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+  --platform manylinux_2_17_x86_64 --platform manylinux1_x86_64 --platform any \
+  --require-hashes -r "$here/requirements.lock" -d "$cache/wheels" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+"$PY" - "$self_whl" "$here/requirements.lock" <<'PYEOF'
+# Refuse a stale lock: every runtime requirement of the wheel must be pinned in requirements.lock.
+import re, sys, zipfile
+from email.parser import Parser
+with zipfile.ZipFile(sys.argv[1]) as z:
+    meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+    reqs = [r for r in Parser().parsestr(z.read(meta).decode()).get_all("Requires-Dist") or [] if "extra ==" not in r]
+locked = {l.split("==")[0] for l in open(sys.argv[2]) if l.strip() and not l.startswith("#")}
+missing = [r for r in reqs if re.split(r"[<>=!~ \[;]", r, maxsplit=1)[0].lower().replace("_", "-") not in locked]
+if missing:
+    sys.exit(f"build.sh: images/requirements.lock is stale (missing {missing}); run images/lock.sh")
+PYEOF
+
+# ---- 3. Debian minbase rootfs ---------------------------------------------------------------------------
+say "debootstrap $SUITE minbase (+ $ROOTFS_PKGS)"
+root="$work/rootfs"
+debootstrap --variant=minbase --include="$ROOTFS_PKGS" --cache-dir="$cache/debs" \
+  "$SUITE" "$root" "$MIRROR" > "$work/debootstrap.log" 2>&1 || {
+  tail -20 "$work/debootstrap.log" >&2; echo "build.sh: debootstrap failed" >&2; exit 1; }
+chroot "$root" dpkg-query -W -f '${Package}=${Version}\n' | sort > "$work/packages.txt"
+
+# ---- 4. kernel + module subset --------------------------------------------------------------------------
+say "kernel $KERNEL_PKG $KERNEL_VER (bookworm-backports)"
+kdeb="$cache/debs/${KERNEL_PKG}_${KERNEL_VER//:/%3a}_amd64.deb"
+if [ ! -s "$kdeb" ]; then
+  apt_root="$work/apt"
+  mkdir -p "$apt_root/lists/partial" "$apt_root/archives/partial"
+  echo "deb $MIRROR $SUITE-backports main" > "$apt_root/sources.list"
+  aptopt=(-o Dir::Etc::SourceList="$apt_root/sources.list" -o Dir::Etc::SourceParts=- -o Dir::State::Lists="$apt_root/lists"
+    -o Dir::Cache::Archives="$apt_root/archives" -o APT::Sandbox::User=root -o Debug::NoLocking=1)
+  apt-get "${aptopt[@]}" update -qq >&2
+  (cd "$cache/debs" && apt-get "${aptopt[@]}" download "$KERNEL_PKG=$KERNEL_VER" >&2) || {
+    echo "build.sh: cannot fetch $KERNEL_PKG=$KERNEL_VER (mirror moved on? update KERNEL_VER)" >&2; exit 1; }
+fi
+kx="$work/kernel"
+dpkg-deb -x "$kdeb" "$kx"
+kver=$(ls "$kx/lib/modules")
+cp "$kx/boot/vmlinuz-$kver" "$out/vmlinuz"
+depmod -b "$kx" "$kver"
+mods=$(for m in $MODULES; do modprobe -d "$kx" -S "$kver" --show-depends "$m" 2>/dev/null; done |
+  awk '$1 == "insmod" {print $2}' | sort -u)
+[ -n "$mods" ] || { echo "build.sh: module resolution failed" >&2; exit 1; }
+for m in $mods; do
+  rel=${m#"$kx"/}
+  mkdir -p "$root/$(dirname "$rel")"
+  cp "$m" "$root/$rel"
+done
+cp "$kx/lib/modules/$kver/modules.order" "$kx/lib/modules/$kver/modules.builtin"* "$root/lib/modules/$kver/"
+depmod -b "$root" "$kver"
+
+# ---- 5. aocu venv + init --------------------------------------------------------------------------------
+say "aocu venv in the rootfs"
+mkdir -p "$root/tmp/wheels"
+cp "$self_whl" "$root/tmp/wheels/"
+while read -r line; do
+  case "$line" in \#*|"") continue ;; esac
+  name=${line%%==*}; rest=${line#*==}; ver=${rest%% *}
+  norm=$(echo "$name" | tr '-' '_')
+  cp "$cache/wheels/"$(cd "$cache/wheels" && ls | grep -i "^${norm}-${ver}-" | head -1) "$root/tmp/wheels/"
+done < "$here/requirements.lock"
+cp "$here/requirements.lock" "$root/tmp/wheels/requirements.lock"
+chroot "$root" /usr/bin/python3 -m venv --without-pip /opt/aocu
+# The host's pip installs into the guest tree (--root/--prefix): wheels are only unpacked, no package code runs.
+"$PY" -m pip install -q --no-index --no-deps --no-compile --require-hashes --root "$root" --prefix /opt/aocu \
+  --find-links "$root/tmp/wheels" -r "$root/tmp/wheels/requirements.lock" >&2
+"$PY" -m pip install -q --no-index --no-deps --no-compile --root "$root" --prefix /opt/aocu "$root"/tmp/wheels/aocu-*.whl >&2
+rm -rf "$root/tmp/wheels"
+# Console scripts were written for the host interpreter path; point them at the guest venv.
+for f in "$root"/opt/aocu/bin/*; do
+  [ -L "$f" ] && continue  # python symlinks point into the guest's /usr/bin; never follow them on the host
+  if [ "$(head -c2 "$f")" = "#!" ]; then sed -i "1s|^#!.*|#!/opt/aocu/bin/python3|" "$f"; fi
+done
+install -m 0755 "$here/init" "$root/init"
+# Deterministic bytecode: hash-based pycs do not embed mtimes.
+chroot "$root" /usr/bin/python3 -m compileall -q -j1 --invalidation-mode unchecked-hash /opt/aocu/lib >/dev/null
+
+# ---- 6. normalise and pack ------------------------------------------------------------------------------
+say "normalise and pack initrd (cpio newc, sorted, zstd -19)"
+rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/var/cache/ldconfig/aux-cache \
+  "$root"/var/log/* "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old "$root"/etc/machine-id \
+  "$root"/etc/hostname "$root"/etc/resolv.conf "$root"/boot "$root"/usr/share/doc/* "$root"/usr/share/man/* \
+  "$root"/usr/share/locale/* "$root"/usr/share/info/*
+: > "$root/etc/machine-id"
+find "$root" -newermt "@$SDE" -print0 | xargs -0r touch -h -d "@$SDE"
+(cd "$root" && find . -mindepth 1 -print0 | sort -z |
+  cpio --null --create --format=newc --reproducible --owner=0:0 --quiet) | zstd -q -19 -T1 > "$out/initrd.img"
+printf '%s' "$CMDLINE" > "$out/cmdline"
+
+# ---- 7. manifest ----------------------------------------------------------------------------------------
+say "manifest"
+"$PY" - "$out" "$work/packages.txt" "$SDE" "$KERNEL_PKG=$KERNEL_VER" "$tee_mode" "$here/requirements.lock" \
+  "$(cd "$repo" && git rev-parse HEAD 2>/dev/null || echo unknown)" <<'PYEOF'
+import hashlib, json, pathlib, sys
+out, pkgs, sde, kernel, tee, lock, commit = sys.argv[1:]
+out = pathlib.Path(out)
+sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()
+manifest = {
+    "format": "aocu-image/1",
+    "inputs": {"repository_commit": commit, "source_date_epoch": int(sde), "debian_suite": "bookworm",
+               "kernel_package": kernel, "tee": tee,
+               "requirements_lock_sha256": sha(pathlib.Path(lock)),
+               "rootfs_packages": pathlib.Path(pkgs).read_text().split()},
+    "artifacts": {name: {"sha256": sha(out / name), "size": (out / name).stat().st_size}
+                  for name in ("vmlinuz", "initrd.img", "cmdline")},
+    "cmdline": (out / "cmdline").read_text(),
+}
+(out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+for name, a in manifest["artifacts"].items():
+    print(f"  {name:11s} {a['size']:>10d}  sha256 {a['sha256']}", file=sys.stderr)
+PYEOF
+echo "[build] payload in $out" >&2

@@ -1,0 +1,74 @@
+// Process-wide wasmtime engine (deterministic config + epoch ticker) and compiled modules.
+#pragma once
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine/host.h"
+#include "wasmtime_api.h"
+
+namespace aocu::engine {
+
+// Load/link/validate problems with a module (maps to cu.engine.ModuleError).
+struct ModuleLoadError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+// Unreadable/incompatible snapshot data (maps to cu.engine.SnapshotError).
+struct SnapshotDataError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+constexpr unsigned kEpochTickMs = 5;
+
+class Engine {
+ public:
+  static Engine& get();  // creates the engine and its ticker thread on first use
+  wasm_engine_t* raw() const { return engine_; }
+  // Everything that changes compiled code: part of the compiled-module cache key.
+  static std::string fingerprint();
+
+ private:
+  Engine();
+  wasm_engine_t* engine_ = nullptr;
+};
+
+struct ImportDesc {
+  std::string module, name, kind, sig;  // kind: func/global/table/memory/other; sig for funcs
+};
+
+class CompiledModule {
+ public:
+  ~CompiledModule();
+  CompiledModule(const CompiledModule&) = delete;
+  CompiledModule& operator=(const CompiledModule&) = delete;
+
+  static std::shared_ptr<CompiledModule> compile(const uint8_t* wasm, size_t len);        // ModuleLoadError
+  static std::shared_ptr<CompiledModule> deserialize(const uint8_t* data, size_t len);  // ModuleLoadError
+  std::string serialize() const;
+
+  const std::vector<ImportDesc>& imports() const { return imports_; }
+  // exports: name -> kind ('func' sig or "memory"/"table"/"global")
+  const std::vector<std::pair<std::string, std::string>>& exports() const { return exports_; }
+  std::string export_sig(const std::string& name) const;  // "" if absent
+  bool has_export(const std::string& name) const;
+  // Problems that make the module unusable for `fam` (unknown imports, missing exports); empty if fine.
+  std::vector<std::string> check(Family fam) const;
+  bool imports_usegas() const;
+  wasmtime_module_t* raw() const { return m_; }
+
+ private:
+  CompiledModule() = default;
+  void describe();
+  wasmtime_module_t* m_ = nullptr;
+  std::vector<ImportDesc> imports_;
+  std::vector<std::pair<std::string, std::string>> exports_;
+};
+
+// Export names per family (format 1 is minified, AO-ABI §3.1).
+struct ExportNames {
+  const char *memory, *ctors, *handle, *main, *table, *malloc, *errno_loc, *set_threw;
+};
+ExportNames export_names(Family fam);
+
+}  // namespace aocu::engine

@@ -1,0 +1,344 @@
+"""End to end: `aocu serve` (gunicorn + evaluator process) on loopback with the project's Lua test module,
+driven by @permaweb/aoconnect and by raw HTTP; restarts after SIGTERM and kill -9; bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cu.codec.ans104 import DataItem
+from cu.codec.wallet import ArweaveWallet
+
+REPO = Path(__file__).resolve().parent.parent
+PEERS = REPO / "tests" / "peers"
+
+pytestmark = pytest.mark.slow
+
+
+# --- harness ---------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    def __init__(self, data_dir: Path, *, workers: int = 2, extra: tuple[str, ...] = ()) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(data_dir.parent / f"node-{self.port}.log", "wb")  # noqa: SIM115
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cu.cli", "serve", "--bind", f"127.0.0.1:{self.port}", "--data-dir",
+             str(data_dir), "--tee", "none", "--workers", str(workers), "--quiet", *extra],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=REPO)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if get(self.url + "/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop_kill()
+                raise RuntimeError(f"node did not start:\n{self.logs()}")
+            time.sleep(0.1)
+
+    def logs(self) -> str:
+        self.log.flush()
+        return (self.data_dir.parent / f"node-{self.port}.log").read_text(errors="replace")[-4000:]
+
+    def stop_term(self, timeout: float = 60) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._reap()
+
+    def stop_kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)   # the whole node: master, workers, evaluator
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+        self._reap()
+
+    def _reap(self) -> None:
+        # wait until every process of the session is gone (the evaluator may still be checkpointing)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        self.log.close()
+
+
+def request(method: str, url: str, body: bytes | None = None, headers: dict | None = None,
+            timeout: float = 60) -> tuple[int, bytes, dict]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+def get(url: str) -> tuple[int, bytes, dict]:
+    return request("GET", url)
+
+
+def post_item(url: str, item: DataItem) -> tuple[int, dict]:
+    status, body, _ = request("POST", url + "/", item.to_bytes(), {"Content-Type": "application/octet-stream"})
+    return status, json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def lua32() -> Path:
+    override = os.environ.get("AOCU_NODE_TEST_WASM")   # a prebuilt lua32 while iterating
+    if override:
+        return Path(override)
+    from tests.modules.build import build
+    return build("lua32")
+
+
+@pytest.fixture(scope="module")
+def wallet() -> ArweaveWallet:
+    return ArweaveWallet.generate()
+
+
+MODULE_TAGS = [("Data-Protocol", "ao"), ("Variant", "ao.TN.1"), ("Type", "Module"),
+               ("Module-Format", "wasm32-unknown-emscripten2"), ("Input-Encoding", "JSON-1"),
+               ("Output-Encoding", "JSON-1"), ("Memory-Limit", "512-mb"), ("Compute-Limit", "9000000000000")]
+
+
+def upload_module(url: str, wallet: ArweaveWallet, wasm: bytes, fmt: str = "wasm32-unknown-emscripten2",
+                  compute: str = "9000000000000") -> str:
+    tags = [(n, fmt if n == "Module-Format" else compute if n == "Compute-Limit" else v) for n, v in MODULE_TAGS]
+    item = DataItem.create(wallet, data=wasm, tags=tags)
+    status, body = post_item(url, item)
+    assert status == 202, body
+    return item.id
+
+
+def spawn(url: str, wallet: ArweaveWallet, module_id: str, tags: tuple = ()) -> str:
+    item = DataItem.create(wallet, data=b"", tags=[("Data-Protocol", "ao"), ("Variant", "ao.TN.1"),
+                                                   ("Type", "Process"), ("Module", module_id), *tags])
+    status, body = post_item(url, item)
+    assert status == 202, body
+    return item.id
+
+
+def send(url: str, wallet: ArweaveWallet, pid: str, action: str, data: str = "", tags: tuple = ()) -> str:
+    item = DataItem.create(wallet, data=data.encode(), target=pid,
+                           tags=[("Data-Protocol", "ao"), ("Type", "Message"), ("Action", action), *tags])
+    status, body = post_item(url, item)
+    assert status == 202, body
+    return item.id
+
+
+def result(url: str, pid: str, mid: str) -> dict:
+    status, body, _ = get(f"{url}/result/{mid}?process-id={pid}")
+    assert status == 200, body
+    return json.loads(body)
+
+
+# --- aoconnect, unchanged ------------------------------------------------------------------------------
+
+@pytest.mark.peers
+def test_aoconnect_legacy_client_end_to_end(tmp_path, lua32, wallet):
+    jwk = tmp_path / "wallet.json"
+    jwk.write_text(json.dumps(wallet.to_jwk()))
+    node = Node(tmp_path / "data")
+    try:
+        address = json.loads(get(node.url + "/")[1])["address"]
+        proc = subprocess.run(["node", "aoconnect_e2e.js", node.url, str(jwk), str(lua32),
+                               "wasm32-unknown-emscripten2", address],
+                              cwd=PEERS, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr + node.logs()
+        out = json.loads(proc.stdout)
+    finally:
+        node.stop_term()
+    assert out["upload"] == {"message": "Processing DataItem", "id": out["moduleId"]}
+    r = {m["action"] + str(i): m["result"] for i, m in enumerate(out["messages"])}
+    assert r["Eval0"]["Output"]["data"] == "2"
+    assert r["Count1"]["Output"] == "1" and r["Count2"]["Output"] == "2"
+    assert r["Echo3"]["Output"] == "héllo"
+    assert "Fail requested: on purpose" in r["Fail4"]["Error"]
+    assert r["Count5"]["Output"] == "3"                       # the failed message left no trace
+    for res in r.values():
+        assert list(res)[:4] == ["Messages", "Assignments", "Spawns", "Output"]
+    edges = out["results"]["edges"]    # aoconnect returns {edges} with nodes {Output, Messages, Spawns, Error}
+    # the spawn's own evaluation + 6 messages, the Error one filtered out as the legacy CU does
+    assert len(edges) == 6
+    assert [e["node"]["Output"] for e in edges[2:5]] == ["1", "2", "héllo"]
+    assert all(isinstance(e["cursor"], str) and e["cursor"] for e in edges)
+    desc = out["resultsDesc"]["edges"]
+    assert [e["node"]["Output"] for e in desc] == ["3", "héllo"]
+    assert out["dryrun"]["Output"]["count"] == 3
+    assert out["dryrunEval"]["Output"]["data"] == "3"
+    assert out["afterDryrun"]["Output"] == "4"                # dry-runs did not change the state
+
+
+# --- restart: SIGTERM and kill -9 in the middle of a stream --------------------------------------------
+
+def _stream(url: str, wallet: ArweaveWallet, pid: str, acked: list[str], stop: threading.Event) -> None:
+    while not stop.is_set():
+        item = DataItem.create(wallet, data=b"", target=pid,
+                               tags=[("Data-Protocol", "ao"), ("Type", "Message"), ("Action", "Count")])
+        try:
+            status, _, _ = request("POST", url + "/", item.to_bytes(), timeout=10)
+        except OSError:
+            return              # the node went away mid-request: not acknowledged
+        if status == 202:
+            acked.append(item.id)
+
+
+def _log_ids(url: str, pid: str) -> list[tuple[int, str]]:
+    out: list[tuple[int, str]] = []
+    cursor = None
+    while True:
+        q = f"{url}/{pid}?limit=1000" + (f"&from={cursor}" if cursor is not None else "")
+        page = json.loads(get(q)[1])
+        for e in page["edges"]:
+            tags = {t["name"]: t["value"] for t in e["node"]["assignment"]["tags"]}
+            out.append((int(tags["Nonce"]), tags["Message"]))
+            cursor = e["cursor"]
+        if not page["page_info"]["has_next_page"]:
+            return out
+
+
+@pytest.mark.parametrize("how", ["term", "kill9"])
+def test_restart_keeps_every_acknowledged_message(tmp_path, lua32, wallet, how):
+    data = tmp_path / "data"
+    node = Node(data, extra=("--checkpoint-every", "7"))
+    module = upload_module(node.url, wallet, lua32.read_bytes())
+    pid = spawn(node.url, wallet, module)
+    first = [send(node.url, wallet, pid, "Count") for _ in range(5)]
+    before = {m: result(node.url, pid, m) for m in first}
+    acked: list[str] = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=_stream, args=(node.url, wallet, pid, acked, stop)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    if how == "term":
+        assert node.stop_term() == 0
+    else:
+        node.stop_kill()
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(acked) > 10
+
+    node = Node(data)
+    try:
+        log = _log_ids(node.url, pid)
+        nonces = [n for n, _ in log]
+        ids = [m for _, m in log]
+        assert nonces == list(range(len(log)))                  # contiguous slots, none assigned twice
+        assert len(set(ids)) == len(ids)                        # each message once
+        for m in first + acked:
+            assert ids.count(m) == 1                            # nothing acknowledged lost
+        for m in first:
+            assert result(node.url, pid, m) == before[m]
+        # Count is the message's position among Counts: results follow slot order
+        last = ids[-1]
+        assert result(node.url, pid, last)["Output"] == str(len(log) - 1)
+        bodies = {m: get(f"{node.url}/result/{m}?process-id={pid}")[1] for m in ids[1:]}
+    finally:
+        assert node.stop_term() == 0
+
+    # recomputed from the log alone (no stored results or checkpoints): byte-identical results
+    db = sqlite3.connect(data / "node.sqlite")
+    db.execute("DELETE FROM results")
+    db.execute("DELETE FROM checkpoints")
+    db.execute("DELETE FROM outbox")
+    db.commit()
+    db.close()
+    node = Node(data)
+    try:
+        for m, body in bodies.items():
+            assert get(f"{node.url}/result/{m}?process-id={pid}")[1] == body
+    finally:
+        node.stop_term()
+
+
+# --- bad processes do not disturb good ones --------------------------------------------------------
+
+def test_trap_gas_and_bad_module_leave_other_processes_working(tmp_path, lua32, wallet):
+    node = Node(tmp_path / "data", extra=("--eval-timeout", "3"))
+    try:
+        wasm = lua32.read_bytes()
+        good_mod = upload_module(node.url, wallet, wasm)
+        metered = upload_module(node.url, wallet, wasm, fmt="wasm32-unknown-emscripten-metering",
+                                compute="5000000000")
+        junk = upload_module(node.url, wallet, b"\0asm\1\0\0\0\xff\xff garbage")
+        good = spawn(node.url, wallet, good_mod)
+        gas = spawn(node.url, wallet, metered)
+        broken = spawn(node.url, wallet, junk)
+
+        fail = result(node.url, good, send(node.url, wallet, good, "Fail", "x"))
+        assert "Fail requested: x" in fail["Error"]
+        out_of_gas = result(node.url, gas, send(node.url, wallet, gas, "Loop"))
+        assert "gas" in out_of_gas["Error"].lower()
+        loop = result(node.url, good, send(node.url, wallet, good, "Loop"))
+        assert loop["Error"]                                    # wall-clock limit, as a result Error
+        status, body, _ = get(f"{node.url}/result/{send(node.url, wallet, broken, 'Count')}?process-id={broken}")
+        assert status == 422 and "cannot be loaded" in json.loads(body)["error"]
+        # everything else still works
+        assert result(node.url, good, send(node.url, wallet, good, "Count"))["Output"] == "1"
+        assert result(node.url, gas, send(node.url, wallet, gas, "Count"))["Output"] == "1"
+        status, body, _ = request("POST", f"{node.url}/dry-run?process-id={good}",
+                                  json.dumps({"Tags": [{"name": "Action", "value": "Info"}]}).encode(),
+                                  {"Content-Type": "application/json"})
+        assert status == 200 and json.loads(body)["Output"]["count"] == 1
+    finally:
+        node.stop_term()
+
+
+def test_outbox_delivery_crons_and_state(tmp_path, lua32, wallet):
+    node = Node(tmp_path / "data")
+    try:
+        module = upload_module(node.url, wallet, lua32.read_bytes())
+        a = spawn(node.url, wallet, module)
+        b = spawn(node.url, wallet, module, (("Cron-Interval", "1-second"), ("Cron-Tag-Action", "Count")))
+        mid = send(node.url, wallet, a, "Send", "hello b", (("Send-To", b),))
+        res = result(node.url, a, mid)
+        assert res["Messages"][0]["Target"] == b and len(res["Spawns"]) == 1
+        # the outbox message was scheduled on b, with From-Process = a, and evaluated
+        deadline = time.monotonic() + 20
+        while True:
+            page = json.loads(get(f"{node.url}/{b}")[1])
+            echoes = [e for e in page["edges"] if e["node"]["message"] and
+                      {"name": "From-Process", "value": a} in e["node"]["message"]["tags"]]
+            if echoes or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert echoes and echoes[0]["node"]["message"]["data"] == "hello b"
+        echo_id = echoes[0]["node"]["message"]["id"]
+        assert result(node.url, b, echo_id)["Output"] == "hello b"
+        time.sleep(2.2)
+        crons = json.loads(get(f"{node.url}/cron/{b}")[1])
+        assert len(crons["edges"]) >= 2
+        counts = [int(e["node"]["Output"]) for e in crons["edges"]]
+        assert counts == list(range(counts[0], counts[0] + len(counts)))
+        status, mem, headers = get(f"{node.url}/state/{b}")
+        assert status == 200 and len(mem) >= 16 * 1024 * 1024 and int(headers["Last-Ordinate"]) >= 1
+    finally:
+        node.stop_term()
