@@ -22,6 +22,9 @@ out=$(mkdir -p "$1" && cd "$1" && pwd)
 cache=${AOCU_IMAGE_CACHE:-$repo/images/out/cache}
 PY=${PYTHON:-$repo/.venv/bin/python}
 tee_mode=${AOCU_TEE:-auto}
+for tool in debootstrap chroot cpio zstd depmod modprobe dpkg-deb apt-get git; do
+  command -v "$tool" >/dev/null || { echo "build.sh: '$tool' not found (scripts/install.sh --test installs it)" >&2; exit 2; }
+done
 case "$tee_mode" in auto|sim|none|snp|tdx) ;; *) echo "build.sh: AOCU_TEE must be auto|sim|none|snp|tdx" >&2; exit 2 ;; esac
 
 # ---- pinned inputs -------------------------------------------------------------------------------------

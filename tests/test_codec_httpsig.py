@@ -140,6 +140,19 @@ def test_ans104_message_through_httpsig_rebuilds_the_item(signer, wallet):
     assert back.verify() is False
 
 
+def test_signed_item_with_look_alike_tags_is_still_a_message():
+    key = Ed25519Key.from_seed(b"\x06" * 32)
+    item = DataItem.create(key, data=b"d", tags=[("Signature", "not a dictionary ("), ("Signature-Input", "x")])
+    msg = Message.from_ans104(item)
+    assert msg.verify() and msg.id == item.id
+    assert msg.get("signature") == b"not a dictionary ("
+    assert msg.to_ans104().to_bytes() == item.to_bytes()
+    with pytest.raises(CodecError, match="collides"):
+        msg.to_http()
+    with pytest.raises(CodecError):
+        Message.from_ans104(DataItem.create(None, tags=[("signature", "("), ("signature-input", "(")]))
+
+
 def test_ed25519_httpsig_commitment_and_hmac_only_ids():
     key = Ed25519Key.from_seed(bytes(32))
     msg = Message({"a": "1", "b": "2"}).commit(key)

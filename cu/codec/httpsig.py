@@ -215,7 +215,7 @@ def _check(c: Commitment, base: bytes) -> bool:
         raise CodecError(f"{c.type} commitment has no keyid")
     pub = _decode_key(c.keyid)
     if c.type == "rsa-pss-sha512":
-        return len(pub) >= 256 and rsa_pss_verify(pub, base, c.signature, "sha512")
+        return 256 <= len(pub) <= 1024 and rsa_pss_verify(pub, base, c.signature, "sha512")
     if c.type == "ed25519":
         return ed25519_verify(pub, base, c.signature)
     raise CodecError(f"httpsig commitment type {c.type!r} is not supported")

@@ -162,7 +162,13 @@ class Message:
         fields, carried = _fields_from_item(item)
         msg = cls(fields)
         if carried:
-            msg.commitments.extend(_decode_carried(carried, msg.fields))
+            try:
+                msg.commitments.extend(_decode_carried(carried, msg.fields))
+            except CodecError:
+                if not item.is_signed:
+                    raise
+                # a signed item that merely has tags with these names: keep them as ordinary fields
+                msg.fields["signature-input"], msg.fields["signature"] = carried
         if item.is_signed:
             msg.commitments.append(_ans104_commitment(item, _data_key_of(item)))
         return msg
@@ -179,7 +185,8 @@ class Message:
 
     def _verify_fields_match(self, item: DataItem) -> bool:
         expected = _fields_from_item(item)[0]
-        if {k.lower() for k in self.fields} != {k.lower() for k in expected}:
+        ours = {k.lower() for k in self.fields} - set(CARRIER_TAGS)
+        if ours != {k.lower() for k in expected}:
             return False
         return all(self.get(k) == v for k, v in expected.items())  # httpsig lowercases names
 
@@ -236,6 +243,8 @@ class Message:
         for k, v in self.fields.items():
             if k == "body":
                 continue
+            if k.lower() in CARRIER_TAGS:
+                raise CodecError(f"field {k!r} collides with the httpsig signature headers")
             if len(v) > MAX_HEADER_VALUE or any(b < 0x20 and b != 0x09 or b == 0x7F for b in v):
                 raise CodecError(f"field {k!r} cannot be an HTTP header (binary or > {MAX_HEADER_VALUE} bytes)")
             headers.append((k.lower(), v.decode("latin-1")))

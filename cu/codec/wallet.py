@@ -57,8 +57,8 @@ def _pss(h: hashes.HashAlgorithm, salt: int) -> padding.PSS:
 def rsa_public_key(n_bytes: bytes, e: int = RSA_E) -> rsa.RSAPublicKey:
     """Public key object for a modulus; cached because building it costs as much as a verification."""
     n = int.from_bytes(n_bytes, "big")
-    if n.bit_length() < 1024:
-        raise CodecError("RSA modulus too small")
+    if not 1024 <= n.bit_length() <= 8192:  # an attacker-sized modulus would make verification slow
+        raise CodecError("RSA modulus must be 1024..8192 bits")
     try:
         return rsa.RSAPublicNumbers(e, n).public_key()
     except ValueError as exc:
