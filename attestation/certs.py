@@ -102,8 +102,10 @@ def _strict_pem(data: bytes) -> list[bytes]:
     decoded DER unchanged, which would let bytes of a certificate change without detection."""
     blocks: list[bytes] = []
     current: list[bytes] | None = None
-    for raw_line in data.split(b"\n"):
-        line = raw_line[:-1] if raw_line.endswith(b"\r") else raw_line
+    lines = data.split(b"\n")
+    for i, raw_line in enumerate(lines):
+        # a CR is a line break only as part of CRLF
+        line = raw_line[:-1] if raw_line.endswith(b"\r") and i < len(lines) - 1 else raw_line
         if current is None:
             if line == b"-----BEGIN CERTIFICATE-----":
                 current = []

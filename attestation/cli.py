@@ -246,12 +246,15 @@ def cmd_attest(args: argparse.Namespace) -> int:
         ev = provider.get_evidence(nonce.ljust(64, b"\0"))
     except ValueError as exc:
         return _err(str(exc))
-    except AttestationError as exc:
+    except (AttestationError, OSError) as exc:
         print(f"aocu: cannot produce evidence: {exc}", file=sys.stderr)
         return 1
     data = ev.raw if args.raw else ev.to_bytes()
     if args.output:
-        Path(args.output).write_bytes(data)
+        try:
+            Path(args.output).write_bytes(data)
+        except OSError as exc:
+            return _err(f"cannot write {args.output}: {exc}")
     elif args.raw:
         sys.stdout.write(ev.raw.hex() + "\n")
     else:

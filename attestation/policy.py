@@ -24,7 +24,17 @@ TCB_STATUSES = (
     "NotEvaluated",  # pseudo-status: no collateral was supplied, so the TCB could not be evaluated
 )
 SNP_PRODUCTS = ("Milan", "Genoa", "Turin")
-EXTRA_SNP_KEYS = ("allow_migrate_ma", "minimum_guest_svn", "family_id", "image_id", "minimum_abi")
+EXTRA_SNP_KEYS = (
+    "allow_migrate_ma", "minimum_guest_svn", "family_id", "image_id", "minimum_abi", "allow_smt", "allow_cxl",
+    "require_policy_bits",
+)  # fmt: skip
+REQUIRABLE_POLICY_BITS = (
+    "SINGLE_SOCKET",
+    "MEM_AES_256_XTS",
+    "RAPL_DIS",
+    "CIPHERTEXT_HIDING",
+    "PAGE_SWAP_DISABLE",
+)
 EXTRA_TDX_KEYS = ("report_data", "mr_owner", "mr_owner_config", "mr_seam", "minimum_tee_tcb_svn")
 
 
@@ -48,6 +58,9 @@ class SnpPolicy:
     family_id: bytes | None = None
     image_id: bytes | None = None
     minimum_abi: tuple[int, int] = (0, 0)
+    allow_smt: bool = True  # every real report seen allows SMT; refusing it needs an explicit false
+    allow_cxl: bool = False
+    require_policy_bits: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -200,7 +213,18 @@ def _snp(obj: object) -> SnpPolicy:
         family_id=_opt_hex(obj, "family_id", 16, "snp.family_id"),
         image_id=_opt_hex(obj, "image_id", 16, "snp.image_id"),
         minimum_abi=(major, minor),
+        allow_smt=_bool(obj, "allow_smt", True, "snp.allow_smt"),
+        allow_cxl=_bool(obj, "allow_cxl", False, "snp.allow_cxl"),
+        require_policy_bits=_require_bits(obj.get("require_policy_bits", [])),
     )
+
+
+def _require_bits(v: object) -> list[str]:
+    if not isinstance(v, list) or not all(x in REQUIRABLE_POLICY_BITS for x in v):
+        raise PolicyError(
+            f"snp.require_policy_bits: must be a list drawn from {list(REQUIRABLE_POLICY_BITS)}"
+        )
+    return list(v)
 
 
 def _tdx(obj: object) -> TdxPolicy:

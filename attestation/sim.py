@@ -311,6 +311,9 @@ def build_tdx_quote(
     mr_config_id: bytes = bytes(48),
     qe_isv_svn: int = 8,
     bind_ak: bool = True,
+    version: int = 4,
+    body_type: int = 2,
+    tee_tcb_svn_2: bytes = bytes(16),
 ) -> bytes:
     """A TDX quote v4: header, TD report body, ECDSA signature by the attestation key, QE report signed by the
     PCK key with REPORTDATA = SHA-256(AK || auth data) || 0^32, and the PEM PCK chain."""
@@ -319,8 +322,10 @@ def build_tdx_quote(
     mrtd = mrtd if mrtd is not None else hashlib.sha384(b"aocu simulated TD").digest()
     rtmrs = rtmrs or (bytes(48),) * 4  # type: ignore[assignment]
     tee_tcb_svn = tee_tcb_svn or bytes([3, 0, 5] + [0] * 13)
-    header = struct.pack("<HHI", 4, 2, 0x81) + bytes(4) + INTEL_QE_VENDOR_ID + bytes(20)
-    body = bytearray(BODY_V4_SIZE)
+    if version not in (4, 5) or body_type not in (2, 3) or (version == 4 and body_type != 2):
+        raise ValueError("quote version 4 (TDX 1.0 body) or 5 (body type 2 or 3)")
+    header = struct.pack("<HHI", version, 2, 0x81) + bytes(4) + INTEL_QE_VENDOR_ID + bytes(20)
+    body = bytearray(BODY_V4_SIZE + (64 if body_type == 3 else 0))
     body[0:16] = tee_tcb_svn
     body[16:64] = hashlib.sha384(b"aocu simulated TDX module").digest()
     body[120:128] = ((1 << 28) | (1 if debug else 0)).to_bytes(8, "little")
@@ -330,7 +335,10 @@ def build_tdx_quote(
     for i, r in enumerate(rtmrs):  # type: ignore[arg-type]
         body[328 + 48 * i : 376 + 48 * i] = r
     body[520:584] = report_data
-    signed = header + bytes(body)
+    if body_type == 3:
+        body[584:600] = tee_tcb_svn_2
+        body[600:648] = hashlib.sha384(b"aocu simulated service TD").digest()
+    signed = header + (struct.pack("<HI", body_type, len(body)) if version == 5 else b"") + bytes(body)
     ak_pub = chain.ak_key.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )[1:]

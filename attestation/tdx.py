@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from . import der
-from .errors import ParseError
+from .errors import MAX_INPUT_BYTES, ParseError
 
 TEE_TYPE_TDX = 0x81
 AK_TYPE_ECDSA_P256 = 2
@@ -171,6 +171,8 @@ def parse_qe_report(raw: bytes) -> QeReport:
 def parse_quote(data: bytes) -> TdxQuote:
     """Parse a TDX quote v4 or v5; raises ParseError naming the inconsistent field."""
     data = bytes(data)
+    if len(data) > MAX_INPUT_BYTES:
+        raise ParseError(f"TDX quote larger than {MAX_INPUT_BYTES} bytes")
     if len(data) < HEADER_SIZE + BODY_V4_SIZE + 4:
         raise ParseError(f"TDX quote too short ({len(data)} bytes)")
     version, ak_type, tee_type = struct.unpack_from("<HHI", data, 0)

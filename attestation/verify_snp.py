@@ -268,6 +268,8 @@ def _product_name_ok(r: SnpReport, ext: AmdExtensions, prod: str, stepping: str 
         return False, f"certificate productName {ext.product_name!r} is not a {prod}"
     cert_step = name.split("-", 1)[1] if "-" in name else None
     # Stepping compared only for v2 reports and only when both sides name one (Genoa/Turin/VLEK names carry none).
+    if stepping and stepping.isdigit() and prod == "Milan":
+        stepping = f"B{int(stepping)}"  # CPUID stepping 0/1 of Milan is named B0/B1 in certificates
     if r.version == 2 and stepping and cert_step and stepping != cert_step:
         return False, f"expected product stepping {stepping}, certificate says {cert_step}"
     return True, f"productName {ext.product_name!r} consistent with {prod}"
@@ -475,6 +477,29 @@ def _policy_checks(
         not ma or pol.allow_migrate_ma,
         "guest POLICY allows a migration agent" if ma else "no migration agent allowed",
         relax="snp.allow_migrate_ma",
+    )
+    smt = r.policy_flag("SMT")
+    rep.add(
+        "snp.policy.smt",
+        not smt or pol.allow_smt,
+        "guest POLICY allows SMT" if smt else "SMT not allowed by the guest policy",
+        relax="snp.allow_smt",
+    )
+    cxl = r.policy_flag("CXL_ALLOW")
+    rep.add(
+        "snp.policy.cxl",
+        not cxl or pol.allow_cxl,
+        "guest POLICY allows CXL memory" if cxl else "CXL not allowed",
+        relax="snp.allow_cxl",
+    )
+    missing = [b for b in pol.require_policy_bits if not r.policy_flag(b)]
+    rep.add(
+        "snp.policy.required_bits",
+        not missing,
+        f"required guest POLICY bits missing: {missing}"
+        if missing
+        else f"required guest POLICY bits present: {pol.require_policy_bits}",
+        relax="snp.require_policy_bits",
     )
     abi_ok = (r.abi_major, r.abi_minor) >= pol.minimum_abi
     rep.add(

@@ -70,8 +70,11 @@ def main() -> int:
         return _Ok(verify_tdx(quote, at=TDX_AT, collateral=col))
 
     rows = []
-    for name, fn in (("snp verify (Milan v2, VCEK+chain)", snp), ("tdx verify (v4 quote, no collateral)", tdx_q),
-                     ("tdx verify (v4 quote + tcbInfo/QE id/CRLs)", tdx_col)):
+    for name, fn in (
+        ("snp verify (Milan v2, VCEK+chain)", snp),
+        ("tdx verify (v4 quote, no collateral)", tdx_q),
+        ("tdx verify (v4 quote + tcbInfo/QE id/CRLs)", tdx_col),
+    ):
         warm = per_op_us(fn, n, cold=False)
         cold = per_op_us(fn, max(n // 3, 10), cold=True)
         rows.append((name, warm, cold))

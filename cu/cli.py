@@ -12,6 +12,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cu.engine.cli",
     "cu.codec.cli",
     "attestation.cli",
+    "attestation.verify_cli",
     "cu.node.cli",
 )
 

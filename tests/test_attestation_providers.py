@@ -284,3 +284,42 @@ def test_bundle_label_cannot_claim_hardware(tmp_path):
 def test_report_data_must_be_64_bytes(tmp_path):
     with pytest.raises(ValueError):
         SimProvider(tmp_path).get_evidence(b"short")
+
+
+def test_configfs_privlevel_error_is_clear(tmp_path, vectors):
+    report = (vectors / "sev" / "trustee_test-vlek-report.bin").read_bytes()
+
+    class Floor(FakeTsm):
+        def mkdir(self, path):
+            super().mkdir(path)
+            (path / "privlevel_floor").write_text("2\n")
+
+        def write(self, path, data):
+            if path.name == "privlevel" and int(data) < 2:
+                raise OSError(22, "Invalid argument")
+            super().write(path, data)
+
+    prov = SnpProvider(_tree(tmp_path), vmpl=1, configfs_ops=Floor("sev_guest", report))
+    with pytest.raises(ProviderError, match="privlevel_floor is 2"):
+        prov.get_evidence(report[0x50:0x90])
+
+
+def test_snp_provider_attaches_vcek_from_kds_cache(tmp_path, vectors):
+    from attestation.kds import KdsClient, vcek_path
+    from attestation.sim import build_snp_report, make_snp_chain
+    from attestation.snp import parse_report
+
+    chain = make_snp_chain("Milan")
+    report = build_snp_report(chain, bytes(range(64)))
+    kds = KdsClient(tmp_path / "kds", offline=True)
+    kds._store(vcek_path(parse_report(report), "Milan"), chain.vcek_der)
+    kds._store("/vcek/v1/Milan/cert_chain", chain.chain_pem)
+    prov = SnpProvider(_tree(tmp_path), configfs_ops=FakeTsm("sev_guest", report), kds=kds)
+    ev = prov.get_evidence(bytes(range(64)))
+    assert ev.endorsements["vcek"] == chain.vcek_der and ev.endorsements["chain"] == chain.chain_pem
+    r = verify_evidence(
+        ev, trust=TrustStore.default().with_simulated(chain.ark), policy=Policy(allow_simulated=True)
+    )
+    assert (
+        r.ok and r.simulated
+    )  # the chain decides: simulated even though the provider was the "hardware" one

@@ -134,9 +134,12 @@ def test_milan_stepping(milan):
     rep, vcek, chain = milan
     ok = verify_snp(rep, vcek=vcek, chain=chain, at=AT, product="Milan-B0", policy=policy(allow_debug=True))
     assert ok.ok
+    assert verify_snp(
+        rep, vcek=vcek, chain=chain, at=AT, product="Milan-0", policy=policy(allow_debug=True)
+    ).ok
     bad = verify_snp(rep, vcek=vcek, chain=chain, at=AT, product="Milan-12", policy=policy(allow_debug=True))
     assert failed(bad) == ["snp.product_name"]
-    assert "expected product stepping 12" in bad.check("snp.product_name").detail
+    assert "expected product stepping B12" in bad.check("snp.product_name").detail
 
 
 # -- 1.2 / 1.3 certificates ---------------------------------------------------------------------------------------
@@ -480,10 +483,18 @@ def _crl(chain, *, revoke_ask: bool, this: dt.datetime, nxt: dt.datetime) -> byt
 
     from attestation.sim import PSS384
 
-    b = x509.CertificateRevocationListBuilder().issuer_name(chain.ark.subject).last_update(this).next_update(nxt)
+    b = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(chain.ark.subject)
+        .last_update(this)
+        .next_update(nxt)
+    )
     if revoke_ask:
         b = b.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(chain.ask.serial_number).revocation_date(this).build()
+            x509.RevokedCertificateBuilder()
+            .serial_number(chain.ask.serial_number)
+            .revocation_date(this)
+            .build()
         )
     crl = b.sign(chain.ark_key, hashes.SHA384(), rsa_padding=PSS384)
     return crl.public_bytes(serialization.Encoding.DER)
@@ -511,3 +522,55 @@ def test_snp_crl_checks():
     bad = bytearray(good)
     bad[-5] ^= 1
     assert failed(verify_snp(rep, crl=bytes(bad), **kw)) == ["snp.crl"]
+
+
+def test_report_versions_4_and_platform_info_unknown_bits():
+    from attestation.sim import build_snp_report
+
+    chain = make_snp_chain("Genoa", now=AT)
+    trust = TrustStore.default().with_simulated(chain.ark)
+    pol = Policy(allow_simulated=True)
+    kw = dict(vcek=chain.vcek_der, chain=chain.chain_pem, trust=trust, policy=pol, at=AT)
+    v4 = build_snp_report(chain, bytes(64), version=4)
+    assert parse_report(v4).version == 4 and verify_snp(v4, **kw).ok
+    # PLATFORM_INFO bit 6 (set on real Turin reports) is reported, never fatal
+    raw = bytearray(build_snp_report(chain, bytes(64), version=5))
+    raw[0x40] = 0x65
+    rep = sign_snp_report(bytes(raw), chain.vcek_key)
+    assert parse_report(rep).describe("Genoa")["platform_info"]["unknown_bits"] == "0x40"
+    assert verify_snp(rep, **kw).ok
+    # POLICY bits 63:26 must be zero: reported by name, and verification fails
+    raw = bytearray(build_snp_report(chain, bytes(64)))
+    raw[0x0F] = 0x01
+    rep = sign_snp_report(bytes(raw), chain.vcek_key)
+    assert parse_report(rep).describe("Genoa")["policy"]["unknown_bits"] != "0x0"
+    assert failed(verify_snp(rep, **kw)) == ["snp.format"]
+
+
+def test_binding_helpers():
+    from attestation.binding import fresh_report_data, key_binding_report_data, report_data_matches
+
+    rd = key_binding_report_data(b"\x01" * 512, b"\x02" * 32, 7, b"\x03" * 32)
+    assert (
+        rd
+        == hashlib.sha512(
+            b"aocu/key-binding/v1\x00" + b"\x01" * 512 + b"\x02" * 32 + (7).to_bytes(8, "big") + b"\x03" * 32
+        ).digest()
+    )
+    assert fresh_report_data(b"d", b"n") == hashlib.sha512(b"aocu/result/v1\x00dn").digest()
+    assert report_data_matches(rd, rd) and not report_data_matches(rd[:63], rd[:63])
+
+
+def test_milan_vcek_chain_at_gsg_cert_test_time(milan):
+    rep, vcek, chain = milan
+    at = dt.datetime(2022, 9, 24, 1, 0, tzinfo=dt.UTC)
+    r = verify_snp(rep, vcek=vcek, chain=chain, at=at, policy=policy(allow_debug=True))
+    assert r.ok, r.format_text()
+    r = verify_snp(
+        rep,
+        vcek=vcek,
+        chain=chain,
+        at=dt.datetime(2022, 9, 24, 0, 0, tzinfo=dt.UTC),
+        policy=policy(allow_debug=True),
+    )
+    assert failed(r) == ["snp.cert_validity"] and "not yet valid" in r.check("snp.cert_validity").detail

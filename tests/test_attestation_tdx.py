@@ -360,3 +360,52 @@ def test_lookalike_intel_root_fails_on_pin():
 def test_verify_evidence_detects_tdx(quote):
     r = verify_evidence(quote, at=AT, policy=NOT_EVALUATED_OK)
     assert r.kind == "tdx" and r.ok
+
+
+@pytest.mark.parametrize("body_type", [2, 3])
+def test_sim_tdx_v5_quote(sim, body_type):
+    chain, trust, pol = sim
+    q = build_tdx_quote(chain, bytes(range(64)), version=5, body_type=body_type)
+    parsed = parse_quote(q)
+    assert parsed.version == 5 and parsed.body_type == body_type
+    assert (parsed.body.mr_service_td is not None) == (body_type == 3)
+    assert parsed.body.report_data == bytes(range(64))
+    r = verify_tdx(q, collateral=build_tdx_collateral(chain), policy=pol, trust=trust)
+    assert r.ok, r.format_text()
+    bad = bytearray(q)
+    bad[0x31] ^= 1  # body type/size field, covered by the signature and the parser
+    assert not verify_tdx(bytes(bad), collateral=build_tdx_collateral(chain), policy=pol, trust=trust).ok
+    bad = bytearray(q)
+    bad[0x36 + 200] ^= 1  # inside the body
+    r = verify_tdx(bytes(bad), collateral=build_tdx_collateral(chain), policy=pol, trust=trust)
+    assert failed(r) == ["tdx.quote_signature"]
+
+
+def test_revoked_pck_leaf_rejected(sim):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    chain, trust, pol = sim
+    now = dt.datetime.now(dt.UTC)
+    q = build_tdx_quote(chain, bytes(64))
+
+    def crl(revoked: bool) -> bytes:
+        b = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(chain.ca.subject)
+            .last_update(now - dt.timedelta(days=1))
+            .next_update(now + dt.timedelta(days=1))
+        )
+        if revoked:
+            b = b.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(chain.pck.serial_number)
+                .revocation_date(now)
+                .build()
+            )
+        return b.sign(chain.ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+    col = build_tdx_collateral(chain)
+    assert verify_tdx(q, collateral={**col, "pck_crl": crl(False)}, policy=pol, trust=trust).ok
+    r = verify_tdx(q, collateral={**col, "pck_crl": crl(True)}, policy=pol, trust=trust)
+    assert failed(r) == ["tdx.crl.pck"] and "revoked" in r.check("tdx.crl.pck").detail

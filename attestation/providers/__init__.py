@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import NotAvailable, ProviderError
 from ..evidence import Evidence
+from ..kds import KdsClient, KdsError
 from ..snp import parse_cert_table, parse_report
 from ..tdx import parse_quote
 from .configfs import DEFAULT_ROOT, ConfigfsTsm, FsOps
@@ -59,10 +60,12 @@ class SnpProvider(Provider):
         vmpl: int = 0,
         configfs_ops: FsOps | None = None,
         device: SevGuestDevice | None = None,
+        kds: KdsClient | None = None,
     ) -> None:
         if not 0 <= vmpl <= 3:
             raise ValueError("VMPL must be 0-3")
         self.vmpl = vmpl
+        self.kds = kds  # optional: attach VCEK + chain from KDS (cached) when the host supplies no cert table
         self.configfs = ConfigfsTsm(_under(root, DEFAULT_ROOT), ops=configfs_ops)
         self.device = device or SevGuestDevice(str(_under(root, "/dev/sev-guest")))
 
@@ -79,9 +82,17 @@ class SnpProvider(Provider):
         if parsed.report_data != rd:
             raise ProviderError("SNP report does not carry the requested REPORT_DATA")
         endo: dict = {}
+        certs = {}
         if table and any(table):
-            parse_cert_table(table)
+            certs = parse_cert_table(table)
             endo["cert_table"] = table
+        cp = parsed.cpuid_product()
+        if self.kds is not None and not ({"vcek", "vlek"} & set(certs)) and cp is not None:
+            try:
+                endo["vcek"] = self.kds.vcek(parsed, cp[0])
+                endo["chain"] = self.kds.cert_chain(cp[0])
+            except KdsError as exc:
+                log.warning("SNP evidence without a VCEK (KDS: %s); verifiers must obtain it themselves", exc)
         return Evidence("snp", "snp", parsed.raw, endo)
 
 
@@ -167,8 +178,11 @@ class SimProvider(Provider):
 class NoneProvider(Provider):
     tee = "none"
 
+    def __init__(self, reason: str = "no TEE selected (--tee none)") -> None:
+        self.reason = reason
+
     def get_evidence(self, report_data: bytes) -> Evidence:
-        raise NotAvailable("no TEE selected (--tee none): this node produces no attestation evidence")
+        raise NotAvailable(f"{self.reason}: this node produces no attestation evidence")
 
 
 def detect(root: str | Path = "/") -> str | None:
@@ -204,7 +218,9 @@ def get_provider(
             log.warning(
                 "no SEV-SNP/TDX guest interface found: no attestation evidence (ask for --tee sim explicitly)"
             )
-            return NoneProvider()
+            return NoneProvider(
+                "no SEV-SNP/TDX guest interface found (--tee auto; use --tee sim explicitly for tests)"
+            )
         kind = found
     if kind == "snp":
         return SnpProvider(root, vmpl=vmpl)

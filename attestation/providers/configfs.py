@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,10 +74,14 @@ class ConfigfsTsm:
             raise ProviderError(f"configfs-tsm: cannot create {entry}: {exc}") from None
         try:
             expected = self._generation(entry)
-            self.ops.write(entry / "inblob", inblob)
+            self._write(entry / "inblob", inblob)
             expected += 1
             if privlevel is not None:
-                self.ops.write(entry / "privlevel", f"{privlevel}\n".encode())
+                self._write(
+                    entry / "privlevel",
+                    f"{privlevel}\n".encode(),
+                    hint=lambda: self._floor_hint(entry, privlevel),
+                )
                 expected += 1
             try:
                 out = self.ops.read(entry / "outblob")
@@ -105,6 +110,20 @@ class ConfigfsTsm:
                 self.ops.rmdir(entry)
             except OSError:
                 pass
+
+    def _write(self, path: Path, data: bytes, hint: Callable[[], str] | None = None) -> None:
+        try:
+            self.ops.write(path, data)
+        except OSError as exc:
+            extra = hint() if hint else ""
+            raise ProviderError(f"configfs-tsm: writing {path.name} failed: {exc}{extra}") from None
+
+    def _floor_hint(self, entry: Path, privlevel: int) -> str:
+        try:
+            floor = int(self.ops.read(entry / "privlevel_floor").strip())
+        except (OSError, ValueError):
+            return ""
+        return f" (privlevel_floor is {floor}; requested VMPL {privlevel})" if privlevel < floor else ""
 
     def probe_provider(self) -> str | None:
         """Create an entry just to read `provider` (sev_guest / tdx_guest); None if unavailable."""

@@ -1,0 +1,136 @@
+"""`aocu verify URL | --response FILE`: check a signed, attested node result (registered by cu/cli.py).
+
+Exit codes: 0 every check passed; 1 some check failed; 2 usage or input errors (unreadable file, no endorsements).
+Endorsements come from the node's GET /~attestation@1.0/evidence (the URL's node, or --node URL for a
+saved response), or from a saved document (--evidence FILE). `--allow-simulated [ROOT.pem]` trusts a
+simulated-TEE root (bare: DATA_DIR/sim-tee/roots.pem) and sets the policy's allow_simulated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+from .cli import parse_time
+from .errors import MAX_INPUT_BYTES, AttestationError
+from .policy import Policy
+from .response import (
+    MAX_RESPONSE,
+    ResponseFormatError,
+    fetch,
+    fetch_endorsements,
+    load_document,
+    parse_raw_response,
+    verify_response,
+)
+from .trust import TrustStore
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    v = subparsers.add_parser(
+        "verify",
+        help="verify a signed, attested result (URL or a `curl -si` file); exit 0 only if every check passes",
+    )
+    v.add_argument("url", nargs="?", metavar="URL", help="result URL to fetch (GET) and verify")
+    v.add_argument("--response", metavar="FILE", help="raw HTTP response as `curl -si URL > FILE` saves it")
+    v.add_argument("--evidence", metavar="FILE",
+                   help="endorsement document saved from GET /~attestation@1.0/evidence (default: fetch it)")
+    v.add_argument("--node", metavar="URL", help="node to fetch endorsements from, for --response FILE")
+    v.add_argument("--policy", metavar="RV.json", help="reference values / policy file (strict defaults otherwise)")
+    v.add_argument("--allow-simulated", nargs="?", const="", metavar="ROOT.pem",
+                   help="trust this simulated-TEE root (bare flag: DATA_DIR/sim-tee/roots.pem)")
+    v.add_argument("--data-dir", default="./data", help="data dir for a bare --allow-simulated (default ./data)")
+    v.add_argument("--nonce", metavar="HEX",
+                   help="the attest-nonce you sent: the response must carry fresh evidence bound to it "
+                        "(with URL: added as ?attest-nonce= when the URL has none)")
+    v.add_argument("--fresh", action="store_true", help="with URL: send a random attest-nonce and check it")
+    v.add_argument("--codec", choices=["httpsig", "ans104"], default="httpsig",
+                   help="with URL: ans104 sends accept-codec: ans104@1.0")
+    v.add_argument("--at", metavar="ISO-TIME", help="verification time for certificates (default: now)")
+    v.add_argument("--timeout", type=float, default=30.0, help="HTTP timeout in seconds (default 30)")
+    v.add_argument("--json", action="store_true", help="machine-readable output")
+    v.add_argument("-v", "--verbose", action="store_true", help="list every evidence sub-check, not only failures")
+    v.set_defaults(func=cmd_verify)
+
+
+def _err(msg: str) -> int:
+    print(f"aocu verify: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _read(path: str, what: str, limit: int = MAX_INPUT_BYTES) -> bytes:
+    p = Path(path)
+    if not p.is_file():
+        raise ResponseFormatError(f"{what} {path}: no such file")
+    if p.stat().st_size > limit:
+        raise ResponseFormatError(f"{what} {path}: larger than {limit} bytes")
+    return p.read_bytes()
+
+
+def _nonce(text: str) -> bytes:
+    t = text.strip()
+    if not t or len(t) % 2 or len(t) > 128:
+        raise ResponseFormatError("--nonce: 1..64 bytes of hex")
+    try:
+        return bytes.fromhex(t)
+    except ValueError:
+        raise ResponseFormatError("--nonce: not hex") from None
+
+
+def _with_nonce(url: str, nonce: bytes | None, fresh: bool) -> tuple[str, bytes | None]:
+    parts = urlsplit(url)
+    q = parse_qs(parts.query, keep_blank_values=True)
+    if "attest-nonce" in q:
+        given = _nonce(q["attest-nonce"][0])
+        if nonce is not None and nonce != given:
+            raise ResponseFormatError("--nonce differs from the URL's attest-nonce")
+        return url, given
+    if nonce is None and fresh:
+        nonce = os.urandom(32)
+    if nonce is None:
+        return url, None
+    query = (parts.query + "&" if parts.query else "") + urlencode({"attest-nonce": nonce.hex()})
+    return urlunsplit(parts._replace(query=query)), nonce
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    # `--allow-simulated URL` (flag followed by the URL) means a bare flag
+    if args.url is None and args.allow_simulated and args.allow_simulated.startswith(("http://", "https://")):
+        args.url, args.allow_simulated = args.allow_simulated, ""
+    if (args.url is None) == (args.response is None):
+        return _err("give either URL or --response FILE")
+    try:
+        policy = Policy.from_file(args.policy) if args.policy else Policy.strict()
+        at = parse_time(args.at) if args.at else None
+        trust = TrustStore.default()
+        if args.allow_simulated is not None:
+            root = args.allow_simulated or str(Path(args.data_dir) / "sim-tee" / "roots.pem")
+            trust = trust.with_simulated(_read(root, "simulated root"))
+            policy.allow_simulated = True
+        expected = _nonce(args.nonce) if args.nonce else None
+        if args.url is not None:
+            url, expected = _with_nonce(args.url, expected, args.fresh)
+            headers = {"accept-codec": "ans104@1.0"} if args.codec == "ans104" else {}
+            resp = fetch(url, headers=headers, timeout=args.timeout)
+        else:
+            if args.fresh:
+                return _err("--fresh needs a URL (for a saved response pass the nonce you sent with --nonce)")
+            resp = parse_raw_response(_read(args.response, "response", MAX_RESPONSE))
+        if args.evidence:
+            doc = load_document(_read(args.evidence, "endorsement document"))
+        elif args.url is not None or args.node:
+            doc = fetch_endorsements(args.url or args.node, timeout=args.timeout)
+        else:
+            return _err("a saved response needs its node's endorsements: --evidence FILE or --node URL")
+    except (AttestationError, ValueError, OSError) as exc:
+        return _err(str(exc))
+    rep = verify_response(resp, doc, policy=policy, trust=trust, at=at, expected_nonce=expected)
+    if args.json:
+        print(json.dumps(rep.to_dict(), indent=1))
+    else:
+        print(rep.format_text(verbose=args.verbose))
+    return 0 if rep.ok else 1
