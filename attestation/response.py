@@ -1,10 +1,20 @@
 """Verification of signed, attested node results (the library behind `aocu verify`).
 
-A result response carries Content-Digest, an RFC 9421 signature (label `aocu`) by a node key, the result
-identity headers and `Attestation` (RFC 8941 dictionary: tee, binding kind, epoch, evidence bytes, nonce);
-or, with `accept-codec: ans104@1.0`, an ANS-104 item signed by the node wallet carrying the same
-Attestation value in a tag. Endorsements (certificates / collateral, the node's public keys, epoch and
-config) come from the node's `GET /~attestation@1.0/evidence`. Every check is reported by name; the result
+Wire format (producer: cu.node.signer / cu.node.evidence_service):
+  Content-Digest: sha-256=:<b64 SHA-256(body)>:                               (RFC 9530)
+  Ao-Process: <pid>   Ao-Slot: <n>   Ao-Message: <id>                         (those that identify the result)
+  Attestation: tee="sim-snp", binding="key", kind="snp", epoch=0, evidence=:<b64 report/quote>:
+               (fresh: binding="fresh", ..., nonce=:<b64>:, evidence=...; no TEE: tee="none")
+  Signature-Input: aocu=("@status" "content-digest" "ao-process" ... "attestation");created=T;keyid="K";alg="A"
+  Signature: aocu=:<b64>:                                                      (RFC 9421)
+  keyid: the ed25519 public key (b64url, alg ed25519) or the wallet address (alg rsa-pss-sha512).
+  ANS-104 form (accept-codec: ans104@1.0): body = item signed by the wallet, data = the result, tags
+  Content-Type, Ao-Status, Ao-Process/Ao-Slot/Ao-Message, Attestation (same value as the header).
+  Key binding: REPORT_DATA = SHA-512("aocu/key-binding/v1" 0 || n || ed25519_pub || epoch_be64 || config_sha256);
+  fresh binding: REPORT_DATA = SHA-512("aocu/result/v1" 0 || SHA-256(result bytes) || nonce), where the result
+  bytes are the HTTP body (or the item's data for ANS-104).
+Endorsements (certificates / collateral, public keys, epoch and node config) come from the node's
+`GET /~attestation@1.0/evidence` (format aocu-endorsements/1). Every check is reported by name; the result
 verifies only if all pass. Uses cu.codec for the signature formats (ARCHITECTURE.md allows that dependency).
 """
 
@@ -236,10 +246,12 @@ def evidence_url(url: str) -> str:
     return f"{p.scheme}://{p.netloc}{EVIDENCE_PATH}"
 
 
-def fetch_endorsements(url: str, *, timeout: float = 30.0) -> dict:
-    r = fetch(evidence_url(url), headers={"Accept": "application/json"}, timeout=timeout)
+def fetch_endorsements(url: str, *, nonce: bytes | None = None, timeout: float = 30.0) -> dict:
+    """The node's endorsement document; with `nonce`, also fresh evidence that the bound keys are live."""
+    target = evidence_url(url) + (f"?nonce={nonce.hex()}" if nonce is not None else "")
+    r = fetch(target, headers={"Accept": "application/json"}, timeout=timeout)
     if r.status != 200:
-        raise ResponseFormatError(f"{evidence_url(url)}: HTTP {r.status}")
+        raise ResponseFormatError(f"{target}: HTTP {r.status}")
     return load_document(r.body)
 
 
@@ -284,7 +296,7 @@ class EndorsedNode:
     @classmethod
     def from_document(cls, doc: dict) -> EndorsedNode:
         """ValueError naming the problem; checks the document's internal consistency."""
-        if doc.get("format") != DOCUMENT_FORMAT:
+        if not isinstance(doc, dict) or doc.get("format") != DOCUMENT_FORMAT:
             raise ValueError(f"not an endorsement document (format must be {DOCUMENT_FORMAT!r})")
         tee = doc.get("tee")
         if tee not in TEE_LABELS:
@@ -310,7 +322,7 @@ class EndorsedNode:
         cfg_sha = hashlib.sha256(canonical_json(cfg)).digest()
         if node.get("node_config_sha256") != cfg_sha.hex():
             raise ValueError("node.node_config_sha256 is not SHA-256 of the canonical node_config")
-        if cfg.get("tee") not in (None, tee, tee.removeprefix("sim-"), "sim" if tee.startswith("sim-") else tee):
+        if cfg.get("tee") not in ((tee, "sim") if tee.startswith("sim-") else (tee,)):
             raise ValueError(f"node_config.tee {cfg.get('tee')!r} contradicts tee {tee!r}")
         ev_obj = doc.get("evidence")
         evidence = None
@@ -401,19 +413,25 @@ def verify_response(
     trust: TrustStore | None = None,
     at: dt.datetime | None = None,
     expected_nonce: bytes | None = None,
+    endorsements: dict[str, bytes] | None = None,
+    live_nonce: bytes | None = None,
 ) -> ResponseReport:
     """Check a signed result response against the node's endorsement document. Never raises for bad input:
-    every problem is a failed, named check."""
+    every problem is a failed, named check. `endorsements` (vcek, chain, crl) override the document's;
+    `live_nonce`: the document was fetched with ?nonce= and must carry fresh evidence for the bound keys."""
     rep = ResponseReport()
     try:
-        _verify(rep, resp, document, policy or Policy.strict(), trust or TrustStore.default(), at, expected_nonce)
+        pol, tr, extra = policy or Policy.strict(), trust or TrustStore.default(), endorsements or {}
+        _verify(rep, resp, document, pol, tr, at, expected_nonce, extra)
+        if live_nonce is not None:
+            _check_live(rep, document, live_nonce, pol, tr, at, extra)
     except Exception as exc:  # noqa: BLE001 - a verifier reports, it does not crash
         rep.add("internal_error", False, f"{type(exc).__name__}: {exc}")
     return rep
 
 
 def _verify(rep: ResponseReport, resp: RawResponse, document: dict | None, policy: Policy, trust: TrustStore,
-            at: dt.datetime | None, expected_nonce: bytes | None) -> None:
+            at: dt.datetime | None, expected_nonce: bytes | None, extra: dict[str, bytes]) -> None:
     rep.fields["status"] = resp.status
     ans = is_ans104(resp)
     rep.fields["codec"] = "ans104@1.0" if ans else "httpsig (RFC 9421)"
@@ -485,13 +503,13 @@ def _verify(rep: ResponseReport, resp: RawResponse, document: dict | None, polic
     # evidence verification (policy + trust); fresh mode verifies the fresh evidence and the endorsed one
     if att.binding == "fresh":
         if fresh_ev is not None:
-            _check_evidence(rep, "evidence", fresh_ev, policy, trust, at)
+            _check_evidence(rep, "evidence", fresh_ev, policy, trust, at, extra)
         else:
             rep.add("evidence", False, "no fresh evidence to verify")
         if key_ev is not None:
-            _check_evidence(rep, "evidence.endorsed", key_ev, policy, trust, at)
+            _check_evidence(rep, "evidence.endorsed", key_ev, policy, trust, at, extra)
     elif key_ev is not None:
-        _check_evidence(rep, "evidence", key_ev, policy, trust, at)
+        _check_evidence(rep, "evidence", key_ev, policy, trust, at, extra)
 
 
 def _resolve_factory(node: EndorsedNode | None) -> tuple[rfc9421.KeyResolver, dict]:
@@ -503,9 +521,13 @@ def _resolve_factory(node: EndorsedNode | None) -> tuple[rfc9421.KeyResolver, di
             seen["key"] = ("rsa", node.n)
             return "rsa-pss-sha512", rsa_public_key(node.n)
         if keyid is not None and re.fullmatch(r"[A-Za-z0-9_-]{43}", keyid):
-            pub = _b64url(keyid, "keyid")
+            try:
+                pub = _b64url(keyid, "keyid")
+                key = ed25519.Ed25519PublicKey.from_public_bytes(pub)
+            except ValueError as exc:
+                raise CodecError(f"keyid {keyid!r} is not an ed25519 public key: {exc}") from None
             seen["key"] = ("ed25519", pub)
-            return "ed25519", ed25519.Ed25519PublicKey.from_public_bytes(pub)
+            return "ed25519", key
         raise CodecError(f"keyid {keyid!r} names neither an ed25519 public key nor the endorsed node's wallet")
 
     return resolve, seen
@@ -605,10 +627,10 @@ def _check_fresh(rep: ResponseReport, node: EndorsedNode, att: AttestationInfo, 
     if att.binding != "fresh" or att.nonce is None:
         rep.add("binding.fresh", False, "a nonce was sent (attest-nonce) but the response carries key binding only")
         return None
+    ev = Evidence(att.kind or "", att.tee, att.evidence or b"", dict(node.evidence.endorsements) if node.evidence else {})
     if expected_nonce is not None and not hmac.compare_digest(att.nonce, expected_nonce):
         rep.add("binding.fresh", False, f"the response's nonce {att.nonce.hex()} is not the nonce sent ({expected_nonce.hex()})")
-        return None
-    ev = Evidence(att.kind or "", att.tee, att.evidence or b"", dict(node.evidence.endorsements) if node.evidence else {})
+        return ev
     try:
         actual = report_data_of(ev.kind, ev.raw)
     except (ParseError, ValueError) as exc:
@@ -622,9 +644,32 @@ def _check_fresh(rep: ResponseReport, node: EndorsedNode, att: AttestationInfo, 
     return ev
 
 
+def _check_live(rep: ResponseReport, document: dict | None, nonce: bytes, policy: Policy, trust: TrustStore,
+                at: dt.datetime | None, extra: dict[str, bytes]) -> None:
+    """Document fetched with ?nonce=: REPORT_DATA = fresh_report_data(SHA-256(key-binding REPORT_DATA), nonce)."""
+    try:
+        node = EndorsedNode.from_document(document or {})
+        if node.evidence is None:
+            raise ValueError("the node has no TEE (tee none): no live evidence")
+        ne = (document or {}).get("nonce_evidence")
+        if (document or {}).get("nonce") != nonce.hex() or not isinstance(ne, dict):
+            raise ValueError(f"the document does not answer nonce {nonce.hex()}")
+        ev = Evidence.from_json(ne.get("evidence"))
+        actual = report_data_of(ev.kind, ev.raw)
+    except (ValueError, ParseError) as exc:
+        rep.add("binding.live", False, str(exc))
+        return
+    if not ev.endorsements and node.evidence is not None:
+        ev.endorsements = dict(node.evidence.endorsements)
+    ok = report_data_matches(actual, fresh_report_data(hashlib.sha256(node.key_report_data()).digest(), nonce))
+    rep.add("binding.live", ok, f"fresh evidence for nonce {nonce.hex()[:16]}… binds the endorsed keys" if ok else
+            "the document's nonce evidence does not bind SHA-256(key-binding REPORT_DATA) and the nonce")
+    _check_evidence(rep, "evidence.live", ev, policy, trust, at, extra)
+
+
 def _check_evidence(rep: ResponseReport, name: str, ev: Evidence, policy: Policy, trust: TrustStore,
-                    at: dt.datetime | None) -> None:
-    vr = verify_evidence(ev, policy=policy, trust=trust, at=at)
+                    at: dt.datetime | None, extra: dict[str, bytes]) -> None:
+    vr = verify_evidence(ev, policy=policy, trust=trust, at=at, **extra)
     rep.evidence_reports[name] = vr
     failed = [c.name for c in vr.failed()]
     if vr.ok:

@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--evidence", metavar="FILE",
                    help="endorsement document saved from GET /~attestation@1.0/evidence (default: fetch it)")
     v.add_argument("--node", metavar="URL", help="node to fetch endorsements from, for --response FILE")
+    v.add_argument("--vcek", help="SNP VCEK/VLEK certificate (DER or PEM) when the node's document has none")
+    v.add_argument("--chain", help="SNP ASK/ASVK + ARK PEM (default: the document's, else the pinned chain)")
+    v.add_argument("--crl", help="AMD ARK-signed CRL (DER or PEM)")
     v.add_argument("--policy", metavar="RV.json", help="reference values / policy file (strict defaults otherwise)")
     v.add_argument("--allow-simulated", nargs="?", const="", metavar="ROOT.pem",
                    help="trust this simulated-TEE root (bare flag: DATA_DIR/sim-tee/roots.pem)")
@@ -48,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the attest-nonce you sent: the response must carry fresh evidence bound to it "
                         "(with URL: added as ?attest-nonce= when the URL has none)")
     v.add_argument("--fresh", action="store_true", help="with URL: send a random attest-nonce and check it")
+    v.add_argument("--live", action="store_true",
+                   help="fetch the endorsements with a random ?nonce= and check the node's keys are live in its TEE")
     v.add_argument("--codec", choices=["httpsig", "ans104"], default="httpsig",
                    help="with URL: ans104 sends accept-codec: ans104@1.0")
     v.add_argument("--at", metavar="ISO-TIME", help="verification time for certificates (default: now)")
@@ -112,6 +117,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             trust = trust.with_simulated(_read(root, "simulated root"))
             policy.allow_simulated = True
         expected = _nonce(args.nonce) if args.nonce else None
+        extra = {k: _read(getattr(args, k), k) for k in ("vcek", "chain", "crl") if getattr(args, k)}
         if args.url is not None:
             url, expected = _with_nonce(args.url, expected, args.fresh)
             headers = {"accept-codec": "ans104@1.0"} if args.codec == "ans104" else {}
@@ -120,15 +126,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
             if args.fresh:
                 return _err("--fresh needs a URL (for a saved response pass the nonce you sent with --nonce)")
             resp = parse_raw_response(_read(args.response, "response", MAX_RESPONSE))
+        live = os.urandom(32) if args.live else None
         if args.evidence:
+            if live is not None:
+                return _err("--live fetches the endorsements itself: drop --evidence")
             doc = load_document(_read(args.evidence, "endorsement document"))
         elif args.url is not None or args.node:
-            doc = fetch_endorsements(args.url or args.node, timeout=args.timeout)
+            doc = fetch_endorsements(args.url or args.node, nonce=live, timeout=args.timeout)
         else:
             return _err("a saved response needs its node's endorsements: --evidence FILE or --node URL")
     except (AttestationError, ValueError, OSError) as exc:
         return _err(str(exc))
-    rep = verify_response(resp, doc, policy=policy, trust=trust, at=at, expected_nonce=expected)
+    rep = verify_response(resp, doc, policy=policy, trust=trust, at=at, expected_nonce=expected,
+                          endorsements=extra, live_nonce=live)
     if args.json:
         print(json.dumps(rep.to_dict(), indent=1))
     else:

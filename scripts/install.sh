@@ -10,7 +10,7 @@ SUDO=""
 
 pkgs=(build-essential python3-venv python3-dev libssl-dev libzstd-dev)
 if [ "$want_test" = 1 ]; then
-  pkgs+=(emscripten wabt qemu-system-x86 ovmf cpio zstd debootstrap kmod)
+  pkgs+=(emscripten wabt qemu-system-x86 ovmf cpio zstd debootstrap kmod curl)
   command -v npm >/dev/null || pkgs+=(nodejs npm)
 fi
 missing=()
