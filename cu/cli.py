@@ -13,6 +13,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cu.codec.cli",
     "attestation.cli",
     "attestation.verify_cli",
+    "attestation.measure_cli",
     "cu.node.cli",
 )
 

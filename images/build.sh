@@ -129,9 +129,9 @@ done < "$here/requirements.lock"
 cp "$here/requirements.lock" "$root/tmp/wheels/requirements.lock"
 chroot "$root" /usr/bin/python3 -m venv --without-pip /opt/aocu
 # The host's pip installs into the guest tree (--root/--prefix): wheels are only unpacked, no package code runs.
-"$PY" -m pip install -q --no-index --no-deps --no-compile --require-hashes --root "$root" --prefix /opt/aocu \
+"$PY" -m pip install -q --ignore-installed --no-index --no-deps --no-compile --require-hashes --root "$root" --prefix /opt/aocu \
   --find-links "$root/tmp/wheels" -r "$root/tmp/wheels/requirements.lock" >&2
-"$PY" -m pip install -q --no-index --no-deps --no-compile --root "$root" --prefix /opt/aocu "$root"/tmp/wheels/aocu-*.whl >&2
+"$PY" -m pip install -q --ignore-installed --no-index --no-deps --no-compile --root "$root" --prefix /opt/aocu "$root"/tmp/wheels/aocu-*.whl >&2
 rm -rf "$root/tmp/wheels"
 # Console scripts were written for the host interpreter path; point them at the guest venv.
 for f in "$root"/opt/aocu/bin/*; do
@@ -143,7 +143,7 @@ install -m 0755 "$here/init" "$root/init"
 chroot "$root" /usr/bin/python3 -m compileall -q -j1 --invalidation-mode unchecked-hash /opt/aocu/lib >/dev/null
 
 # ---- 6. normalise and pack ------------------------------------------------------------------------------
-say "normalise and pack initrd (cpio newc, sorted, zstd -19)"
+say "normalise and pack initrd (cpio newc, sorted, zstd -12)"
 rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/var/cache/ldconfig/aux-cache \
   "$root"/var/log/* "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old "$root"/etc/machine-id \
   "$root"/etc/hostname "$root"/etc/resolv.conf "$root"/boot "$root"/usr/share/doc/* "$root"/usr/share/man/* \
@@ -151,7 +151,7 @@ rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/var/cache/ldc
 : > "$root/etc/machine-id"
 find "$root" -newermt "@$SDE" -print0 | xargs -0r touch -h -d "@$SDE"
 (cd "$root" && find . -mindepth 1 -print0 | sort -z |
-  cpio --null --create --format=newc --reproducible --owner=0:0 --quiet) | zstd -q -19 -T1 > "$out/initrd.img"
+  cpio --null --create --format=newc --reproducible --owner=0:0 --quiet) | zstd -q -12 -T1 > "$out/initrd.img"
 printf '%s' "$CMDLINE" > "$out/cmdline"
 
 # ---- 7. manifest ----------------------------------------------------------------------------------------

@@ -45,15 +45,24 @@ need_qemu() {  # need_qemu MAJOR MINOR WHAT
   fi
 }
 kvm_usable() {
+  case "${AOCU_ACCEL:-}" in kvm) return 0 ;; tcg) return 1 ;; esac
   [ -r /dev/kvm ] && [ -w /dev/kvm ] || return 1
-  # /dev/kvm can exist without working virtualisation (nested sandboxes): probe it.
-  timeout 20 "$QEMU" -machine q35,accel=kvm -display none -nodefaults -no-user-config -S \
-    -monitor none -serial none </dev/null >/dev/null 2>&1 &
-  local pid=$!
-  sleep 1
-  if kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return 0; fi
-  wait "$pid" 2>/dev/null
-  return 1
+  # /dev/kvm can exist without working virtualisation (nested sandboxes fail on the first emulated
+  # instruction), so boot the payload's kernel to a deliberate panic and see which comes first.
+  local log pid i verdict=1
+  log=$(mktemp)
+  "$QEMU" -machine q35,accel=kvm -cpu host -m 256 -nodefaults -no-user-config -no-reboot -display none \
+    -serial "file:$log" -monitor none -kernel "$dir/vmlinuz" -append "console=ttyS0 panic=-1 rdinit=/aocu-kvm-probe" \
+    </dev/null >>"$log" 2>&1 &
+  pid=$!
+  for i in $(seq 1 60); do
+    if grep -q "Kernel panic" "$log"; then verdict=0; break; fi
+    if grep -q "KVM internal error\|emulation failure" "$log" || ! kill -0 "$pid" 2>/dev/null; then break; fi
+    sleep 0.5
+  done
+  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  rm -f "$log"
+  return $verdict
 }
 
 cmdline=$(cat "$dir/cmdline")
