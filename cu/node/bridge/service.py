@@ -1,0 +1,459 @@
+"""BridgeService: computes processes scheduled on legacy SUs and answers the legacy CU operations for them.
+
+It owns, per remote process, one warm engine instance and the stream position (`Progress`); results, dedup keys
+and progress are committed together in one SQLite transaction per batch, and engine snapshots are stored in the
+same database. A failing SU or gateway ends the call with a clear 503 after bounded retries, everything evaluated
+before the failure stays committed, and the next call continues from exactly that position."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cu.node import legacy
+from cu.node.bridge import checkpoint as ckpt
+from cu.node.bridge import normalise
+from cu.node.bridge.errors import AccessDenied, BridgeError
+from cu.node.bridge.gateway import GatewayClient, TxMeta
+from cu.node.bridge.net import RetryPolicy, check_base_url
+from cu.node.bridge.remote import ProcessInfo, Progress, RemoteProcess, load_process
+from cu.node.bridge.store import BridgeStore
+from cu.node.bridge.su import PAGE_SIZE, SuClient
+from cu.node.cron import parse_crons
+from cu.node.errors import NodeError
+from cu.node.limits import module_limits
+from cu.node.store import ResultRow
+
+log = logging.getLogger("aocu.bridge")
+
+
+@dataclass
+class BridgeConfig:
+    gateway_url: str
+    graphql_url: str | None = None
+    su_url: str | None = None                  # overrides the scheduler location of every remote process
+    su_overrides: dict[str, str] = field(default_factory=dict)   # per-process scheduler URL overrides
+    uploader_url: str | None = None            # checkpoint uploads (default: the gateway)
+    allow: frozenset[str] | None = None        # only these processes (None = any)
+    deny: frozenset[str] = frozenset()
+    checkpoint_owners: tuple[str, ...] = ()    # trusted Arweave checkpoint signers; empty = never adopt
+    rebuild_dedup: bool = True                 # after adopting a checkpoint, rebuild dedup keys from SU metadata
+    snapshot_every: int = 200                  # evaluations between local engine snapshots
+    batch: int = 64                            # results per commit
+    page_size: int = PAGE_SIZE
+    memory_max: int = 1024 * 1024 * 1024
+    compute_max: int = 9_000_000_000_000
+    eval_timeout_s: float | None = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    cache_dir: Path | None = None              # compiled-module cache
+
+    def __post_init__(self) -> None:
+        self.gateway_url = check_base_url(self.gateway_url, "--gateway")
+        if self.graphql_url:
+            self.graphql_url = check_base_url(self.graphql_url, "--graphql")
+        if self.su_url:
+            self.su_url = check_base_url(self.su_url, "--su-url")
+        self.su_overrides = {pid: check_base_url(url, f"scheduler override of {pid}")
+                             for pid, url in self.su_overrides.items()}
+
+    @classmethod
+    def from_mapping(cls, extra: dict[str, Any]) -> BridgeConfig | None:
+        """From `NodeConfig.extra` (`gateway`, `graphql`, `su_url`, `su_overrides` ("PID=URL,..." or a dict),
+        `bridge_allow`, `bridge_deny`, `checkpoint_owners`, `uploader`); None when no gateway is configured."""
+        gw = extra.get("gateway")
+        if not gw:
+            return None
+
+        def ids(v: Any) -> frozenset[str] | None:
+            if v is None or v == "":
+                return None
+            items = v.split(",") if isinstance(v, str) else list(v)
+            return frozenset(s.strip() for s in items if s.strip())
+
+        overrides = extra.get("su_overrides") or {}
+        if isinstance(overrides, str):          # "PID=URL,PID=URL"
+            overrides = dict(item.split("=", 1) for item in overrides.split(",") if "=" in item)
+        return cls(gateway_url=gw, graphql_url=extra.get("graphql"), su_url=extra.get("su_url"),
+                   su_overrides={str(k).strip(): str(v).strip() for k, v in dict(overrides).items()},
+                   uploader_url=extra.get("uploader"), allow=ids(extra.get("bridge_allow")),
+                   deny=ids(extra.get("bridge_deny")) or frozenset(),
+                   checkpoint_owners=tuple(ids(extra.get("checkpoint_owners")) or ()))
+
+
+@dataclass
+class _Warm:
+    info: ProcessInfo
+    remote: RemoteProcess
+    module: Any
+    instance: Any
+    env: bytes
+    limits: dict[str, Any]
+    progress: Progress
+    since_snapshot: int = 0
+    origin: str = "start"                      # start | snapshot | checkpoint:<id>
+
+
+def _info_to_json(info: ProcessInfo) -> str:
+    return json.dumps({"pid": info.pid, "su_url": info.su_url, "record": info.record,
+                       "module": asdict(info.module)})
+
+
+def _info_from_json(text: str) -> ProcessInfo:
+    o = json.loads(text)
+    m = o["module"]
+    m["tags"] = [tuple(t) for t in m["tags"]]
+    module = TxMeta(**m)
+    rec = o["record"]
+    tags = normalise.tags_of(rec["tags"])
+    return ProcessInfo(pid=o["pid"], su_url=o["su_url"], record=rec, owner=normalise.owner_address(rec["owner"]),
+                       tags=tags, module_id=dict(reversed(tags))["Module"], module=module,
+                       origin_ts=int(rec["timestamp"]), origin_height=int(str(rec.get("block", "0"))),
+                       crons=parse_crons(tags))
+
+
+class BridgeService:
+    def __init__(self, config: BridgeConfig, data_dir: str | Path, *, signer: Any = None) -> None:
+        self.config = config
+        self.data_dir = Path(data_dir)
+        self.store = BridgeStore(self.data_dir / "bridge.sqlite")
+        self.gateway = GatewayClient(config.gateway_url, config.graphql_url, config.uploader_url, config.retry)
+        self.signer = signer                   # Arweave wallet for checkpoints we write
+        self._sus: dict[str, SuClient] = {}
+        self._warm: dict[str, _Warm] = {}
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.RLock] = {}
+        self.metrics: dict[str, float] = {"evaluations": 0, "eval_seconds": 0.0, "duplicates_skipped": 0,
+                                          "snapshots": 0, "recompute_mismatch": 0, "upstream_errors": 0}
+
+    # -- routing ------------------------------------------------------------------------------------------
+    def allowed(self, pid: str) -> bool:
+        return pid not in self.config.deny and (self.config.allow is None or pid in self.config.allow)
+
+    def _check(self, pid: str) -> None:
+        if not self.allowed(pid):
+            raise AccessDenied(pid)
+
+    def _lock(self, pid: str) -> threading.RLock:
+        with self._guard:
+            return self._locks.setdefault(pid, threading.RLock())
+
+    def _su(self, url: str) -> SuClient:
+        su = self._sus.get(url)
+        if su is None:
+            su = self._sus[url] = SuClient(url, self.config.retry)
+        return su
+
+    def locate(self, pid: str) -> str:
+        """The process's scheduler URL: `--su-url`, else its Scheduler tag -> Scheduler-Location `Url`."""
+        if pid in self.config.su_overrides:
+            return self.config.su_overrides[pid]
+        if self.config.su_url:
+            return self.config.su_url
+        tx = self.gateway.transaction(pid)
+        scheduler = tx.tag("Scheduler")
+        if not scheduler:
+            raise BridgeError(404, f"process {pid} has no Scheduler tag: cannot locate its scheduler")
+        try:
+            return check_base_url(self.gateway.scheduler_url(scheduler), "Scheduler-Location Url")
+        except ValueError as exc:
+            raise BridgeError(502, str(exc)) from None
+
+    # -- warm state ---------------------------------------------------------------------------------------
+    def _load(self, pid: str) -> _Warm:
+        from cu.engine import EngineError, Instance, Module, Snapshot
+
+        meta = self.store.process_meta(pid)
+        if meta is None:
+            su = self._su(self.locate(pid))
+            info = load_process(pid, su, self.gateway)
+            self.store.put_process_meta(pid, _info_to_json(info))
+        else:
+            info = _info_from_json(meta)
+            su = self._su(info.su_url)
+        fmt, mem, compute = module_limits(pid, info.tags, info.module.tags, memory_max=self.config.memory_max,
+                                          compute_max=self.config.compute_max)
+        wasm = self.store.module(info.module_id)
+        if wasm is None:
+            wasm = self.gateway.raw(info.module_id)
+            self.store.put_module(info.module_id, wasm)
+        try:
+            module = Module.load(wasm, fmt, cache_dir=self.config.cache_dir)
+        except EngineError as exc:
+            raise NodeError(422, f"Module {info.module_id} cannot be loaded: {exc}") from None
+        limits = {"memory_limit": mem, "compute_limit": compute, "timeout_s": self.config.eval_timeout_s}
+        remote = RemoteProcess(info, su, self.gateway, self.config.page_size)
+        w = _Warm(info=info, remote=remote, module=module, instance=None, env=info.env(), limits=limits,
+                  progress=Progress())
+        snap = self.store.snapshot(pid)
+        if snap is not None:
+            try:
+                w.instance = Instance.restore(module, Snapshot.from_bytes(snap[1]), **limits)
+                w.progress, w.origin = snap[0], "snapshot"
+            except EngineError as exc:
+                log.warning("snapshot of %s unusable (%s); starting over", pid, exc)
+        if w.instance is None and self.config.checkpoint_owners and self.store.progress(pid) is None:
+            self._adopt_checkpoint(w)
+        if w.instance is None:
+            w.instance = Instance(module, **limits)
+        return w
+
+    def _warm_state(self, pid: str) -> _Warm:
+        w = self._warm.get(pid)
+        if w is None:
+            w = self._warm[pid] = self._load(pid)
+        return w
+
+    # -- evaluation -----------------------------------------------------------------------------------------
+    def compute(self, pid: str, *, to_nonce: int | None = None, to_ts: int | None = None,
+                horizon_ts: int | None = None) -> Progress:
+        """Evaluates `pid` up to scheduled nonce `to_nonce`, or everything scheduled plus crons up to
+        `horizon_ts`. Returns the progress reached."""
+        self._check(pid)
+        with self._lock(pid):
+            w = self._warm_state(pid)
+            if to_nonce is not None and to_nonce <= w.progress.nonce:
+                return w.progress
+            rows: list[ResultRow] = []
+            pending: dict[str, int] = {}
+            skipped: list[tuple[str, int, str]] = []
+
+            def seen(key: str, nonce: int) -> bool:
+                first = pending.get(key)
+                if first is None:
+                    first = self.store.dedup_nonce(pid, key)
+                if first is not None and first < nonce:
+                    return True
+                if first is None:
+                    pending[key] = nonce
+                return False
+
+            def flush() -> None:
+                mismatched = self.store.commit(pid, w.progress, rows, pending, skipped)
+                if mismatched:
+                    self.metrics["recompute_mismatch"] += len(mismatched)
+                    log.error("recomputed results of %s differ from the stored ones at seq %s", pid, mismatched)
+                rows.clear()
+                pending.clear()
+                skipped.clear()
+
+            try:
+                for e in w.remote.stream(w.progress, seen=seen, to_nonce=to_nonce, to_ts=to_ts,
+                                         horizon_ts=horizon_ts):
+                    if e.kind == "duplicate":
+                        self.metrics["duplicates_skipped"] += 1
+                        skipped.append((e.message_id or "", e.nonce, e.dedup_key or ""))
+                    else:
+                        t0 = time.perf_counter()
+                        raw = w.instance.handle(legacy.dumps(e.msg), w.env)
+                        self.metrics["evaluations"] += 1
+                        self.metrics["eval_seconds"] += time.perf_counter() - t0
+                        w.since_snapshot += 1
+                        if e.save:
+                            result = legacy.merge_result(raw)
+                            rows.append(ResultRow(pid, e.progress.seq, e.nonce, e.cron, e.message_id, e.timestamp,
+                                                  e.block_height, result.get("Error") is not None,
+                                                  legacy.dumps(legacy.result_view(result))))
+                    w.progress = e.progress
+                    if len(rows) >= self.config.batch:
+                        flush()
+                flush()
+            except BridgeError as exc:
+                # upstream or stream failure between entries: the warm state matches w.progress; keep it
+                self.metrics["upstream_errors"] += 1
+                flush()
+                log.warning("bridge evaluation of %s stopped at nonce %d: %s", pid, w.progress.nonce, exc.message)
+                raise
+            except BaseException:
+                # engine failure inside an evaluation: the warm state is unknown, rebuild from the last snapshot
+                self._warm.pop(pid, None)
+                raise
+            if w.since_snapshot >= self.config.snapshot_every:
+                self.snapshot(pid)
+            return w.progress
+
+    def snapshot(self, pid: str) -> None:
+        with self._lock(pid):
+            w = self._warm.get(pid)
+            if w is None or w.since_snapshot == 0:
+                return
+            self.store.put_snapshot(pid, w.progress, w.instance.snapshot().to_bytes())
+            w.since_snapshot = 0
+            self.metrics["snapshots"] += 1
+
+    def shutdown(self) -> None:
+        for pid in list(self._warm):
+            try:
+                self.snapshot(pid)
+            except Exception as exc:  # noqa: BLE001 - keep snapshotting the others
+                log.error("snapshot of %s at shutdown failed: %s", pid, exc)
+        self.store.close()
+
+    # -- legacy CU operations ------------------------------------------------------------------------------------
+    def result(self, pid: str, message_id: str) -> bytes:
+        self._check(pid)
+        row = self.store.result_by_message(pid, message_id)
+        if row is not None:
+            return row.body
+        with self._lock(pid):
+            skip = self.store.skipped(pid, message_id)
+            if skip is None:
+                w = self._warm_state(pid)
+                # the process message is nonce 0 and its id is the process id, which the SU route reads as a page
+                meta = (0, None) if message_id == pid else w.remote.su.message_meta(pid, message_id)
+                if meta is None:
+                    raise BridgeError(404, f"Message {message_id} is not scheduled on process {pid}")
+                nonce, ts = meta
+                progress = self.compute(pid, to_nonce=nonce, to_ts=ts)
+                row = self.store.result_by_message(pid, message_id)
+                if row is not None:
+                    return row.body
+                skip = self.store.skipped(pid, message_id)
+                if skip is None and nonce <= progress.nonce:
+                    raise BridgeError(425, f"message at nonce {nonce} precedes the checkpoint process {pid} was "
+                                           f"started from; its result was not computed here")
+            if skip is not None:
+                raise BridgeError(404, f"Message {message_id} at nonce {skip[0]} of {pid} was not evaluated: it is "
+                                       f"a duplicate of an earlier message (dedup key {skip[1]})")
+            raise BridgeError(500, f"evaluation of {message_id} produced no result")
+
+    def _now(self, pid: str) -> _Warm:
+        """Everything scheduled, then crons up to the SU's current timestamp (as the legacy CU reads "latest")."""
+        self._check(pid)
+        with self._lock(pid):
+            w = self._warm_state(pid)
+            horizon = None
+            if w.info.crons:
+                horizon, _ = w.remote.su.timestamp(pid)
+            self.compute(pid, horizon_ts=horizon)
+            return self._warm[pid]
+
+    def cron(self, pid: str) -> None:
+        self._now(pid)
+
+    def state(self, pid: str) -> tuple[bytes, dict[str, str]]:
+        with self._lock(pid):
+            w = self._now(pid)
+            return w.instance.memory(), {"Last-Timestamp": str(w.progress.last_ts),
+                                         "Last-Ordinate": str(w.progress.nonce),
+                                         "Last-Block-Height": str(w.progress.last_height)}
+
+    def dry_run(self, pid: str, body: Any) -> bytes:
+        from cu.engine import Instance
+
+        with self._lock(pid):
+            w = self._now(pid)
+            try:
+                msg = legacy.dry_run_message(body, pid=pid, timestamp=w.progress.last_ts,
+                                             block_height=w.progress.last_height)
+            except ValueError as exc:
+                raise NodeError(400, str(exc)) from None
+            snap = w.instance.snapshot()
+            try:
+                raw = w.instance.handle(legacy.dumps(msg), w.env)
+            finally:
+                w.instance = Instance.restore(w.module, snap, **w.limits)     # read-only: memory discarded
+            return legacy.dumps(legacy.result_view(legacy.merge_result(raw)))
+
+    def results_page(self, pid: str, **kw: Any) -> tuple[list[ResultRow], bool]:
+        self._check(pid)
+        return self.store.results_page(pid, **kw)
+
+    def seq_for(self, pid: str, timestamp: int, nonce: int, cron: str | None) -> int | None:
+        return self.store.seq_for(pid, timestamp, nonce, cron)
+
+    def memory(self, pid: str) -> bytes:
+        with self._lock(pid):
+            return self._warm_state(pid).instance.memory()
+
+    # -- Arweave checkpoints -----------------------------------------------------------------------------------
+    def write_checkpoint(self, pid: str) -> str:
+        """Uploads the current memory as a legacy-format checkpoint; returns its data item id. Only at a scheduled
+        message (not after crons), where the legacy tags describe the position completely."""
+        if self.signer is None:
+            raise BridgeError(501, "writing Arweave checkpoints needs a wallet (signer)")
+        with self._lock(pid):
+            w = self._warm_state(pid)
+            p = w.progress
+            if p.nonce < 0 or p.crons_done:
+                raise BridgeError(409, f"{pid} is not at a scheduled message (nonce {p.nonce}, "
+                                       f"{p.crons_done} crons after it): no checkpoint written")
+            memory = w.instance.memory()
+            info = ckpt.CheckpointInfo(pid=pid, module=w.info.module_id, nonce=p.nonce, ordinate=str(p.nonce),
+                                       timestamp=p.anchor_ts or 0, block_height=p.anchor_height or 0,
+                                       sha256=hashlib.sha256(memory).hexdigest(),
+                                       assignment_id=p.assignment_id, hash_chain=p.hash_chain, epoch=p.epoch)
+            item = ckpt.build_checkpoint(memory, info, self.signer)
+            self.gateway.upload(item.to_bytes())
+            return item.id
+
+    def _adopt_checkpoint(self, w: _Warm) -> None:
+        pid = w.info.pid
+        try:
+            cands = self.gateway.checkpoints(pid, list(self.config.checkpoint_owners))
+        except BridgeError as exc:
+            log.warning("checkpoint query for %s failed (%s); replaying from the start", pid, exc.message)
+            return
+        infos: list[tuple[ckpt.CheckpointInfo, TxMeta]] = []
+        for tx in cands:
+            if tx.owner_address not in self.config.checkpoint_owners:
+                continue
+            try:
+                info = ckpt.parse_info(tx.tags)
+            except BridgeError as exc:
+                log.warning("ignoring checkpoint %s of %s: %s", tx.id, pid, exc.message)
+                continue
+            # a checkpoint taken after crons lacks the anchor of the cron walk: not adoptable exactly
+            if info.pid == pid and info.module == w.info.module_id and not info.cron_interval:
+                infos.append((info, tx))
+        for info, tx in sorted(infos, key=lambda it: -it[0].nonce):
+            try:
+                memory = ckpt.read_checkpoint(self.gateway.raw(tx.id), info)
+                w.instance = ckpt.instance_from_memory(w.module, memory, **w.limits)
+            except (BridgeError, ValueError) as exc:
+                log.warning("checkpoint %s of %s unusable: %s", tx.id, pid, exc)
+                continue
+            w.progress = Progress(nonce=info.nonce, epoch=info.epoch or 0, assignment_id=info.assignment_id,
+                                  hash_chain=info.hash_chain, cursor=str(info.timestamp), anchor_ts=info.timestamp,
+                                  anchor_height=info.block_height, last_ts=info.timestamp,
+                                  last_height=info.block_height, cold_started=True)
+            w.origin = f"checkpoint:{tx.id}"
+            keys: dict[str, int] = {}
+            if self.config.rebuild_dedup:
+                for key, nonce in w.remote.dedup_keys(info.nonce):
+                    keys.setdefault(key, nonce)
+            self.store.commit(pid, w.progress, [], keys, [])
+            self.store.put_snapshot(pid, w.progress, w.instance.snapshot().to_bytes())
+            log.info("process %s starts from Arweave checkpoint %s at nonce %d", pid, tx.id, info.nonce)
+            return
+
+    # -- the evaluator-process operations (same dispatch style as EvaluatorCore.call) -------------------------------
+    def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        pid = args["pid"]
+        if op == "bridge_result":
+            return {"body": self.result(pid, args["message"])}
+        if op == "bridge_dry_run":
+            return {"body": self.dry_run(pid, args["body"])}
+        if op == "bridge_state":
+            mem, headers = self.state(pid)
+            return {"body": mem, "headers": headers}
+        if op == "bridge_cron":
+            self.cron(pid)
+            return {}
+        if op == "bridge_results_page":
+            rows, more = self.results_page(pid, after=_pair(args.get("after")), until=_pair(args.get("until")),
+                                           descending=bool(args["descending"]), limit=int(args["limit"]),
+                                           crons_only=bool(args["crons_only"]), skip_errors=bool(args["skip_errors"]))
+            return {"rows": [list(asdict(r).values()) for r in rows], "more": more}
+        if op == "bridge_seq_for":
+            return {"seq": self.seq_for(pid, int(args["timestamp"]), int(args["nonce"]), args.get("cron"))}
+        raise NodeError(400, f"unknown bridge operation {op!r}")
+
+
+def _pair(v: Any) -> tuple[int, int] | None:
+    return None if v is None else (int(v[0]), int(v[1]))
