@@ -157,6 +157,11 @@ PageMerkle::PageMerkle(Method preferred) : preferred_(preferred) {}
 PageMerkle::~PageMerkle() = default;
 
 void PageMerkle::reset() {
+  std::lock_guard<std::mutex> g(mu_);
+  reset_locked();
+}
+
+void PageMerkle::reset_locked() {
   tracker_.reset();
   shadow_.clear();
   shadow_.shrink_to_fit();
@@ -170,6 +175,7 @@ void PageMerkle::reset() {
 }
 
 const char* PageMerkle::method() const {
+  std::lock_guard<std::mutex> g(mu_);
   if (!committed_) return "none";
   return using_uffd_ ? "uffd-wp" : "shadow";
 }
@@ -203,6 +209,7 @@ void PageMerkle::rebuild_tree(const std::vector<size_t>& dirty) {
 }
 
 Digest PageMerkle::commit(const uint8_t* data, size_t len) {
+  std::lock_guard<std::mutex> g(mu_);
   last_rehashed_ = 0;
   bool restart = !committed_ || data != base_ || len < len_;
   if (!restart && using_uffd_ && tracker_->pid != getpid()) restart = true;  // forked: the uffd is not ours

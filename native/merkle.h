@@ -16,18 +16,22 @@
 //   * userfaultfd write-protect in WP_ASYNC mode + the PAGEMAP_SCAN ioctl (Linux >= 6.7) reports exactly the
 //     4 KiB pages written since the last scan and re-protects them atomically, per registered range (so
 //     independent instances never interfere), with no fault delivered to user space (writers never block).
-//     A scan of 64 MiB costs about 25 us. Pages dropped by madvise(DONTNEED) or made accessible by growth
-//     are reported as written, and a range whose mapping was replaced fails the scan (PM_SCAN_CHECK_WPASYNC),
-//     which we treat as "everything dirty".
+//     A scan of 64 MiB costs about 25 us; the price is a kernel-handled minor fault (~1 us) on the first
+//     write to each 4 KiB page after a commit, paid by the writer. Pages dropped by madvise(DONTNEED) or
+//     made accessible by growth are reported as written, and a range whose mapping was replaced (or a forked
+//     child, which does not inherit the registration) fails the scan (PM_SCAN_CHECK_WPASYNC), which we
+//     treat as "everything dirty".
 //   * fallback, used when the above is unavailable (older kernel, unaligned buffer, range already
-//     registered by another instance, fork): compare each page with a shadow copy (memcmp, ~10 GB/s),
+//     registered by another instance): compare each page with a shadow copy (memcmp, ~10 GB/s),
 //     which is exact.
 // Contract: commit() must not run concurrently with writers of the buffer (the engine commits between
-// calls); writes made during a commit are reported by the next one.
+// calls); writes made during a commit are reported by the next one. The object itself is thread-safe
+// (Python releases the GIL while committing).
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "hash.h"
@@ -51,21 +55,35 @@ class PageMerkle {
   // Commit to the current contents of [data, data+len). The first call (or one after reset(), a base
   // address change or a shrink) hashes everything; later calls rehash only pages written since.
   Digest commit(const uint8_t* data, size_t len);
-  const Digest& root() const { return root_; }
-  size_t page_count() const { return levels_.empty() ? 0 : levels_[0].size(); }
-  bool has_root() const { return committed_; }
+  Digest root() const {
+    std::lock_guard<std::mutex> g(mu_);
+    return root_;
+  }
+  size_t page_count() const {
+    std::lock_guard<std::mutex> g(mu_);
+    return levels_.empty() ? 0 : levels_[0].size();
+  }
+  bool has_root() const {
+    std::lock_guard<std::mutex> g(mu_);
+    return committed_;
+  }
   // Forget all state (the next commit hashes everything).
   void reset();
   // "uffd-wp" or "shadow": the method in use after the last commit ("none" before the first).
   const char* method() const;
   // Pages rehashed by the last commit (for tests and benchmarks).
-  size_t last_rehashed() const { return last_rehashed_; }
+  size_t last_rehashed() const {
+    std::lock_guard<std::mutex> g(mu_);
+    return last_rehashed_;
+  }
 
  private:
   struct Tracker;
+  void reset_locked();
   void rebuild_tree(const std::vector<size_t>& dirty_leaves);
   void full_hash(const uint8_t* data, size_t len);
 
+  mutable std::mutex mu_;
   Method preferred_;
   std::unique_ptr<Tracker> tracker_;
   const uint8_t* base_ = nullptr;

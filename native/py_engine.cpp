@@ -146,5 +146,6 @@ void aocu_register_engine(py::module_& m) {
              for (auto& g : s.globals) globals.append(py::make_tuple(g.name, g.kind, g.bits));
              return py::make_tuple(s.mem_size, py::bytes(s.memory), globals, py::bytes(s.host));
            })
+      .def_property_readonly("last_handle_ns", &Instance::last_handle_ns)
       .def("stats", &Instance::rollback_stats);
 }

@@ -61,7 +61,7 @@ void aocu_register_merkle(py::module_& m) {
       .def_property_readonly("root",
                              [](const PageMerkle& self) -> py::object {
                                if (!self.has_root()) return py::none();
-                               return to_bytes(self.root());
+                               return to_bytes(self.root());  // a copy taken under the lock
                              })
       .def_property_readonly("page_count", &PageMerkle::page_count)
       .def_property_readonly("method", &PageMerkle::method)

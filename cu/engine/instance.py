@@ -168,6 +168,11 @@ class Instance:
                 raise SnapshotError("restored memory does not match the snapshot's page-Merkle root")
         return inst
 
+    @property
+    def last_handle_ns(self) -> int:
+        """Wall time (ns) of the last call into the module's handle export (for benchmarks)."""
+        return self._native.last_handle_ns
+
     def stats(self) -> str:
         """Rollback journal counters (bases taken, recoveries, replayed messages)."""
         return self._native.stats()

@@ -45,7 +45,7 @@ def _transform(wasm: bytes, spec: FormatSpec, digest: str) -> bytes:
                 )
             out = t.meter(out, spec.meter == "i64")
     except ValueError as exc:
-        raise ModuleError(f"cannot transform module: {exc}") from exc
+        raise ModuleError(f"invalid wasm module: {exc}") from exc
     with _LOCK:
         _TRANSFORMED[key] = out
     return out

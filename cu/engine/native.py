@@ -20,7 +20,7 @@ WASMTIME_VERSION = "50.0.1"
 def _library_path() -> Path:
     spec = importlib.util.find_spec("wasmtime")
     if spec is None or not spec.submodule_search_locations:
-        raise EngineError("the wasmtime package is not installed (pip install wasmtime==%s)" % WASMTIME_VERSION)
+        raise EngineError(f"the wasmtime package is not installed (pip install wasmtime=={WASMTIME_VERSION})")
     pkg = Path(next(iter(spec.submodule_search_locations)))
     for name in ("linux-x86_64", "linux-aarch64"):
         lib = pkg / name / "_libwasmtime.so"

@@ -536,7 +536,7 @@ int32_t fs_open(HostState* st, const std::string& path, int32_t flags) {
     if ((flags & O_CREAT) && (flags & O_EXCL)) return -E_EXIST;
     if (it->second.dir && writing) return -E_ISDIR;
     if (!it->second.dir && (flags & O_DIRECTORY)) return -E_NOTDIR;
-    if (!it->second.dir && (flags & O_TRUNC) && writing && path.rfind("/dev/", 0) != 0) it->second.data.clear();
+    if (!it->second.dir && (flags & O_TRUNC) && writing && path.rfind("/dev/", 0) != 0) fs.resize(it->second, 0);
   }
   int32_t fd = fs.alloc_fd();
   if (fd < 0) return -E_NOSYS;
@@ -574,7 +574,10 @@ void h_fd_write(HostState* st, const Args& a) {
     if (node) {
       constexpr int32_t O_APPEND = 02000;
       if (f->flags & O_APPEND) f->pos = node->data.size();
-      if (node->data.size() < f->pos + len) node->data.resize(f->pos + len);
+      if (node->data.size() < f->pos + len && !st->fs.resize(*node, f->pos + len)) {
+        m.wptr(out, total, st->mem64);
+        return a.ret(total ? 0 : 51);  // ENOSPC: MEMFS is capped (host memory)
+      }
       std::memcpy(&node->data[f->pos], m.base + p, len);
       f->pos += len;
     }
@@ -804,6 +807,7 @@ void h_unlinkat(HostState* st, const Args& a) {
   auto it = st->fs.nodes.find(p);
   if (it == st->fs.nodes.end()) return a.ret(-E_NOENT);
   if (it->second.dir) return a.ret(-E_ISDIR);
+  st->fs.bytes -= it->second.data.size();
   st->fs.nodes.erase(it);
   a.ret(0);
 }
@@ -832,7 +836,11 @@ void h_renameat(HostState* st, const Args& a) {
       ++i;
     }
   }
-  for (auto& kv : moved) st->fs.nodes[kv.first] = std::move(kv.second);
+  for (auto& kv : moved) {
+    auto old = st->fs.nodes.find(kv.first);
+    if (old != st->fs.nodes.end()) st->fs.bytes -= old->second.data.size();
+    st->fs.nodes[kv.first] = std::move(kv.second);
+  }
   for (auto& kv : st->fs.fds)
     if (kv.second.path == from || kv.second.path.rfind(from + "/", 0) == 0)
       kv.second.path = to + kv.second.path.substr(from.size());
@@ -869,8 +877,7 @@ void h_ftruncate(HostState* st, const Args& a) {
   if (len < 0 || len > (int64_t(1) << 30)) return a.ret(-E_INVAL);
   auto nit = st->fs.nodes.find(it->second.path);
   if (nit == st->fs.nodes.end() || nit->second.dir) return a.ret(-E_INVAL);
-  nit->second.data.resize(static_cast<size_t>(len));
-  a.ret(0);
+  a.ret(st->fs.resize(nit->second, static_cast<uint64_t>(len)) ? 0 : -51);
 }
 
 void h_proc_exit(HostState*, const Args& a) { throw HostTrap{"proc_exit(" + std::to_string(a.i(0)) + ") called"}; }
@@ -1123,6 +1130,7 @@ wasmtime_func_unchecked_callback_t cb_for(Impl f) {
 void MemFs::init(bool with_data_dir) {
   nodes.clear();
   fds.clear();
+  bytes = 0;
   for (const char* d : {"/", "/tmp", "/home", "/home/web_user", "/dev", "/dev/shm"}) nodes[d] = Node{true, {}};
   for (const char* f : {"/dev/null", "/dev/tty", "/dev/random", "/dev/urandom"}) nodes[f] = Node{};
   if (with_data_dir) nodes["/data"] = Node{true, {}};
@@ -1145,6 +1153,14 @@ std::string MemFs::normalise(const std::string& in) {
   std::string out;
   for (auto& p : parts) out += "/" + p;
   return out.empty() ? "/" : out;  // relative paths resolve against cwd "/"
+}
+
+bool MemFs::resize(Node& n, uint64_t size) {
+  uint64_t cur = n.data.size();
+  if (size > cur && bytes + (size - cur) > kMaxBytes) return false;
+  n.data.resize(static_cast<size_t>(size));
+  bytes = bytes - cur + size;
+  return true;
 }
 
 bool MemFs::is_dir(const std::string& p) const {
@@ -1232,6 +1248,8 @@ void HostState::deserialize(const std::string& s) {
     std::string path = r.str();
     bool dir = r.u64() != 0;
     nfs.nodes[path] = MemFs::Node{dir, r.str()};
+    nfs.bytes += nfs.nodes[path].data.size();
+    if (nfs.bytes > MemFs::kMaxBytes) throw std::runtime_error("host state: files exceed the MEMFS cap");
   }
   uint64_t nf = r.u64();
   if (nf > 4096) throw std::runtime_error("host state: too many fds");

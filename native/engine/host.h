@@ -27,6 +27,10 @@ struct MemFs {
   };
   std::map<std::string, Node> nodes;  // absolute normalised paths
   std::map<int32_t, Fd> fds;          // 0/1/2 are the tty streams
+  uint64_t bytes = 0;                  // total file bytes (host memory), capped at kMaxBytes
+  static constexpr uint64_t kMaxBytes = uint64_t(64) << 20;
+  // Resizes a file's data within the cap; false (nothing changed) if the cap would be exceeded.
+  bool resize(Node& n, uint64_t size);
 
   void init(bool with_data_dir);
   static std::string normalise(const std::string& cwd_rel);

@@ -2,6 +2,7 @@
 #include "engine/instance.h"
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "engine/json_scan.h"
@@ -195,7 +196,9 @@ bool Instance::call(const wasmtime_func_t& f, wasmtime_val_raw_t* vals, size_t n
     err = "out of gas!";
   } else if (has_code && code == wt::TRAP_INTERRUPT) {
     double t = lim_.timeout_s > 0 ? lim_.timeout_s : kDefaultTimeoutS;
-    err = "wall-clock limit exceeded: execution interrupted after " + std::to_string(t) + " s";
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%g", t);
+    err = std::string("wall-clock limit exceeded: execution interrupted after ") + buf + " s";
   } else if (st_->longjmp_pending) {
     err = "longjmp outside of any setjmp (unhandled Lua error?)";
   } else if (!st_->trap_reason.empty()) {
@@ -326,7 +329,10 @@ CallResult Instance::raw_call(const std::string& msg, const std::string& env) {
       v[0].i32 = static_cast<int32_t>(pm);
       v[1].i32 = static_cast<int32_t>(pe);
     }
+    auto th = std::chrono::steady_clock::now();
     ok = call(f_handle_, v, 2, err);
+    last_handle_ns_ = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - th).count());
     if (ok) {
       // copy the returned C string now: it belongs to Lua and dies with the next call into the module
       uint64_t rp = st.mem64 ? static_cast<uint64_t>(v[0].i64) : static_cast<uint32_t>(v[0].i32);

@@ -56,6 +56,8 @@ class Instance {
   StateImage capture(bool encode) const;
   bool metered() const { return metered_; }
   std::string rollback_stats() const;
+  // Wall time of the last call into the module's handle export (host functions it called included).
+  uint64_t last_handle_ns() const { return last_handle_ns_; }
 
  private:
   void build();
@@ -82,6 +84,7 @@ class Instance {
   std::vector<std::unique_ptr<Bound>> bounds_;
   wasmtime_func_t f_handle_{}, f_stack_save_{}, f_stack_restore_{}, f_stack_alloc_{}, f_malloc_{};
   size_t initial_mem_ = 0;
+  uint64_t last_handle_ns_ = 0;
 
   // Rollback journal: the state at `base_` plus the messages applied since (replayed after an error).
   struct Entry {

@@ -1,6 +1,9 @@
 // Sparse + zstd memory images. Restoring a mostly-empty 64 MiB memory touches only the stored pages.
 #include "engine/snapshot.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 
 #include <cstring>
@@ -49,6 +52,7 @@ std::string encode_memory(const uint8_t* mem, size_t size, int level) {
   CCtx cc;
   if (!cc.c) throw std::runtime_error("zstd: out of memory");
   ZSTD_CCtx_setParameter(cc.c, ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(cc.c, ZSTD_c_literalCompressionMode, ZSTD_ps_disable);
   std::vector<char> buf(ZSTD_CStreamOutSize());
   auto pump = [&](const uint8_t* src, size_t n, ZSTD_EndDirective mode) {
     ZSTD_inBuffer in{src, n, 0};
@@ -99,12 +103,49 @@ void decode_memory(const std::string& img, uint8_t* mem, size_t mem_size, size_t
   if (h.size > mem_size) throw SnapshotDataError("memory image larger than the instance memory");
   DCtx dc;
   if (!dc.d) throw std::runtime_error("zstd: out of memory");
+  // Pages of a fresh memory that were never touched are not resident and read as zero: skip them instead
+  // of writing zeros (which would fault in every page of a large, mostly empty memory).
+  const size_t os_page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> resident;
+  bool have_residency = false;
+  if (zero_below && reinterpret_cast<uintptr_t>(mem) % os_page == 0) {
+    resident.resize((zero_below + os_page - 1) / os_page);
+    have_residency = mincore(mem, zero_below, resident.data()) == 0;
+  }
+  auto maybe_dirty = [&](size_t off, size_t n) {
+    if (!have_residency) return true;
+    for (size_t q = off / os_page; q < (off + n + os_page - 1) / os_page && q < resident.size(); ++q)
+      if (resident[q] & 1) return true;
+    return false;
+  };
+#ifdef MADV_POPULATE_WRITE
+  // Pre-fault each run of stored pages with one call: much cheaper than a page fault per 4 KiB page
+  // when restoring into a fresh memory (best effort; errors just leave demand faulting).
+  if (reinterpret_cast<uintptr_t>(mem) % os_page == 0) {
+    uint64_t run = 0;
+    for (uint64_t p = 0; p <= h.pages; ++p) {
+      bool stored = p < h.pages && ((static_cast<uint8_t>(img[h.bm_off + p / 8]) >> (p % 8)) & 1);
+      if (stored) {
+        ++run;
+        continue;
+      }
+      if (run) {
+        size_t off = (p - run) * kWasmPage, n = std::min<size_t>(run * kWasmPage, h.size - off);
+        madvise(mem + off, n, MADV_POPULATE_WRITE);
+      }
+      run = 0;
+    }
+  }
+#endif
   ZSTD_inBuffer in{img.data() + h.data_off, img.size() - h.data_off, 0};
   for (uint64_t p = 0; p < h.pages; ++p) {
     size_t off = p * kWasmPage, n = std::min<size_t>(kWasmPage, h.size - off);
     bool stored = (static_cast<uint8_t>(img[h.bm_off + p / 8]) >> (p % 8)) & 1;
     if (!stored) {
-      if (off < zero_below) std::memset(mem + off, 0, std::min(n, zero_below - off));
+      if (off < zero_below) {
+        size_t k = std::min(n, zero_below - off);
+        if (maybe_dirty(off, k) && !page_is_zero(mem + off, k)) std::memset(mem + off, 0, k);
+      }
       continue;
     }
     // decompress straight into the destination page: no intermediate buffer

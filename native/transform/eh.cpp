@@ -135,7 +135,7 @@ class FunctionTranslator {
   bool prepass(Reader r) {
     skip_locals(r);
     std::vector<Frame> frames{{Kind::Func}};
-    bool legacy = false;
+    bool legacy = false, mixed = false;
     while (!r.eof()) {
       Instr in = decode(r);
       if (frames.empty()) r.fail("code after the end of function " + std::to_string(func_no_));
@@ -143,7 +143,10 @@ class FunctionTranslator {
         case 0x02: frames.push_back({Kind::Block}); break;
         case 0x03: frames.push_back({Kind::Loop}); break;
         case 0x04: frames.push_back({Kind::If}); break;
-        case 0x1F: r.fail("function " + std::to_string(func_no_) + " mixes try_table with legacy exception handling");
+        case 0x1F:
+          mixed = true;
+          frames.push_back({Kind::Block});
+          break;
         case 0x05:
           if (frames.back().kind != Kind::If) r.fail("else without if");
           break;
@@ -198,6 +201,7 @@ class FunctionTranslator {
       }
     }
     if (!frames.empty()) r.fail("function " + std::to_string(func_no_) + " is missing its end");
+    if (legacy && mixed) r.fail("function " + std::to_string(func_no_) + " mixes try_table with legacy exception handling");
     return legacy;
   }
 

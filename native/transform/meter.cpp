@@ -220,6 +220,18 @@ Bytes meter(const uint8_t* data, size_t size, bool i64) {
     }
   };
 
+  uint32_t defined = 0;
+  if (const Section* s = m.find(kFunction)) {
+    Reader r = m.reader(*s);
+    defined = r.u32();
+  }
+  uint32_t bodies = 0;
+  if (const Section* s = m.find(kCode)) {
+    Reader r = m.reader(*s);
+    bodies = r.u32();
+  }
+  if (defined != bodies) throw Error("invalid wasm: function and code section counts differ");
+
   uint32_t func_no = 0;
   for (const Section& s : m.sections) {
     if (s.id != kCustom) flush_new(section_order(s.id));

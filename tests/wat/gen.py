@@ -5,6 +5,7 @@ Commands understood by the module's handle (first byte of the message):
   f ok:false    t trap    l infinite loop    b bad JSON    u unterminated string    n NULL result
   g memory bomb via emscripten_resize_heap    j longjmp through invoke_*    x system()
   a abort    v environ sizes    i init flags    d gmtime+strftime    m metering.usegas(5000)
+  F fill 8 MiB at 1 MiB with a pattern (benchmarks)
   r /dev/urandom (formats 2+)    w MEMFS write/read (formats 2+)    anything else: echo
 """
 
@@ -51,7 +52,7 @@ def _wat_bytes(b: bytes) -> str:
     return "".join(f"\\{c:02x}" for c in b)
 
 
-def render(fam: str, metered: bool = False) -> str:
+def render(fam: str, metered: bool = False, initial_pages: int = 2) -> str:
     w64 = fam == "w64"
     P = "i64" if w64 else "i32"
     subs: dict[str, str] = {"P": P}
@@ -64,6 +65,8 @@ def render(fam: str, metered: bool = False) -> str:
         off += len(b) + 8
     subs["DATA"] = "\n  ".join(data)
     subs["MEMTYPE"] = "i64" if w64 else ""
+    subs["MEM_INITIAL"] = str(initial_pages)
+    subs["MEM_MAX"] = str(max(4096, initial_pages))
     subs["PTR_BODY"] = "(i64.extend_i32_u (local.get $a))" if w64 else "(local.get $a)"
     subs["UNPTR_BODY"] = "(i32.wrap_i64 (local.get $a))" if w64 else "(local.get $a)"
     subs["MEMSIZE_I32"] = "(i32.wrap_i64 (memory.size))" if w64 else "(memory.size)"
@@ -167,8 +170,8 @@ def render(fam: str, metered: bool = False) -> str:
 
 
 @cache
-def build(fam: str, metered: bool = False) -> bytes:
-    return wasmtime.wat2wasm(render(fam, metered))
+def build(fam: str, metered: bool = False, initial_pages: int = 2) -> bytes:
+    return wasmtime.wat2wasm(render(fam, metered, initial_pages))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,120 @@
+"""`aocu run`: the loader on the command line (ARCHITECTURE.md). Each message line reaches `handle` byte for
+byte; one legacy-shape result line per message; memory carried across messages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+_UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40, "pb": 1 << 50}
+
+
+def parse_bytes(text: str) -> int:
+    """Plain digits, or a Memory-Limit style value ('1-gb', '512mb', binary units; AO-ABI §8)."""
+    t = text.strip().lower().replace("-", "", 1)
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|tb|pb)?", t)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a byte size: {text!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2) or "b"])
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
+    if v < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return v
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from cu.engine.formats import FORMATS
+
+    p = subparsers.add_parser(
+        "run",
+        help="evaluate messages (JSONL) on a module, memory carried across messages",
+        description="Evaluate each message line on one instance of MODULE and print one legacy result "
+        "line per message. Messages reach handle() exactly as written (no normalisation).",
+    )
+    p.add_argument("module", metavar="MODULE.wasm", type=Path)
+    p.add_argument("--format", required=True, choices=FORMATS, metavar="FMT", help="Module-Format")
+    p.add_argument("--messages", required=True, type=Path, metavar="MSGS.jsonl", help="one message JSON per line")
+    p.add_argument("--process", type=Path, metavar="PROC.json", help="process message; env = {Process:{Id,Owner,Tags}}")
+    p.add_argument("--env", type=Path, metavar="ENV.json", help="env JSON passed verbatim (overrides --process)")
+    p.add_argument("--memory-limit", type=parse_bytes, metavar="BYTES")
+    p.add_argument("--compute-limit", type=_nonneg_int, metavar="N")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="wall-clock backstop per message")
+    p.add_argument("--snapshot-in", type=Path, metavar="F", help="start from a snapshot written by --snapshot-out")
+    p.add_argument("--snapshot-out", type=Path, metavar="F", help="write the state after the last message")
+    p.add_argument("--cache-dir", type=Path, metavar="DIR",
+                   default=Path(os.environ.get("AOCU_CACHE_DIR", Path.home() / ".cache" / "aocu" / "modules")),
+                   help="compiled-module cache (default: $AOCU_CACHE_DIR or ~/.cache/aocu/modules)")
+    p.set_defaults(func=run)
+
+
+def _env_bytes(args: argparse.Namespace) -> bytes:
+    if args.env is not None:
+        return args.env.read_bytes().strip()
+    if args.process is not None:
+        proc = json.loads(args.process.read_bytes())
+        if not isinstance(proc, dict):
+            raise ValueError(f"{args.process}: process JSON must be an object")
+        sub = {k: proc[k] for k in ("Id", "Owner", "Tags") if k in proc}
+    else:
+        sub = {}
+    return json.dumps({"Process": sub}, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _result_line(r: dict) -> str:
+    if "Error" in r:
+        out = {"Messages": [], "Spawns": [], "Assignments": [], "Error": r["Error"], "GasUsed": r["GasUsed"]}
+    else:
+        out = {k: r[k] for k in ("Output", "Messages", "Spawns", "Assignments", "GasUsed")}
+    return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cu.engine import EngineError, Instance, Module, Snapshot
+
+    try:
+        wasm = args.module.read_bytes()
+        env = _env_bytes(args)
+        lines = args.messages.read_bytes().splitlines()
+        snap_in = Snapshot.from_bytes(args.snapshot_in.read_bytes()) if args.snapshot_in else None
+    except (OSError, ValueError) as exc:
+        print(f"aocu run: {exc}", file=sys.stderr)
+        return 1
+    except EngineError as exc:
+        print(f"aocu run: {exc}", file=sys.stderr)
+        return 1
+    limits = {"memory_limit": args.memory_limit, "compute_limit": args.compute_limit, "timeout_s": args.timeout}
+    try:
+        module = Module.load(wasm, args.format, cache_dir=args.cache_dir)
+        inst = Instance.restore(module, snap_in, **limits) if snap_in else Instance(module, **limits)
+    except EngineError as exc:
+        print(f"aocu run: {exc}", file=sys.stderr)
+        return 1
+    out = sys.stdout
+    try:
+        for raw in lines:
+            line = raw.rstrip(b"\r")
+            if not line.strip():
+                continue
+            out.write(_result_line(inst.handle(line, env)) + "\n")
+            out.flush()
+        if args.snapshot_out:
+            tmp = args.snapshot_out.with_name(args.snapshot_out.name + ".tmp")
+            tmp.write_bytes(inst.snapshot().to_bytes())
+            os.replace(tmp, args.snapshot_out)
+    except EngineError as exc:
+        print(f"aocu run: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"aocu run: {exc}", file=sys.stderr)
+        return 1
+    return 0
