@@ -9,16 +9,23 @@ emcc version, Lua tarball), so a second build() is a path lookup.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import functools
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.modules import wasmedit
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE / "src"
@@ -31,11 +38,11 @@ RECIPE_VERSION = "4"  # bump to invalidate every cached module
 
 LUA_SKIP = {"lua.c", "luac.c", "ltests.c"}
 
-# Lua library code: the C flavour of LUAI_THROW (setjmp/longjmp) in every module.
+# Lua 5.3.6 as shipped (64-bit integers, doubles); how errors unwind is chosen per module (lua_eh).
 LUA_CFLAGS = ["-DLUA_COMPAT_5_2"]
 
-# No SIMD, bulk memory or saturating truncation: keeps the code MVP + sign-ext so the
-# -metering rewrite (which knows only MVP opcodes) can be applied to the wasm32 module.
+# No SIMD, bulk memory, saturating truncation or reference types: keeps the code MVP + sign-ext so the
+# -metering rewrite (which knows only MVP opcodes) can be applied (wasm32 modules and lua64-sjlj).
 MVP_CFLAGS = ["-mno-simd128", "-mno-bulk-memory", "-mno-nontrapping-fptoint", "-mno-reference-types"]
 
 COMMON_LDFLAGS = [
@@ -46,6 +53,17 @@ COMMON_LDFLAGS = [
     "-sENVIRONMENT=node",
     "-sMODULARIZE=1",
 ]
+
+
+# emcc 3.1.6 runs its wasm64 struct-info generator under node with --experimental-wasm-bigint, a flag
+# node >= 16 rejects (BigInt integration is always on); it needs --experimental-wasm-memory64 instead.
+NODE_WRAPPER = """#!/bin/bash
+args=()
+for a in "$@"; do
+  if [[ $a == --experimental-wasm-bigint ]]; then args+=(--experimental-wasm-memory64); else args+=("$a"); fi
+done
+exec {node} "${{args[@]}}"
+"""
 
 
 class BuildError(RuntimeError):
@@ -62,7 +80,10 @@ class ModuleInfo:
     description: str
     cflags: tuple[str, ...] = ()
     ldflags: tuple[str, ...] = ()
-    compat: int = 2  # import-name family of src/compat.c: 2 (format 2) or 4 (format 4 / wasm64)
+    lua_eh: str = "setjmp"  # how Lua's LUAI_TRY/THROW are built: "setjmp" (C, emscripten lowers
+    # setjmp/longjmp), "cxx" (Lua compiled as C++: try/catch/throw) or "invoke" (src/sjlj.c)
+    compat: int = 2  # import-name family of src/compat.c: 1, 2, 3 or 4 (format 4 and wasm64)
+    minify_format1: bool = False  # rename imports/exports to format 1's letters (wasmedit.py)
     exports: tuple[str, ...] = field(default=())
 
 
@@ -96,13 +117,29 @@ MODULES: dict[str, ModuleInfo] = {
         exceptions="wasm-legacy-eh",
         boot="lazy",
         description="wasm64 (memory64) Lua 5.3 process; Lua errors via wasm exception handling "
-        "(-fwasm-exceptions, -sSUPPORT_LONGJMP=wasm: legacy try/catch/throw opcodes and a Tag section, "
-        "like HyperBEAM's aos-2-pure builds); wasm64 glue import names; lazy Lua boot in handle()",
-        cflags=("-fwasm-exceptions", "-sSUPPORT_LONGJMP=wasm"),
-        ldflags=("-fwasm-exceptions", "-sSUPPORT_LONGJMP=wasm", "-sINITIAL_MEMORY=16MB",
+        "(Lua compiled as C++ with -fwasm-exceptions: LUAI_TRY/THROW are try/catch/throw, emitted as the "
+        "legacy try/catch/throw opcodes with one (i64) tag, like HyperBEAM's aos-2-pure builds); wasm64 glue import names; lazy Lua boot in handle()",
+        cflags=("-fwasm-exceptions", "-sSUPPORT_LONGJMP=0"),
+        ldflags=("-fwasm-exceptions", "-sSUPPORT_LONGJMP=0", "-sINITIAL_MEMORY=16MB",
                  "-sMAXIMUM_MEMORY=1GB", "-sTOTAL_STACK=1MB"),
+        lua_eh="cxx",
         compat=4,
         exports=_EXPORTS_F4,
+    ),
+    "lua32-f1": ModuleInfo(
+        name="lua32-f1",
+        module_format="wasm32-unknown-emscripten",
+        memory64=False,
+        exceptions="js-sjlj",
+        boot="main",
+        description="the lua32 process with format 1's minified names: the 30 imports a.a..a.D and "
+        "exports E..O of ao-ABI §3.1 (renamed after linking); main() boots Lua; MVP + sign-ext only",
+        cflags=tuple(MVP_CFLAGS) + ("-sSUPPORT_LONGJMP=emscripten",),
+        ldflags=("-sSUPPORT_LONGJMP=emscripten", "-sWASM_BIGINT=0", "-sINITIAL_MEMORY=16MB",
+                 "-sMAXIMUM_MEMORY=500MB", "-sTOTAL_STACK=1MB"),
+        compat=1,
+        minify_format1=True,
+        exports=_EXPORTS_F2,
     ),
     "lua32-lazy": ModuleInfo(
         name="lua32-lazy",
@@ -139,11 +176,15 @@ MODULES: dict[str, ModuleInfo] = {
         memory64=True,
         exceptions="js-sjlj",
         boot="lazy",
-        description="wasm64 Lua 5.3 process with JS-style SJLJ (invoke_vjj + _emscripten_throw_longjmp), "
+        description="wasm64 Lua 5.3 process with JS-style SJLJ (invoke_vjj + _emscripten_throw_longjmp, written out "
+        "in src/sjlj.c because clang 14's wasm64 setjmp lowering is broken), "
         "no EH opcodes, MVP + sign-ext + memory64 only (input for the wasm64 -metering rewrite); lazy boot",
-        cflags=tuple(MVP_CFLAGS) + ("-sSUPPORT_LONGJMP=emscripten",),
+        cflags=tuple(MVP_CFLAGS) + ("-sSUPPORT_LONGJMP=0",),
+        # compiled without setjmp lowering; linked with longjmp support so the JS library accepts
+        # the _emscripten_throw_longjmp import that src/sjlj.c declares
         ldflags=("-sSUPPORT_LONGJMP=emscripten", "-sINITIAL_MEMORY=16MB",
                  "-sMAXIMUM_MEMORY=1GB", "-sTOTAL_STACK=1MB"),
+        lua_eh="invoke",
         compat=4,
         exports=_EXPORTS_F4 + ("_setThrew",),
     ),
@@ -170,6 +211,14 @@ def emcc_path() -> str:
     return path
 
 
+def emxx_path() -> str:
+    path = shutil.which("em++")
+    if path is None:
+        raise BuildError("em++ not found: install Debian's emscripten package")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
 def emcc_version() -> str:
     out = _run([emcc_path(), "--version"])
     return out.splitlines()[0].strip()
@@ -200,9 +249,14 @@ def emscripten_env(memory64: bool) -> dict[str, str]:
     cache = EMCACHE / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     config = EMCACHE / "emscripten_config.py"
+    node = EMCACHE / "node"
+    node_text = NODE_WRAPPER.format(node=shutil.which("node") or "/usr/bin/node")
+    if not node.exists() or node.read_text() != node_text:
+        node.write_text(node_text)
+        node.chmod(0o755)
     lines = [ln for ln in debian_config.read_text().splitlines()
-             if not ln.strip().startswith(("FROZEN_CACHE", "CACHE"))]
-    lines += ["FROZEN_CACHE = False", f"CACHE = {str(cache)!r}"]
+             if not ln.strip().startswith(("FROZEN_CACHE", "CACHE", "NODE_JS"))]
+    lines += ["FROZEN_CACHE = False", f"CACHE = {str(cache)!r}", f"NODE_JS = {str(node)!r}"]
     new = "\n".join(lines) + "\n"
     if not config.exists() or config.read_text() != new:
         config.write_text(new)
@@ -215,6 +269,13 @@ def lua_sources() -> Path:
     dest = CACHE / f"lua53-lupa-{LUPA_VERSION}"
     if (dest / "lua.h").is_file():
         return dest
+    with _locked(CACHE / ".lua53.lock"):
+        if (dest / "lua.h").is_file():
+            return dest
+        return _fetch_lua_sources(dest)
+
+
+def _fetch_lua_sources(dest: Path) -> Path:
     dl = CACHE / "downloads"
     dl.mkdir(parents=True, exist_ok=True)
     tarball = dl / f"lupa-{LUPA_VERSION}.tar.gz"
@@ -235,6 +296,7 @@ def lua_sources() -> Path:
                 (tmp / member.name[len(prefix):]).write_bytes(data.read())
     if not (tmp / "lua.h").is_file():
         raise BuildError(f"{tarball} has no {prefix}lua.h")
+    tmp.chmod(0o755)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest
@@ -279,7 +341,12 @@ def _flags(info: ModuleInfo) -> tuple[list[str], list[str]]:
 
 
 def _recipe_files() -> list[Path]:
-    return sorted(p for p in SRC.rglob("*") if p.is_file()) + [Path(__file__)]
+    return sorted(p for p in SRC.rglob("*") if p.is_file()) + [Path(__file__), HERE / "wasmedit.py"]
+
+
+def export_name(info: ModuleInfo, name: str) -> str:
+    """The name under which module `info` exports `name` (format 1 uses minified letters)."""
+    return wasmedit.FORMAT1_EXPORTS[name] if info.minify_format1 else name
 
 
 def cache_key(info: ModuleInfo) -> str:
@@ -304,35 +371,78 @@ def _info(name: str) -> ModuleInfo:
         raise BuildError(f"unknown test module {name!r}; known: {', '.join(MODULES)}") from None
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialise builds of the same artefact across processes (parallel test runs share the cache)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def build(name: str) -> Path:
     """Return the path of module `name`, building it first if it is not cached."""
     info = _info(name)
     out = cached_path(name)
     if out.is_file():
         return out
+    with _locked(MODULE_CACHE / f".{name}.lock"):
+        if out.is_file():  # built by another process while we waited
+            return out
+        _build(info, out)
+    for old in MODULE_CACHE.glob(f"{name}-*.wasm"):
+        if old != out and re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{16}}\.wasm", old.name):
+            old.unlink(missing_ok=True)  # superseded recipe outputs
+    return out
+
+
+def _build(info: ModuleInfo, out: Path) -> None:
+    name = info.name
     env = emscripten_env(info.memory64)
     lua_dir = lua_sources()
-    MODULE_CACHE.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    _log(f"building {name} ({info.module_format}); first wasm64 build also builds system libraries")
+    first = "; the first wasm64 build also builds emscripten's wasm64 system libraries" if info.memory64 else ""
+    _log(f"building {name} ({info.module_format}){first}")
     with tempfile.TemporaryDirectory(dir=CACHE, prefix=f"build-{name}.") as tmpd:
         tmp = Path(tmpd)
         _bundle_header(tmp / "bundle.h")
         cflags, ldflags = _flags(info)
-        sources = [str(p) for p in _lua_c_files(lua_dir)] + [str(SRC / "process.c")]
-        sources.append(str(SRC / "compat.c"))
+        inc = [f"-I{lua_dir}", f"-I{tmp}", f"-I{SRC}"]
+        lua_files = [str(p) for p in _lua_c_files(lua_dir)] + [str(SRC / "process.c")]
+        shim = [str(SRC / "compat.c")]
         if info.compat >= 3:
-            sources.append(str(SRC / "stack4.S"))
-        cmd = [emcc_path(), *ldflags, f"-I{lua_dir}", f"-I{tmp}", *sources, "-o", str(tmp / f"{name}.js")]
-        _run(cmd, env=env, cwd=tmp)
+            shim.append(str(SRC / "stack4.S"))
+        groups: list[tuple[str, list[str], list[str]]] = []
+        if info.lua_eh == "cxx":
+            groups.append((emxx_path(), ["-x", "c++", "-std=c++17"], lua_files))
+        elif info.lua_eh == "invoke":
+            groups.append((emcc_path(), ["-include", str(SRC / "sjlj.h")], lua_files))
+            shim.append(str(SRC / "sjlj.c"))
+        else:
+            groups.append((emcc_path(), [], lua_files))
+        groups.append((emcc_path(), [], shim))
+        for i, (driver, extra, files) in enumerate(groups):
+            objdir = tmp / f"obj{i}"
+            objdir.mkdir()
+            _run([driver, *cflags, *extra, *inc, "-c", *files], env=env, cwd=objdir)
+        objs = sorted(str(p) for p in tmp.glob("obj*/*.o"))
+        linker = emxx_path() if info.lua_eh == "cxx" else emcc_path()
+        _run([linker, *ldflags, *objs, "-o", str(tmp / f"{name}.js")], env=env, cwd=tmp)
         wasm = tmp / f"{name}.wasm"
         if not wasm.is_file():
             raise BuildError(f"emcc produced no {wasm.name}")
-        staged = out.with_suffix(".wasm.tmp")
+        if info.minify_format1:
+            try:
+                wasm.write_bytes(wasmedit.minify_format1(wasm.read_bytes()))
+            except ValueError as e:
+                raise BuildError(f"{name}: {e}") from e
+        staged = tmp / "staged.wasm"
         shutil.copyfile(wasm, staged)
-        staged.rename(out)
+        os.replace(staged, out)
     _log(f"built {name} in {time.monotonic() - t0:.0f}s -> {out}")
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,8 @@ from typing import Any
 
 import wasmtime
 
+from tests.modules.wasmedit import FORMAT1_EXPORTS, FORMAT1_IMPORTS
+
 ENOSYS = 52
 ENOENT = 44
 ESPIPE = 70
@@ -53,15 +55,21 @@ class PyHost:
     tests/modules/src/compat.c); `boot` is "main" (call main at init) or "lazy" (stack cookie, no main)."""
 
     def __init__(self, wasm: bytes | Path, *, memory64: bool, compat: int, boot: str, exceptions: bool = False,
-                 heap_max: int | None = None, fuel: int = 10**12) -> None:
+                 minified: bool = False, heap_max: int | None = None, fuel: int = 10**12,
+                 weavedrive: dict[str, bytes] | None = None) -> None:
         if isinstance(wasm, Path):
             wasm = wasm.read_bytes()
         self.memory64 = memory64
         self.compat = compat
         self.boot = boot
+        # format 1: imports a.<letter>, exports <letter> (ao-ABI §3.1)
+        self.export_map = dict(FORMAT1_EXPORTS) if minified else {}
+        letters = {v: k for k, v in FORMAT1_IMPORTS.items()}
         self.ptr = 8 if memory64 else 4
         self.heap_max = heap_max if heap_max is not None else ((16 << 30) if memory64 else 4294901760)
         self.stdout = bytearray()
+        self.weavedrive = weavedrive or {}  # path -> bytes served by the WeaveDrive imports
+        self._wd_open: dict[int, list[Any]] = {}
         self.tempret = 0
         self.fuel = fuel
         self.engine = make_engine(memory64, exceptions)
@@ -72,7 +80,10 @@ class PyHost:
         impls = self._imports()
         missing = []
         for imp in self.module.imports:
-            fn = impls.get(imp.name) if imp.module in ("env", "wasi_snapshot_preview1") else None
+            if minified:
+                fn = impls.get(letters.get(imp.name, "")) if imp.module == "a" else None
+            else:
+                fn = impls.get(imp.name) if imp.module in ("env", "wasi_snapshot_preview1") else None
             if fn is None or not isinstance(imp.type, wasmtime.FuncType):
                 missing.append(f"{imp.module}.{imp.name}")
                 continue
@@ -82,8 +93,8 @@ class PyHost:
         self.instance = linker.instantiate(self.store, self.module)
         ex = self.instance.exports(self.store)
         self.exports = ex
-        self.memory: wasmtime.Memory = ex["memory"]
-        self.table: wasmtime.Table = ex["__indirect_function_table"]
+        self.memory: wasmtime.Memory = ex[self._export("memory")]
+        self.table: wasmtime.Table = ex[self._export("__indirect_function_table")]
         self._init()
 
     # -- memory helpers ---------------------------------------------------------------------------
@@ -119,12 +130,19 @@ class PyHost:
             addr += len(buf)
         raise HandleError("unterminated string returned by the module")
 
+    def _export(self, name: str) -> str:
+        return self.export_map.get(name, name)
+
+    def has(self, name: str) -> bool:
+        return self.exports.get(self._export(name)) is not None
+
     def call(self, name: str, *args: Any) -> Any:
-        return self.exports[name](self.store, *args)
+        return self.exports[self._export(name)](self.store, *args)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def _init(self) -> None:
-        self.call("emscripten_stack_init")
+        if self.has("emscripten_stack_init"):  # format 1 exports none of the stack-limit helpers
+            self.call("emscripten_stack_init")
         if self.boot == "lazy":
             end = self.call("emscripten_stack_get_end")
             self.put_i32(end, 0x02135467)
@@ -137,13 +155,13 @@ class PyHost:
                 raise RuntimeError(f"main() returned {rc}: {self.stdout.decode(errors='replace')}")
 
     def _stack_save(self) -> int:
-        return self.call("stackSave" if self.compat == 2 else "emscripten_stack_get_current")
+        return self.call("stackSave" if self.compat <= 2 else "emscripten_stack_get_current")
 
     def _stack_restore(self, sp: int) -> None:
-        self.call("stackRestore" if self.compat == 2 else "_emscripten_stack_restore", sp)
+        self.call("stackRestore" if self.compat <= 2 else "_emscripten_stack_restore", sp)
 
     def _stack_alloc(self, n: int) -> int:
-        return self.call("stackAlloc" if self.compat == 2 else "_emscripten_stack_alloc", n)
+        return self.call("stackAlloc" if self.compat <= 2 else "_emscripten_stack_alloc", n)
 
     def handle_raw(self, msg_json: str, env_json: str) -> str:
         sp = self._stack_save()
@@ -318,7 +336,30 @@ class PyHost:
         def set_tempret(v: int) -> None:
             self.tempret = v
 
+        def wd_open(path: int, mode: int) -> int:
+            name = self.cstring(path).decode(errors="replace")
+            if name not in self.weavedrive:
+                return 0  # no WeaveDrive / not admissible -> NULL FILE
+            fd = len(self._wd_open) + 100
+            self._wd_open[fd] = [self.weavedrive[name], 0]
+            return fd
+
+        def wd_read(fd: int, dst: int, n: int) -> int:
+            ent = self._wd_open.get(fd)
+            if ent is None:
+                return 0
+            chunk = ent[0][ent[1]:ent[1] + n]
+            self.write(dst, chunk)
+            ent[1] += len(chunk)
+            return len(chunk)
+
+        def wd_close(fd: int) -> int:
+            self._wd_open.pop(fd, None)
+            return 0
+
         impls: dict[str, Callable[..., Any]] = {
+            "__asyncjs__weavedrive_open": wd_open, "__asyncjs__weavedrive_read": wd_read,
+            "__asyncjs__weavedrive_close": wd_close, "metering_gasUsed": lambda: 0,
             "invoke_vii": invoke, "invoke_vjj": invoke,
             "_emscripten_throw_longjmp": throw_longjmp,
             "abort": abort, "_abort_js": abort, "exit": exit_,
@@ -337,7 +378,7 @@ class PyHost:
             "_mktime_js": mktime, "strftime": strftime,
             "getTempRet0": get_tempret, "setTempRet0": set_tempret,
         }
-        if self.compat == 2:
+        if self.compat <= 2:
             impls.update({"_tzset_js": tzset_f2, "_localtime_js": gmtime_f2, "_gmtime_js": gmtime_f2})
         else:
             gm = gmtime_f4_64 if self.memory64 else gmtime_f4_32

@@ -2,6 +2,8 @@
  * module of the target Module-Format imports (ao-ABI §3.2/§3.3), instead of 3.1.6's own JS-library
  * names (clock, time, difftime, __clock_gettime, __syscall_open/unlink/rename, ...).
  *
+ *   AO_COMPAT_FORMAT == 1 : as 2 without emscripten_get_now (format 1 has only the 30 imports of §3.1;
+ *                           build.py then renames imports/exports to the minified letters).
  *   AO_COMPAT_FORMAT == 2 : wasm32-unknown-emscripten2 names (system, abort, emscripten_memcpy_big,
  *                           _emscripten_date_now, 3-argument _tzset_js, pointer-based _localtime_js).
  *   AO_COMPAT_FORMAT == 3 : wasm32-unknown-emscripten3 names (as 4, but abort and emscripten_memcpy_js).
@@ -81,12 +83,16 @@ long __syscall_readlinkat(long dirfd, long path, long buf, long bufsize) {
 }
 
 /* --- clocks ------------------------------------------------------------------------------------ */
-#if AO_COMPAT_FORMAT == 2
+#if AO_COMPAT_FORMAT <= 2
 AO_IMPORT("_emscripten_date_now") double ao_date_now(void);
 #else
 AO_IMPORT("emscripten_date_now") double ao_date_now(void);
 #endif
+#if AO_COMPAT_FORMAT == 1
+#define ao_get_now ao_date_now
+#else
 AO_IMPORT("emscripten_get_now") double ao_get_now(void);
+#endif
 
 time_t time(time_t *t) {
   time_t now = (time_t)(ao_date_now() / 1000.0);
@@ -120,7 +126,7 @@ int __clock_gettime(clockid_t clk, struct timespec *ts) {
 
 int clock_gettime(clockid_t clk, struct timespec *ts) { return __clock_gettime(clk, ts); }
 
-#if AO_COMPAT_FORMAT == 2
+#if AO_COMPAT_FORMAT <= 2
 /* 3.1.6 declares emscripten_memcpy_big returning dest; the format-2 import returns nothing. */
 AO_IMPORT("emscripten_memcpy_big") void ao_memcpy_big(void *dest, const void *src, size_t n);
 
@@ -201,4 +207,39 @@ static int32_t ao_tempret;
 int32_t getTempRet0(void) { return ao_tempret; }
 void setTempRet0(int32_t v) { ao_tempret = v; }
 __attribute__((used, export_name("_emscripten_tempret_set"))) void ao_tempret_set(int32_t v) { ao_tempret = v; }
+#endif
+
+#ifdef __wasm64__
+/* clang 14 calls the binary128 comparison libcalls with an i32 result, but emscripten 3.1.6's wasm64
+ * compiler-rt defines them returning long (i64); wasm-ld replaces such mismatched calls with a trap
+ * stub, so strtod/fmodl would trap. Same semantics as compiler-rt's fp_compare_impl.inc. */
+typedef union {
+  long double f;
+  __int128 i;
+} ao_quad;
+
+#define AO_Q_ABS ((((unsigned __int128)0x7fffffffffffffffULL) << 64) | 0xffffffffffffffffULL)
+#define AO_Q_INF (((unsigned __int128)0x7fff000000000000ULL) << 64)
+
+static int ao_qcmp(long double a, long double b, int unordered) {
+  ao_quad x = {a}, y = {b};
+  __int128 ai = x.i, bi = y.i;
+  unsigned __int128 aabs = (unsigned __int128)ai & AO_Q_ABS, babs = (unsigned __int128)bi & AO_Q_ABS;
+  if (aabs > AO_Q_INF || babs > AO_Q_INF) return unordered;
+  if ((aabs | babs) == 0) return 0;
+  if ((ai & bi) >= 0) return ai < bi ? -1 : (ai == bi ? 0 : 1);
+  return ai > bi ? -1 : (ai == bi ? 0 : 1);
+}
+
+int __letf2(long double a, long double b) { return ao_qcmp(a, b, 1); }
+int __cmptf2(long double a, long double b) { return ao_qcmp(a, b, 1); }
+int __eqtf2(long double a, long double b) { return ao_qcmp(a, b, 1); }
+int __lttf2(long double a, long double b) { return ao_qcmp(a, b, 1); }
+int __netf2(long double a, long double b) { return ao_qcmp(a, b, 1); }
+int __getf2(long double a, long double b) { return ao_qcmp(a, b, -1); }
+int __gttf2(long double a, long double b) { return ao_qcmp(a, b, -1); }
+int __unordtf2(long double a, long double b) {
+  ao_quad x = {a}, y = {b};
+  return ((unsigned __int128)x.i & AO_Q_ABS) > AO_Q_INF || ((unsigned __int128)y.i & AO_Q_ABS) > AO_Q_INF;
+}
 #endif

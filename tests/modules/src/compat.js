@@ -12,3 +12,10 @@ mergeInto(LibraryManager.library, {
   emscripten_memcpy_js: function() { abort('host import'); },
   _emscripten_memcpy_js: function() { abort('host import'); },
 });
+mergeInto(LibraryManager.library, {
+  invoke_vjj: function() { abort('host import'); },
+  __asyncjs__weavedrive_open: function() { abort('host import'); },
+  __asyncjs__weavedrive_read: function() { abort('host import'); },
+  __asyncjs__weavedrive_close: function() { abort('host import'); },
+  metering_gasUsed: function() { abort('host import'); },
+});

@@ -15,8 +15,68 @@
 
 static lua_State *wasm_lua_state = NULL;
 
+#if AO_COMPAT_FORMAT >= 4
+/* WeaveDrive and gas imports of formats 4 / wasm64 (ao-ABI §5.9). aos libc routes fopen through these;
+ * here Lua gets weavedrive.load(path) directly. A host without WeaveDrive returns 0 from open. */
+#define AO_IMPORT(name) __attribute__((import_module("env"), import_name(name)))
+#ifdef __cplusplus
+extern "C" {
+#endif
+AO_IMPORT("__asyncjs__weavedrive_open") int ao_wd_open(const char *path, const char *mode);
+AO_IMPORT("__asyncjs__weavedrive_read") int ao_wd_read(int fd, void *dst, size_t len);
+AO_IMPORT("__asyncjs__weavedrive_close") int ao_wd_close(int fd);
+AO_IMPORT("metering_gasUsed") int ao_gas_used(void);
+#ifdef __cplusplus
+}
+#endif
+
+#define AO_WD_CHUNK 65536
+#define AO_WD_MAX (64 << 20)
+
+static int l_wd_load(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int fd = ao_wd_open(path, "r");
+  if (fd == 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "weavedrive: cannot open %s", path);
+    return 2;
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  size_t total = 0;
+  for (;;) {
+    char *dst = luaL_prepbuffsize(&b, AO_WD_CHUNK);
+    int n = ao_wd_read(fd, dst, AO_WD_CHUNK);
+    if (n <= 0) break;
+    luaL_addsize(&b, (size_t)n);
+    total += (size_t)n;
+    if (n < AO_WD_CHUNK || total >= AO_WD_MAX) break;
+  }
+  ao_wd_close(fd);
+  luaL_pushresult(&b);
+  return 1;
+}
+
+static int l_gas_used(lua_State *L) {
+  lua_pushinteger(L, ao_gas_used());
+  return 1;
+}
+
+static void open_weavedrive(lua_State *L) {
+  lua_newtable(L);
+  lua_pushcfunction(L, l_wd_load);
+  lua_setfield(L, -2, "load");
+  lua_pushcfunction(L, l_gas_used);
+  lua_setfield(L, -2, "gas_used");
+  lua_setglobal(L, "weavedrive");
+}
+#endif
+
 static int boot_lua(lua_State *L) {
   luaL_openlibs(L);
+#if AO_COMPAT_FORMAT >= 4
+  open_weavedrive(L);
+#endif
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (int i = 0; i < AO_BUNDLE_N; i++) {
     if (luaL_loadbufferx(L, ao_bundle[i].src, ao_bundle[i].len, ao_bundle[i].chunkname, "t") != LUA_OK) {
@@ -34,9 +94,7 @@ static int boot_lua(lua_State *L) {
   return 0;
 }
 
-int main(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
+static int ao_boot(void) {
   if (wasm_lua_state != NULL) return 0;
   wasm_lua_state = luaL_newstate();
   if (wasm_lua_state == NULL) return 1;
@@ -49,11 +107,20 @@ int main(int argc, char **argv) {
   return 0;
 }
 
+int main(int argc, char **argv) {
+  (void)argc;
+  (void)argv;
+  return ao_boot();
+}
+
 /* Returns a NUL-terminated JSON string owned by Lua; the host copies it before the next call.
  * The string is pinned in the registry until the next handle() so a GC cannot free it early. */
+#ifdef __cplusplus
+extern "C" /* lua64 compiles Lua and this wrapper as C++ (exceptions); keep the export unmangled */
+#endif
 EMSCRIPTEN_KEEPALIVE
 const char *handle(const char *msg_json, const char *env_json) {
-  if (wasm_lua_state == NULL && main(0, NULL) != 0) return "";
+  if (wasm_lua_state == NULL && ao_boot() != 0) return "";
   lua_State *L = wasm_lua_state;
   lua_settop(L, 0);
   lua_getglobal(L, "handle");

@@ -185,8 +185,23 @@ function actions.Send(msg, env)
   return res
 end
 
+-- WeaveDrive (formats 4 / wasm64 only): Data = a path such as /data/<txid> or /block/<height>.
+function actions.Load(msg)
+  if type(weavedrive) ~= "table" then
+    return result({ ok = false, error = "weavedrive: not in this module format" })
+  end
+  local data, err = weavedrive.load(str(msg.Data))
+  if data == nil then return result({ ok = false, error = err }) end
+  -- the data may be binary: report its size, a byte sum and the first bytes in hex, not the raw bytes
+  local sum = 0
+  for i = 1, #data do sum = (sum + data:byte(i)) % 4294967296 end
+  local head = data:sub(1, 16):gsub(".", function(c) return string.format("%02x", c:byte()) end)
+  return result({ ok = true, size = #data, sum = sum, head = head })
+end
+
 function actions.Info()
-  return result({ version = process._version, lua = _VERSION, count = Count, held_mib = #Held })
+  local gas = (type(weavedrive) == "table") and weavedrive.gas_used() or json.null
+  return result({ version = process._version, lua = _VERSION, count = Count, held_mib = #Held, gas_used = gas })
 end
 
 function process.handle(msg, env)
