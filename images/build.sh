@@ -133,6 +133,12 @@ chroot "$root" /usr/bin/python3 -m venv --without-pip /opt/aocu
   --find-links "$root/tmp/wheels" -r "$root/tmp/wheels/requirements.lock" >&2
 "$PY" -m pip install -q --ignore-installed --no-index --no-deps --no-compile --root "$root" --prefix /opt/aocu "$root"/tmp/wheels/aocu-*.whl >&2
 rm -rf "$root/tmp/wheels"
+# pip records the temporary wheel path in direct_url.json (and its hash in RECORD): drop both, they are not
+# needed at run time and would make every build differ.
+for d in "$root"/opt/aocu/lib/python3*/site-packages/aocu-*.dist-info; do
+  rm -f "$d/direct_url.json"
+  sed -i '/direct_url\.json/d' "$d/RECORD"
+done
 # Console scripts were written for the host interpreter path; point them at the guest venv.
 for f in "$root"/opt/aocu/bin/*; do
   [ -L "$f" ] && continue  # python symlinks point into the guest's /usr/bin; never follow them on the host
