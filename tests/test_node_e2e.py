@@ -35,6 +35,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+NODE_WALLET: Path | None = None      # one node wallet per session: RSA-4096 generation is slow
+MODULE_CACHE = Path(os.environ.get("AOCU_TEST_CACHE", REPO / "tests" / ".cache")) / "node-module-cache"
+
+
+def node_wallet() -> Path:
+    global NODE_WALLET
+    if NODE_WALLET is None:
+        import tempfile
+        d = Path(tempfile.mkdtemp(prefix="aocu-node-wallet-"))
+        NODE_WALLET = d / "wallet.json"
+        NODE_WALLET.write_text(json.dumps(ArweaveWallet.generate().to_jwk()))
+    return NODE_WALLET
+
+
 class Node:
     def __init__(self, data_dir: Path, *, workers: int = 2, extra: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
@@ -44,7 +58,8 @@ class Node:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cu.cli", "serve", "--bind", f"127.0.0.1:{self.port}", "--data-dir",
-             str(data_dir), "--tee", "none", "--workers", str(workers), "--quiet", *extra],
+             str(data_dir), "--tee", "none", "--workers", str(workers), "--quiet", "--wallet", str(node_wallet()),
+             "--module-cache", str(MODULE_CACHE), *extra],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=REPO)
         deadline = time.monotonic() + 60
         while True:
@@ -153,7 +168,11 @@ def send(url: str, wallet: ArweaveWallet, pid: str, action: str, data: str = "",
 
 
 def result(url: str, pid: str, mid: str) -> dict:
-    status, body, _ = get(f"{url}/result/{mid}?process-id={pid}")
+    deadline = time.monotonic() + 60
+    while True:
+        status, body, _ = get(f"{url}/result/{mid}?process-id={pid}")
+        if status != 202 or time.monotonic() > deadline:
+            break           # 202 = still evaluating (the legacy CU's busy answer): ask again, as the MU does
     assert status == 200, body
     return json.loads(body)
 
@@ -192,6 +211,7 @@ def test_aoconnect_legacy_client_end_to_end(tmp_path, lua32, wallet):
     assert [e["node"]["Output"] for e in desc] == ["3", "héllo"]
     assert out["dryrun"]["Output"]["count"] == 3
     assert out["dryrunEval"]["Output"]["data"] == "3"
+    assert out["dryrunCount"]["Output"] == "4"
     assert out["afterDryrun"]["Output"] == "4"                # dry-runs did not change the state
 
 
@@ -223,6 +243,15 @@ def _log_ids(url: str, pid: str) -> list[tuple[int, str]]:
             return out
 
 
+def _metrics(url: str) -> dict[str, float]:
+    out = {}
+    for line in get(url + "/metrics")[1].decode().splitlines():
+        if line.startswith("aocu_") and "{" not in line:
+            name, value = line.split()
+            out[name] = float(value)
+    return out
+
+
 @pytest.mark.parametrize("how", ["term", "kill9"])
 def test_restart_keeps_every_acknowledged_message(tmp_path, lua32, wallet, how):
     data = tmp_path / "data"
@@ -239,6 +268,11 @@ def test_restart_keeps_every_acknowledged_message(tmp_path, lua32, wallet, how):
     time.sleep(1.5)
     if how == "term":
         assert node.stop_term() == 0
+        db = sqlite3.connect(data / "node.sqlite")
+        (cp_seq,), (res_seq,) = (db.execute("SELECT max(seq) FROM checkpoints WHERE pid=?", (pid,)).fetchall(),
+                                 db.execute("SELECT max(seq) FROM results WHERE pid=?", (pid,)).fetchall())
+        db.close()
+        assert cp_seq is not None and cp_seq == res_seq          # checkpointed at shutdown
     else:
         node.stop_kill()
     stop.set()
@@ -261,6 +295,13 @@ def test_restart_keeps_every_acknowledged_message(tmp_path, lua32, wallet, how):
         last = ids[-1]
         assert result(node.url, pid, last)["Output"] == str(len(log) - 1)
         bodies = {m: get(f"{node.url}/result/{m}?process-id={pid}")[1] for m in ids[1:]}
+        # a new message continues the state (from the shutdown checkpoint, or replayed after kill -9)
+        assert result(node.url, pid, send(node.url, wallet, pid, "Count"))["Output"] == str(len(log))
+        metrics = _metrics(node.url)
+        assert metrics["aocu_recompute_mismatch_total"] == 0
+        assert metrics["aocu_checkpoint_restore_failures_total"] == 0
+        if how == "term":
+            assert metrics["aocu_checkpoint_restores_total"] >= 1    # continued from the shutdown checkpoint
     finally:
         assert node.stop_term() == 0
 
@@ -275,6 +316,7 @@ def test_restart_keeps_every_acknowledged_message(tmp_path, lua32, wallet, how):
     try:
         for m, body in bodies.items():
             assert get(f"{node.url}/result/{m}?process-id={pid}")[1] == body
+        assert _metrics(node.url)["aocu_checkpoint_restores_total"] == 0     # really from the log alone
     finally:
         node.stop_term()
 
@@ -282,7 +324,8 @@ def test_restart_keeps_every_acknowledged_message(tmp_path, lua32, wallet, how):
 # --- bad processes do not disturb good ones --------------------------------------------------------
 
 def test_trap_gas_and_bad_module_leave_other_processes_working(tmp_path, lua32, wallet):
-    node = Node(tmp_path / "data", extra=("--eval-timeout", "3"))
+    # --max-warm 1: every switch between processes checkpoints one out and restores the other
+    node = Node(tmp_path / "data", extra=("--eval-timeout", "3", "--busy-after", "1", "--max-warm", "1"))
     try:
         wasm = lua32.read_bytes()
         good_mod = upload_module(node.url, wallet, wasm)
@@ -297,7 +340,15 @@ def test_trap_gas_and_bad_module_leave_other_processes_working(tmp_path, lua32, 
         assert "Fail requested: x" in fail["Error"]
         out_of_gas = result(node.url, gas, send(node.url, wallet, gas, "Loop"))
         assert "gas" in out_of_gas["Error"].lower()
-        loop = result(node.url, good, send(node.url, wallet, good, "Loop"))
+        loop_id = send(node.url, wallet, good, "Loop")
+        status, body, _ = get(f"{node.url}/result/{loop_id}?process-id={good}")
+        assert status == 202 and json.loads(body) == {
+            "message": f'Evaluation of process "{good}" to "{loop_id}" is in progress.'}
+        deadline = time.monotonic() + 30
+        while (got := get(f"{node.url}/result/{loop_id}?process-id={good}"))[0] == 202:
+            assert time.monotonic() < deadline
+        assert got[0] == 200
+        loop = json.loads(got[1])
         assert loop["Error"]                                    # wall-clock limit, as a result Error
         status, body, _ = get(f"{node.url}/result/{send(node.url, wallet, broken, 'Count')}?process-id={broken}")
         assert status == 422 and "cannot be loaded" in json.loads(body)["error"]
@@ -308,6 +359,10 @@ def test_trap_gas_and_bad_module_leave_other_processes_working(tmp_path, lua32, 
                                   json.dumps({"Tags": [{"name": "Action", "value": "Info"}]}).encode(),
                                   {"Content-Type": "application/json"})
         assert status == 200 and json.loads(body)["Output"]["count"] == 1
+        for i in range(2, 5):
+            assert result(node.url, good, send(node.url, wallet, good, "Count"))["Output"] == str(i)
+            assert result(node.url, gas, send(node.url, wallet, gas, "Count"))["Output"] == str(i)
+        assert _metrics(node.url)["aocu_checkpoint_restores_total"] >= 6
     finally:
         node.stop_term()
 
@@ -333,6 +388,23 @@ def test_outbox_delivery_crons_and_state(tmp_path, lua32, wallet):
         assert echoes and echoes[0]["node"]["message"]["data"] == "hello b"
         echo_id = echoes[0]["node"]["message"]["id"]
         assert result(node.url, b, echo_id)["Output"] == "hello b"
+        # the Assignments entry scheduled a's own message on b too (message null: a pure assignment)
+        assigned = [e for e in page["edges"]
+                    if {"name": "Message", "value": mid} in e["node"]["assignment"]["tags"]]
+        assert len(assigned) == 1 and assigned[0]["node"]["message"] is None
+        assert "sent" in result(node.url, b, mid)["Output"]["data"]
+        # the spawns (one from a, one from b's copy) became processes on this node, evaluated at nonce 0
+        db = sqlite3.connect(node.data_dir / "node.sqlite")
+        children = [r[0] for r in db.execute("SELECT id FROM processes WHERE tags LIKE ?",
+                                              (f'%["From-Process","{a}"]%',))]
+        db.close()
+        assert len(children) == 1
+        status, body, _ = get(f"{node.url}/processes/{children[0]}")
+        assert status == 200 and {"name": "Module", "value": module} in json.loads(body)["tags"]
+        deadline = time.monotonic() + 10
+        while not json.loads(get(f"{node.url}/results/{children[0]}")[1])["edges"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
         time.sleep(2.2)
         crons = json.loads(get(f"{node.url}/cron/{b}")[1])
         assert len(crons["edges"]) >= 2
@@ -340,5 +412,52 @@ def test_outbox_delivery_crons_and_state(tmp_path, lua32, wallet):
         assert counts == list(range(counts[0], counts[0] + len(counts)))
         status, mem, headers = get(f"{node.url}/state/{b}")
         assert status == 200 and len(mem) >= 16 * 1024 * 1024 and int(headers["Last-Ordinate"]) >= 1
+    finally:
+        node.stop_term()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def test_concurrent_reads_and_evaluator_crash(tmp_path, lua32, wallet):
+    node = Node(tmp_path / "data", workers=1)
+    try:
+        module = upload_module(node.url, wallet, lua32.read_bytes())
+        pid = spawn(node.url, wallet, module)
+
+        def evaluations() -> int:
+            text = get(node.url + "/metrics")[1].decode()
+            return int(next(ln.split()[1] for ln in text.splitlines() if ln.startswith("aocu_evaluations_total")))
+
+        # concurrent requests for one result wait for one evaluation and all get it
+        result(node.url, pid, send(node.url, wallet, pid, "Echo", "warm"))
+        before = evaluations()
+        mid = send(node.url, wallet, pid, "Count")
+        bodies: list[bytes] = []
+        threads = [threading.Thread(target=lambda: bodies.append(get(f"{node.url}/result/{mid}?process-id={pid}")[1]))
+                   for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(bodies) == 8 and len(set(bodies)) == 1 and json.loads(bodies[0])["Output"] == "1"
+        assert evaluations() - before == 1
+        evaluators = [c for c in _children(node.proc.pid)
+                      if b"cu.node.service" in (Path("/proc") / str(c) / "cmdline").read_bytes()]
+        assert len(evaluators) == 1
+        os.kill(evaluators[0], signal.SIGKILL)
+        # the supervisor restarts it; the next message waits for it and is evaluated from the store
+        mid = send(node.url, wallet, pid, "Count")
+        assert result(node.url, pid, mid)["Output"] == "2"
+        assert evaluators[0] not in _children(node.proc.pid)
     finally:
         node.stop_term()

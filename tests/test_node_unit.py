@@ -234,3 +234,15 @@ def test_identity_persists(tmp_path):
     assert isinstance(b.ed25519, Ed25519Key)
     assert json.loads((tmp_path / "wallet.json").read_text())["kty"] == "RSA"
     assert (tmp_path / "wallet.json").stat().st_mode & 0o077 == 0
+
+
+def test_tee_resolution(monkeypatch):
+    from cu.node import cli
+    monkeypatch.setattr(cli, "TEE_DEVICES", {"snp": ("/nonexistent/sev-guest",), "tdx": ("/nonexistent/tdx",)})
+    assert cli.resolve_tee("auto") == "none"          # refuses to pretend
+    assert cli.resolve_tee("sim") == "sim"
+    assert cli.resolve_tee("none") == "none"
+    with pytest.raises(SystemExit):
+        cli.resolve_tee("snp")
+    monkeypatch.setattr(cli, "TEE_DEVICES", {"snp": ("/dev/null",), "tdx": ("/nonexistent/tdx",)})
+    assert cli.resolve_tee("auto") == "snp"

@@ -41,9 +41,9 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
         core.start()
         client: Any = EmbeddedClient(core)
     else:
-        client = SocketClient(cfg.socket_path)  # type: ignore[arg-type]
-    state = NodeApp(config=cfg, store=store, identity=identity, scheduler=Scheduler(cfg, store, identity),
-                    evaluator=client, core=core)
+        client = SocketClient(cfg.socket_path, reply_timeout_s=cfg.busy_s)  # type: ignore[arg-type]
+    state = NodeApp(config=cfg, store=store, identity=identity,
+                    scheduler=Scheduler(cfg, store, identity, submit=client.submit), evaluator=client, core=core)
 
     app = Flask("aocu")
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body

@@ -38,7 +38,13 @@ def result(message_id: str) -> Response:
     row = st.store.result_by_message(pid, message_id)
     if row is not None:
         return _json(row.body)
-    return _json(st.evaluator.call("result", pid=pid, message=message_id)["body"])
+    try:
+        return _json(st.evaluator.call("result", pid=pid, message=message_id)["body"])
+    except NodeError as exc:
+        if exc.status != 504 or "no-busy" in request.args:
+            raise
+        # the legacy CU's busy answer; the evaluation continues and a later request gets the result
+        return _json(dumps({"message": f'Evaluation of process "{pid}" to "{message_id}" is in progress.'}), 202)
 
 
 def _bound(pid: str, value: str | None, descending: bool, *, inclusive: bool) -> tuple[int, int] | None:
@@ -103,10 +109,11 @@ def results(pid: str) -> Response:
     if sort not in ("ASC", "DESC"):
         raise NodeError(400, "sort must be ASC or DESC")
     desc = sort == "DESC"
+    st.evaluator.call("flush")       # results evaluated moments ago may still be queued for writing
     rows, more = st.store.results_page(
         pid, after=_bound(pid, request.args.get("from"), desc, inclusive=False),
         until=_bound(pid, request.args.get("to"), desc, inclusive=True), descending=desc,
-        limit=_limit(25, None), crons_only=False, skip_errors=True)
+        limit=_limit(25, 1000), crons_only=False, skip_errors=True)
     return _json(dumps(_connection(rows, more, sort)))
 
 
@@ -148,6 +155,8 @@ def dry_run() -> Response:
 def state(pid: str) -> Response:
     st = node()
     _require_process(pid)
+    if request.args.get("to"):
+        raise NodeError(501, "state at an earlier timestamp (to=) is not implemented: /state serves the latest")
     out = st.evaluator.call("state", pid=pid)
     resp = Response(out["body"], mimetype="application/octet-stream")
     for k, v in out.get("headers", {}).items():

@@ -3,7 +3,6 @@ CU's `GET /`."""
 
 from __future__ import annotations
 
-import logging
 import time
 
 from flask import Blueprint, Response, request
@@ -13,7 +12,6 @@ from cu.http.state import node
 from cu.node.errors import NodeError
 
 bp = Blueprint("mu", __name__)
-log = logging.getLogger("aocu.http")
 
 
 @bp.get("/")
@@ -21,14 +19,6 @@ def info() -> Response:
     st = node()
     return Response(dumps({"address": st.identity.address, "timestamp": int(time.time() * 1000)}),
                     mimetype="application/json")
-
-
-def _crank(pid: str) -> None:
-    try:
-        node().evaluator.call("notify", pid=pid)
-    except NodeError as exc:
-        # the message is durably scheduled; evaluation happens when the evaluator is back
-        log.warning("could not notify the evaluator about %s: %s", pid, exc.message)
 
 
 @bp.post("/")
@@ -41,14 +31,11 @@ def post_item() -> Response:
             raise NodeError(400, "You must set both process-id and assign to send an assignment, not just one")
         if "base-layer" in request.args or "exclude" in request.args:
             raise NodeError(501, "base-layer and exclude assignments are not implemented by this node")
-        acc = st.scheduler.assign(pid, assign)
-        _crank(pid)
+        acc = st.scheduler.assign(pid, assign)    # durably scheduled; the evaluator cranks it
         return Response(dumps({"message": "Processing Assignment", "id": acc.id}), status=202,
                         mimetype="application/json")
     raw = request.get_data(cache=False)
     acc = st.scheduler.ingest(raw)
-    if acc.entry is not None:
-        _crank(acc.entry.pid)
     return Response(dumps({"message": "Processing DataItem", "id": acc.id}), status=202,
                     mimetype="application/json")
 

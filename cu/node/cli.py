@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tee", choices=TEE_CHOICES, default="auto",
                    help="auto uses SNP/TDX when present, otherwise serves with none (said on every response)")
     p.add_argument("--wallet", help="Arweave JWK of the node (default: DATA-DIR/wallet.json, created if absent)")
+    p.add_argument("--module-cache", help="compiled-module cache directory (default DATA-DIR/module-cache)")
     p.add_argument("--max-body", type=int, default=NodeConfig.max_body, help="POST / body limit in bytes")
     p.add_argument("--checkpoint-every", type=int, default=NodeConfig.checkpoint_every,
                    help="evaluations between checkpoints")
+    p.add_argument("--max-warm", type=int, default=NodeConfig.max_warm,
+                   help="warm process instances kept in memory (least recently used are checkpointed out)")
     p.add_argument("--block-height", type=int, default=0, help="block height stamped on assignments")
     p.add_argument("--eval-timeout", type=float, default=NodeConfig.eval_timeout_s,
                    help="wall-clock limit of one evaluation in seconds (the message gets an Error result)")
+    p.add_argument("--busy-after", type=float, default=NodeConfig.busy_s,
+                   help="seconds a /result waits for an evaluation before answering 202 'in progress'")
     p.add_argument("--quiet", action="store_true", help="no per-request log lines")
     p.set_defaults(func=serve)
 
@@ -56,6 +62,16 @@ def resolve_tee(requested: str) -> str:
     return requested
 
 
+def _listening(path: Path) -> bool:
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+            return True
+        except OSError:
+            return False    # absent, or a stale file left by an evaluator that died
+
+
 def _start_evaluator(config: NodeConfig) -> subprocess.Popen:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
@@ -63,7 +79,7 @@ def _start_evaluator(config: NodeConfig) -> subprocess.Popen:
                              str(os.getpid())], env=env)
     deadline = time.monotonic() + 30
     assert config.socket_path is not None
-    while not config.socket_path.exists():
+    while not _listening(config.socket_path):
         if proc.poll() is not None:
             raise SystemExit(f"aocu serve: the evaluator exited with status {proc.returncode}")
         if time.monotonic() > deadline:
@@ -81,26 +97,56 @@ def serve(args: argparse.Namespace) -> int:
     tee = resolve_tee(args.tee)
     data_dir = Path(args.data_dir).resolve()
     config = NodeConfig.from_mapping({
-        "data_dir": data_dir, "tee": tee, "tee_requested": args.tee, "wallet": args.wallet,
-        "max_body": args.max_body, "checkpoint_every": args.checkpoint_every, "block_height": args.block_height,
-        "eval_timeout_s": args.eval_timeout, "evaluator": "socket",
+        "data_dir": data_dir, "tee": tee, "tee_requested": args.tee,
+        "wallet": Path(args.wallet).resolve() if args.wallet else None,
+        "max_body": args.max_body, "checkpoint_every": args.checkpoint_every, "max_warm": args.max_warm,
+        "block_height": args.block_height,
+        "eval_timeout_s": args.eval_timeout, "busy_s": args.busy_after, "evaluator": "socket",
+        "module_cache": Path(args.module_cache).resolve() if args.module_cache else None,
     })
     # keys exist before the workers race to create them
     from cu.node.items import Identity
     Identity.load(config.data_dir, config.wallet)
     from cu.node.store_sqlite import SqliteStore
     SqliteStore(config.db_path).close()
-    evaluator = _start_evaluator(config)
+    sup = _Supervisor(config)
     try:
         _run_gunicorn(config, args)
     finally:
-        if evaluator.poll() is None:
-            evaluator.send_signal(signal.SIGTERM)   # checkpoints warm processes on the way out
-            try:
-                evaluator.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                evaluator.kill()
+        sup.stop()
     return 0
+
+
+class _Supervisor:
+    """Keeps the evaluator process running next to the gunicorn master; restarts it if it dies (its state
+    is rebuilt from the store: checkpoints + log)."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.proc = _start_evaluator(config)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="aocu-evaluator-supervisor", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(0.5):
+            if self.proc.poll() is not None and not self._stopping.is_set():
+                log.error("the evaluator exited with status %s; restarting it", self.proc.returncode)
+                try:
+                    self.proc = _start_evaluator(self.config)
+                except SystemExit as exc:
+                    log.error("%s", exc)
+                    time.sleep(2)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        proc = self.proc
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)   # checkpoints warm processes on the way out
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def _run_gunicorn(config: NodeConfig, args: argparse.Namespace) -> None:

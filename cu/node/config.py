@@ -19,9 +19,12 @@ class NodeConfig:
     max_dry_run_body: int = 1024 * 1024
     block_height: int = 0                  # this node is not attached to Arweave: a fixed height (documented)
     checkpoint_every: int = 200            # evaluations between checkpoints (and one at shutdown)
+    max_warm: int = 64                     # warm instances kept; the least recently used are checkpointed out
     memory_max: int = 1024 * 1024 * 1024   # PROCESS_WASM_MEMORY_MAX_LIMIT
     compute_max: int = 9_000_000_000_000   # PROCESS_WASM_COMPUTE_MAX_LIMIT
     eval_timeout_s: float = 30.0
+    busy_s: float = 60.0                   # a read waiting longer on the evaluator answers 202 "in progress"
+    module_cache: Path | None = None       # compiled-module cache (default DATA-DIR/module-cache)
     eager: bool = True                     # evaluate scheduled messages at once (else when first read)
     evaluator: str = "embedded"            # embedded (in this process) | socket (separate evaluator process)
     socket_path: Path | None = None
@@ -37,6 +40,7 @@ class NodeConfig:
         cfg.data_dir = Path(cfg.data_dir)
         if cfg.wallet is not None:
             cfg.wallet = Path(cfg.wallet)
+        cfg.module_cache = Path(cfg.module_cache) if cfg.module_cache else cfg.data_dir / "module-cache"
         if cfg.tee not in TEE_CHOICES or cfg.tee == "auto":
             raise ValueError(f"tee must be resolved to one of snp, tdx, sim, none (got {cfg.tee!r})")
         if cfg.evaluator not in ("embedded", "socket"):

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ class ProcState:
     last_ts: int = 0
     last_height: int = 0
     since_checkpoint: int = 0
+    stored_seq: int = -1           # last result seq already in the store when this state was loaded
 
 
 class Evaluator:
@@ -66,16 +68,18 @@ class Evaluator:
         self.config = config
         self.store = store
         self.identity = identity
-        self.cache_dir = Path(config.data_dir) / "module-cache"
-        self._procs: dict[str, ProcState] = {}
+        self.cache_dir = Path(config.module_cache or Path(config.data_dir) / "module-cache")
+        self._procs: OrderedDict[str, ProcState] = OrderedDict()    # warm instances, least recently used first
         self._modules: dict[str, Any] = {}
         self._guard = threading.Lock()
         self._proc_locks: dict[str, threading.RLock] = {}
+        self._pending: dict[tuple[str, str], bytes] = {}   # results evaluated but not yet written
         # pids that received outbox deliveries are handed here (the crank queue) rather than evaluated
         # while a caller holds another process's lock
         self.on_delivery: Callable[[str], None] = lambda pid: self.settle([pid])
         self.metrics: dict[str, float] = {"evaluations": 0, "eval_seconds": 0.0, "checkpoints": 0,
-                                          "recompute_mismatch": 0, "outbox_delivered": 0, "dry_runs": 0}
+                                          "recompute_mismatch": 0, "outbox_delivered": 0, "dry_runs": 0,
+                                          "restores": 0, "restore_failures": 0}
 
     # warm instances -----------------------------------------------------------------------------
     def _lock_for(self, pid: str) -> threading.RLock:
@@ -100,9 +104,11 @@ class Evaluator:
         return mod
 
     def _state(self, pid: str) -> ProcState:
-        st = self._procs.get(pid)
-        if st is not None:
-            return st
+        with self._guard:
+            st = self._procs.get(pid)
+            if st is not None:
+                self._procs.move_to_end(pid)
+                return st
         engine = _engine()
         proc = self.store.process(pid)
         if proc is None:
@@ -124,31 +130,58 @@ class Evaluator:
         if cp is not None:
             try:
                 snap = engine.Snapshot.from_bytes(zstandard.ZstdDecompressor().decompress(cp.snapshot))
-                st.instance = engine.Instance.restore(module, snap, **limits)
+                # verify: the restored memory must hash to the commitment stored with the checkpoint
+                st.instance = engine.Instance.restore(module, snap, verify=True, **limits)
                 st.seq, st.nonce, st.cron_ts, st.last_ts = cp.seq, cp.nonce, cp.cron_ts, cp.timestamp
+                self.metrics["restores"] += 1
                 last = self.store.log_entry(pid, cp.nonce)
                 st.last_height = last.block_height if last else proc.block_height
             except (engine.EngineError, zstandard.ZstdError) as exc:
                 log.warning("checkpoint of %s at seq %d unusable (%s); evaluating from the start", pid, cp.seq, exc)
+                self.metrics["restore_failures"] += 1
                 st.instance = None
         if st.instance is None:
             st.instance = engine.Instance(module, **limits)
-        self._procs[pid] = st
+        last = self.store.last_result(pid)
+        st.stored_seq = last.seq if last is not None else -1
+        with self._guard:
+            self._procs[pid] = st
+        self._evict()
         return st
 
+    def _evict(self) -> None:
+        """Bounded memory (permaweb/ao#837): beyond `max_warm` instances, checkpoint and drop the least
+        recently used ones that are idle."""
+        with self._guard:
+            oldest = list(self._procs)[: max(0, len(self._procs) - self.config.max_warm)]
+        for pid in oldest:
+            lock = self._lock_for(pid)
+            if not lock.acquire(blocking=False):
+                continue
+            try:
+                st = self._procs.get(pid)
+                if st is None:
+                    continue
+                if st.since_checkpoint:
+                    self.checkpoint(pid)
+                with self._guard:
+                    self._procs.pop(pid, None)
+            finally:
+                lock.release()
+
     # message JSON -------------------------------------------------------------------------------
-    def _message_json(self, st: ProcState, entry: LogEntry) -> bytes:
-        meta = self.store.item_meta(entry.message_id)
-        if meta is None:
+    def _message_json(self, st: ProcState, entry: LogEntry) -> tuple[bytes, ItemMeta]:
+        got = self.store.item_with_data(entry.message_id)
+        if got is None:
             raise NodeError(500, f"message {entry.message_id} of {st.pid} missing from the store")
-        data = self.store.item_data(entry.message_id) or b""
+        meta, data = got
         # a pure assignment (item not addressed to this process) keeps its own recipient as Target
         target = st.pid if entry.nonce == 0 or meta.target == st.pid else meta.target
         msg = legacy.scheduled_message(
             msg_id=meta.id, signature=meta.signature, data=data, owner=meta.owner, target=target,
             anchor=meta.anchor, tags=meta.tags, epoch=entry.epoch, nonce=entry.nonce, timestamp=entry.timestamp,
             block_height=entry.block_height, hash_chain=entry.hash_chain)
-        return legacy.dumps(msg)
+        return legacy.dumps(msg), meta
 
     def _handle(self, st: ProcState, msg: bytes) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -227,13 +260,28 @@ class Evaluator:
         if not rows:
             return []
         # recomputation after a restart must agree with what was stored
-        first = self.store.result_by_seq(st.pid, rows[0].seq)
-        if first is not None:
+        if rows[0].seq <= st.stored_seq:
             for r in rows:
                 old = self.store.result_by_seq(st.pid, r.seq)
                 if old is not None and old.body != r.body:
                     self.metrics["recompute_mismatch"] += 1
                     log.error("recomputed result of %s seq %d differs from the stored one", st.pid, r.seq)
+        if not outgoing and all(r.message_id is not None for r in rows):
+            # write-behind: readers get these from memory until they are stored; a crash before that only
+            # means recomputing them from the log
+            batch = list(rows)
+            keys = [(r.pid, r.message_id) for r in batch if r.message_id is not None]
+            for r in batch:
+                if r.message_id is not None:
+                    self._pending[(r.pid, r.message_id)] = r.body
+
+            def stored(_: object, keys: list[tuple[str, str]] = keys) -> None:
+                for k in keys:
+                    self._pending.pop(k, None)
+
+            self.store.put_results_async(batch, stored)
+            rows.clear()
+            return []
         new = self.store.put_results(rows, outgoing, int(time.time() * 1000), self.config.block_height,
                                      self.identity.build_assignment)
         self.metrics["outbox_delivered"] += len(new)
@@ -289,8 +337,7 @@ class Evaluator:
                     batch = 1 if target - st.nonce <= 16 else BATCH
                     for entry in chunk:
                         self._crons(st, entry.timestamp, rows, outgoing)
-                        source = self.store.item_meta(entry.message_id)
-                        msg = self._message_json(st, entry)
+                        msg, source = self._message_json(st, entry)
                         self._evaluate_one(st, msg, nonce=entry.nonce, cron_id=None, message_id=entry.message_id,
                                            timestamp=entry.timestamp, height=entry.block_height, source=source,
                                            rows=rows, outgoing=outgoing)
@@ -303,12 +350,15 @@ class Evaluator:
                 touched.update(self._flush(st, rows, outgoing))
             except BaseException:
                 # the warm state no longer matches the store: drop it and rebuild from a checkpoint
-                self._procs.pop(pid, None)
+                with self._guard:
+                    self._procs.pop(pid, None)
                 raise
             if st.since_checkpoint >= self.config.checkpoint_every:
                 self.checkpoint(pid)
             touched.discard(pid)
-            return sorted(touched)
+        if len(self._procs) > self.config.max_warm:
+            self._evict()      # retried here: an instance busy at load time is idle now
+        return sorted(touched)
 
     def settle(self, pids: list[str]) -> None:
         """Evaluates processes that received outbox messages, transitively (the MU's crank)."""
@@ -323,7 +373,13 @@ class Evaluator:
                 log.warning("crank of %s failed: %s", pid, exc.message)
 
     # reads ----------------------------------------------------------------------------------------
+    def pending(self, pid: str, message_id: str) -> bytes | None:
+        return self._pending.get((pid, message_id))
+
     def result(self, pid: str, message_id: str) -> bytes:
+        body = self._pending.get((pid, message_id))
+        if body is not None:
+            return body
         row = self.store.result_by_message(pid, message_id)
         if row is None:
             entry = self.store.log_entry_by_message(pid, message_id)
@@ -333,6 +389,9 @@ class Evaluator:
                 raise NodeError(404, f"Message {message_id} is not scheduled on process {pid}")
             for p in self.catch_up(pid, entry.nonce):
                 self.on_delivery(p)
+            body = self._pending.get((pid, message_id))
+            if body is not None:
+                return body
             row = self.store.result_by_message(pid, message_id)
             if row is None:
                 raise NodeError(500, f"evaluation of {message_id} produced no result")
@@ -383,7 +442,9 @@ class Evaluator:
             self.metrics["checkpoints"] += 1
 
     def shutdown(self) -> None:
-        for pid, st in list(self._procs.items()):
+        with self._guard:
+            warm = list(self._procs.items())
+        for pid, st in warm:
             if st.since_checkpoint:
                 try:
                     self.checkpoint(pid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +12,11 @@ from cu.node.config import NodeConfig
 from cu.node.errors import NodeError
 from cu.node.items import CodecError, DataItem, Identity, item_meta
 from cu.node.limits import module_limits
-from cu.node.store import ItemMeta, LogEntry, StoreError
+from cu.node.store import ItemMeta, LogEntry, ScheduleOp, StoreError
 from cu.node.store_sqlite import SqliteStore
+
+# Schedules one op durably and returns (entry, fresh); the evaluator's group committer in production.
+Submit = Callable[[ScheduleOp], tuple[LogEntry, bool]]
 
 
 def now_ms() -> int:
@@ -28,10 +32,24 @@ class Accepted:
 
 
 class Scheduler:
-    def __init__(self, config: NodeConfig, store: SqliteStore, identity: Identity) -> None:
+    def __init__(self, config: NodeConfig, store: SqliteStore, identity: Identity,
+                 submit: Submit | None = None) -> None:
         self.config = config
         self.store = store
         self.identity = identity
+        self.submit: Submit = submit or self._submit_here
+
+    def _submit_here(self, op: ScheduleOp) -> tuple[LogEntry, bool]:
+        (res,) = self.store.schedule_batch([op], now_ms(), self.config.block_height, self.identity.build_assignment)
+        if isinstance(res, Exception):
+            raise res
+        return res
+
+    def _run(self, op: ScheduleOp) -> tuple[LogEntry, bool]:
+        try:
+            return self.submit(op)
+        except StoreError as exc:
+            raise NodeError(404, str(exc)) from None
 
     # POST / -----------------------------------------------------------------------------------
     def ingest(self, raw: bytes) -> Accepted:
@@ -80,25 +98,15 @@ class Scheduler:
             has_crons = bool(cron.parse_crons(meta.tags))
         except cron.CronError as exc:
             raise NodeError(400, str(exc)) from None
-        existed = self.store.process(meta.id) is not None
-        entry = self.store.spawn(meta, raw, module_id, now_ms(), self.config.block_height,
-                                 self.identity.build_assignment, has_crons)
-        return Accepted("Process", meta.id, entry, not existed)
+        entry, fresh = self._run(ScheduleOp("spawn", meta.id, meta.id, (meta, raw), module_id, has_crons))
+        return Accepted("Process", meta.id, entry, fresh)
 
     def _message(self, item: DataItem, meta: ItemMeta, raw: bytes) -> Accepted:
         if not meta.target:
             raise NodeError(400, "A Type=Message item needs a target process")
-        if self.store.process(meta.target) is None:
-            raise NodeError(404, f"Process {meta.target} not found on this node")
-        entry, fresh = self._schedule(meta.target, meta.id, (meta, raw))
+        # an unknown target fails inside the scheduling transaction (StoreError -> 404)
+        entry, fresh = self._run(ScheduleOp("message", meta.target, meta.id, (meta, raw)))
         return Accepted("Message", meta.id, entry, fresh)
-
-    def _schedule(self, pid: str, message_id: str, item: tuple[ItemMeta, bytes] | None) -> tuple[LogEntry, bool]:
-        try:
-            return self.store.schedule(pid, message_id, now_ms(), self.config.block_height,
-                                       self.identity.build_assignment, item)
-        except StoreError as exc:
-            raise NodeError(404, str(exc)) from None
 
     # POST /?process-id=&assign= ---------------------------------------------------------------
     def assign(self, pid: str, message_id: str) -> Accepted:
@@ -106,7 +114,7 @@ class Scheduler:
             raise NodeError(404, f"Process {pid} not found on this node")
         if self.store.item_meta(message_id) is None:
             raise NodeError(404, f"Message {message_id} not found on this node")
-        entry, fresh = self._schedule(pid, message_id, None)
+        entry, fresh = self._run(ScheduleOp("assign", pid, message_id))
         return Accepted("Assignment", entry.assignment_id, entry, fresh)
 
     # SU reads ---------------------------------------------------------------------------------

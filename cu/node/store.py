@@ -97,6 +97,16 @@ class Outgoing:
     item_meta: ItemMeta | None
 
 
+@dataclass(frozen=True)
+class ScheduleOp:
+    kind: str                  # spawn | message | assign
+    pid: str                   # the process (for spawn: the new process id)
+    message_id: str
+    item: tuple[ItemMeta, bytes] | None = None
+    module: str = ""           # spawn only
+    has_crons: bool = False    # spawn only
+
+
 class Store(abc.ABC):
     # items ---------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -122,6 +132,11 @@ class Store(abc.ABC):
     def schedule(self, pid: str, message_id: str, now_ms: int, block_height: int, build: AssignmentBuilder,
                  item: tuple[ItemMeta, bytes] | None = None) -> tuple[LogEntry, bool]:
         """Assigns the next nonce (and stores `item` first) durably; (entry, False) if already scheduled."""
+
+    @abc.abstractmethod
+    def schedule_batch(self, ops: list[ScheduleOp], now_ms: int, block_height: int,
+                       build: AssignmentBuilder) -> list[tuple[LogEntry, bool] | Exception]:
+        """Group commit: every op in one durable transaction (one fsync); each op succeeds or fails alone."""
 
     @abc.abstractmethod
     def process(self, pid: str) -> ProcessRow | None: ...

@@ -7,9 +7,10 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from cu.node.store import (
     AssignmentBuilder,
@@ -19,6 +20,7 @@ from cu.node.store import (
     Outgoing,
     ProcessRow,
     ResultRow,
+    ScheduleOp,
     Store,
     StoreError,
 )
@@ -52,6 +54,13 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 
 
+Job = Callable[[sqlite3.Connection], Any]
+
+
+def _no_builder(*_args: object) -> tuple[bytes, ItemMeta]:
+    raise StoreError("results without outbox effects schedule nothing")
+
+
 def _tags_json(tags: list[tuple[str, str]]) -> str:
     return json.dumps([[n, v] for n, v in tags], ensure_ascii=False, separators=(",", ":"))
 
@@ -66,6 +75,11 @@ class SqliteStore(Store):
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._pid = os.getpid()
+        # every write goes through here; the evaluator process replaces it with its group committer so that
+        # one thread writes and concurrent writes share a transaction (no busy-waiting on SQLite's lock)
+        self.writer: Callable[[list[Job], bool], list[Any]] = self.transact
+        # (job, durable, on_done) without waiting; None = write synchronously
+        self.async_writer: Callable[[Job, bool, Callable[[Any], None]], None] | None = None
         self._conn().executescript(SCHEMA)
 
     # connections ----------------------------------------------------------------------------------
@@ -82,20 +96,58 @@ class SqliteStore(Store):
             self._local.sync = None
         return conn
 
-    @contextmanager
-    def _tx(self, *, durable: bool) -> Iterator[sqlite3.Connection]:
+    def _begin(self, durable: bool) -> sqlite3.Connection:
         c = self._conn()
         want = "FULL" if durable else "NORMAL"
         if self._local.sync != want:
             c.execute(f"PRAGMA synchronous={want}")
             self._local.sync = want
         c.execute("BEGIN IMMEDIATE")
+        return c
+
+    @contextmanager
+    def _tx(self, *, durable: bool) -> Iterator[sqlite3.Connection]:
+        c = self._begin(durable)
         try:
             yield c
         except BaseException:
             c.execute("ROLLBACK")
             raise
         c.execute("COMMIT")
+
+    def transact(self, jobs: list[Job], durable: bool) -> list[Any]:
+        """Runs jobs in one transaction (one fsync when durable); a job that raises is rolled back alone and
+        its exception is returned in its place."""
+        out: list[Any] = []
+        if len(jobs) == 1:
+            # alone in its transaction: a failing job rolls it back, no savepoint needed
+            c = self._begin(durable)
+            try:
+                res = jobs[0](c)
+            except Exception as exc:  # noqa: BLE001 - returned in place, like a failed job in a batch
+                c.execute("ROLLBACK")
+                return [exc]
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")       # a failing commit raises: nothing was written
+            return [res]
+        with self._tx(durable=durable) as c:
+            for i, job in enumerate(jobs):
+                c.execute(f"SAVEPOINT j{i}")
+                try:
+                    out.append(job(c))
+                except Exception as exc:  # noqa: BLE001 - this job fails alone; the others commit
+                    c.execute(f"ROLLBACK TO j{i}")
+                    out.append(exc)
+                c.execute(f"RELEASE j{i}")
+        return out
+
+    def _write(self, job: Job, durable: bool) -> Any:
+        (res,) = self.writer([job], durable)
+        if isinstance(res, Exception):
+            raise res
+        return res
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -113,8 +165,8 @@ class SqliteStore(Store):
         return cur.rowcount == 1
 
     def put_item(self, meta: ItemMeta, raw: bytes, data_offset: int | None = None) -> bool:
-        with self._tx(durable=True) as c:
-            return self._insert_item(c, meta, raw, len(raw) - meta.size if data_offset is None else data_offset)
+        off = len(raw) - meta.size if data_offset is None else data_offset
+        return self._write(lambda c: self._insert_item(c, meta, raw, off), True)
 
     @staticmethod
     def _meta(row: tuple) -> ItemMeta:
@@ -128,6 +180,12 @@ class SqliteStore(Store):
             "length(raw) - data_offset FROM items WHERE id=?", (item_id,)).fetchone()
         return self._meta(row) if row else None
 
+    def item_with_data(self, item_id: str) -> tuple[ItemMeta, bytes] | None:
+        row = self._conn().execute(
+            "SELECT id, owner, owner_key, target, anchor, signature, tags, kind, created, "
+            "length(raw) - data_offset, substr(raw, data_offset + 1) FROM items WHERE id=?", (item_id,)).fetchone()
+        return (self._meta(row[:10]), bytes(row[10])) if row else None
+
     def item_raw(self, item_id: str) -> bytes | None:
         row = self._conn().execute("SELECT raw FROM items WHERE id=?", (item_id,)).fetchone()
         return bytes(row[0]) if row else None
@@ -140,8 +198,8 @@ class SqliteStore(Store):
     # processes and the log ------------------------------------------------------------------------
     def spawn(self, meta: ItemMeta, raw: bytes, module: str, now_ms: int, block_height: int,
               build: AssignmentBuilder, has_crons: bool = False) -> LogEntry:
-        with self._tx(durable=True) as c:
-            return self._spawn(c, meta, raw, module, now_ms, block_height, build, has_crons)
+        return self._write(lambda c: self._spawn(c, meta, raw, module, now_ms, block_height, build, has_crons),
+                           True)
 
     def _spawn(self, c: sqlite3.Connection, meta: ItemMeta, raw: bytes, module: str, now_ms: int,
                block_height: int, build: AssignmentBuilder, has_crons: bool) -> LogEntry:
@@ -170,15 +228,14 @@ class SqliteStore(Store):
 
     def schedule(self, pid: str, message_id: str, now_ms: int, block_height: int, build: AssignmentBuilder,
                  item: tuple[ItemMeta, bytes] | None = None) -> tuple[LogEntry, bool]:
-        with self._tx(durable=True) as c:
-            return self._schedule(c, pid, message_id, now_ms, block_height, build, item)
+        return self._write(lambda c: self._schedule(c, pid, message_id, now_ms, block_height, build, item), True)
 
     def _schedule(self, c: sqlite3.Connection, pid: str, message_id: str, now_ms: int, block_height: int,
                   build: AssignmentBuilder, item: tuple[ItemMeta, bytes] | None) -> tuple[LogEntry, bool]:
         row = c.execute("SELECT nonce, last_assignment, hash_chain, last_timestamp FROM processes WHERE id=?",
                         (pid,)).fetchone()
         if row is None:
-            raise StoreError(f"process {pid} not found")
+            raise StoreError(f"Process {pid} not found")
         dup = c.execute("SELECT nonce FROM log WHERE pid=? AND message_id=?", (pid, message_id)).fetchone()
         if dup is not None:
             entry = self._entry(c, pid, dup[0])
@@ -199,6 +256,20 @@ class SqliteStore(Store):
         entry = LogEntry(pid, nonce, message_id, a_meta.id, ts, block_height, hash_chain, 0)
         self._insert_entry(c, entry)
         return entry, True
+
+    def schedule_batch(self, ops: list[ScheduleOp], now_ms: int, block_height: int,
+                       build: AssignmentBuilder) -> list[tuple[LogEntry, bool] | Exception]:
+        return self.writer([self.schedule_job(op, now_ms, block_height, build) for op in ops], True)
+
+    def schedule_job(self, op: ScheduleOp, now_ms: int, block_height: int, build: AssignmentBuilder) -> Job:
+        def job(c: sqlite3.Connection) -> tuple[LogEntry, bool]:
+            if op.kind == "spawn":
+                assert op.item is not None
+                fresh = c.execute("SELECT 1 FROM processes WHERE id=?", (op.pid,)).fetchone() is None
+                return self._spawn(c, op.item[0], op.item[1], op.module, now_ms, block_height, build,
+                                   op.has_crons), fresh
+            return self._schedule(c, op.pid, op.message_id, now_ms, block_height, build, op.item)
+        return job
 
     def process(self, pid: str) -> ProcessRow | None:
         row = self._conn().execute(
@@ -251,14 +322,15 @@ class SqliteStore(Store):
         return rows[:limit], len(rows) > limit
 
     def advance_time(self, pid: str, now_ms: int) -> int:
-        with self._tx(durable=True) as c:
+        def job(c: sqlite3.Connection) -> int:
             row = c.execute("SELECT last_timestamp FROM processes WHERE id=?", (pid,)).fetchone()
             if row is None:
-                raise StoreError(f"process {pid} not found")
+                raise StoreError(f"Process {pid} not found")
             ts = max(row[0], now_ms)
             if ts != row[0]:
                 c.execute("UPDATE processes SET last_timestamp=? WHERE id=?", (ts, pid))
             return ts
+        return self._write(job, True)
 
     # results --------------------------------------------------------------------------------------
     @staticmethod
@@ -275,35 +347,48 @@ class SqliteStore(Store):
                     now_ms: int, block_height: int, build: AssignmentBuilder) -> list[LogEntry]:
         if not rows:
             return []
-        new_entries: list[LogEntry] = []
         # durable when it schedules something: the outbox delivery must not be lost once its result is
-        with self._tx(durable=bool(outgoing)) as c:
-            for r in rows:
-                cur = c.execute("INSERT OR IGNORE INTO results VALUES (?,?,?,?,?,?,?,?,?)",
-                                (r.pid, r.seq, r.nonce, r.cron, r.message_id, r.timestamp, r.block_height,
-                                 int(r.error), r.body))
-                if cur.rowcount != 1:
-                    continue        # recomputed after a restart: the stored result and its deliveries stand
-                for out in outgoing.get(r.seq, []):
-                    delivered = 0
-                    if out.item_raw is not None and out.item_meta is not None:
-                        self._insert_item(c, out.item_meta, out.item_raw, len(out.item_raw) - out.item_meta.size)
-                    exists = c.execute("SELECT 1 FROM processes WHERE id=?", (out.target,)).fetchone()
-                    if out.kind == "Spawn" and out.item_meta is not None and out.item_raw is not None:
-                        module = next((v for n, v in out.item_meta.tags if n == "Module"), "")
-                        if c.execute("SELECT 1 FROM items WHERE id=? AND kind='Module'", (module,)).fetchone():
-                            has_crons = any(n == "Cron-Interval" for n, _ in out.item_meta.tags)
-                            new_entries.append(self._spawn(c, out.item_meta, out.item_raw, module, now_ms,
-                                                           block_height, build, has_crons))
-                            delivered = 1
-                    elif exists:
-                        entry, fresh = self._schedule(c, out.target, out.item_id, now_ms, block_height, build,
-                                                      None)
-                        if fresh:
-                            new_entries.append(entry)
+        return self._write(lambda c: self._put_results(c, rows, outgoing, now_ms, block_height, build),
+                           bool(outgoing))
+
+    def put_results_async(self, rows: list[ResultRow], done: Callable[[Any], None]) -> None:
+        """Results without outbox effects, written behind (in order with every other write)."""
+        def job(c: sqlite3.Connection) -> list[LogEntry]:
+            return self._put_results(c, rows, {}, 0, 0, _no_builder)
+        if self.async_writer is None:
+            done(self._write(job, False))
+        else:
+            self.async_writer(job, False, done)
+
+    def _put_results(self, c: sqlite3.Connection, rows: list[ResultRow], outgoing: dict[int, list[Outgoing]],
+                     now_ms: int, block_height: int, build: AssignmentBuilder) -> list[LogEntry]:
+        new_entries: list[LogEntry] = []
+        for r in rows:
+            cur = c.execute("INSERT OR IGNORE INTO results VALUES (?,?,?,?,?,?,?,?,?)",
+                            (r.pid, r.seq, r.nonce, r.cron, r.message_id, r.timestamp, r.block_height,
+                             int(r.error), r.body))
+            if cur.rowcount != 1:
+                continue        # recomputed after a restart: the stored result and its deliveries stand
+            for out in outgoing.get(r.seq, []):
+                delivered = 0
+                if out.item_raw is not None and out.item_meta is not None:
+                    self._insert_item(c, out.item_meta, out.item_raw, len(out.item_raw) - out.item_meta.size)
+                exists = c.execute("SELECT 1 FROM processes WHERE id=?", (out.target,)).fetchone()
+                if out.kind == "Spawn" and out.item_meta is not None and out.item_raw is not None:
+                    module = next((v for n, v in out.item_meta.tags if n == "Module"), "")
+                    if c.execute("SELECT 1 FROM items WHERE id=? AND kind='Module'", (module,)).fetchone():
+                        has_crons = any(n == "Cron-Interval" for n, _ in out.item_meta.tags)
+                        new_entries.append(self._spawn(c, out.item_meta, out.item_raw, module, now_ms,
+                                                       block_height, build, has_crons))
                         delivered = 1
-                    c.execute("INSERT OR IGNORE INTO outbox VALUES (?,?,?,?,?,?,?)",
-                              (r.pid, r.seq, out.idx, out.kind, out.target, out.item_id, delivered))
+                elif exists:
+                    entry, fresh = self._schedule(c, out.target, out.item_id, now_ms, block_height, build,
+                                                  None)
+                    if fresh:
+                        new_entries.append(entry)
+                    delivered = 1
+                c.execute("INSERT OR IGNORE INTO outbox VALUES (?,?,?,?,?,?,?)",
+                          (r.pid, r.seq, out.idx, out.kind, out.target, out.item_id, delivered))
         return new_entries
 
     def result_by_message(self, pid: str, message_id: str) -> ResultRow | None:
@@ -350,12 +435,15 @@ class SqliteStore(Store):
 
     # checkpoints ----------------------------------------------------------------------------------
     def put_checkpoint(self, cp: Checkpoint, keep: int = 2) -> None:
-        with self._tx(durable=False) as c:
-            c.execute("INSERT OR REPLACE INTO checkpoints VALUES (?,?,?,?,?,?,?,?)",
-                      (cp.pid, cp.seq, cp.nonce, cp.cron_ts, cp.timestamp, cp.module_hash, cp.memory_root,
-                       cp.snapshot))
-            c.execute("DELETE FROM checkpoints WHERE pid=? AND seq NOT IN "
-                      "(SELECT seq FROM checkpoints WHERE pid=? ORDER BY seq DESC LIMIT ?)", (cp.pid, cp.pid, keep))
+        self._write(lambda c: self._put_checkpoint(c, cp, keep), False)
+
+    @staticmethod
+    def _put_checkpoint(c: sqlite3.Connection, cp: Checkpoint, keep: int) -> None:
+        c.execute("INSERT OR REPLACE INTO checkpoints VALUES (?,?,?,?,?,?,?,?)",
+                  (cp.pid, cp.seq, cp.nonce, cp.cron_ts, cp.timestamp, cp.module_hash, cp.memory_root,
+                   cp.snapshot))
+        c.execute("DELETE FROM checkpoints WHERE pid=? AND seq NOT IN "
+                  "(SELECT seq FROM checkpoints WHERE pid=? ORDER BY seq DESC LIMIT ?)", (cp.pid, cp.pid, keep))
 
     def latest_checkpoint(self, pid: str) -> Checkpoint | None:
         row = self._conn().execute("SELECT * FROM checkpoints WHERE pid=? ORDER BY seq DESC LIMIT 1",

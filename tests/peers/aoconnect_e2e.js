@@ -63,6 +63,8 @@ async function main () {
   out.resultsDesc = await results({ process: out.processId, sort: 'DESC', limit: 2 })
   out.dryrun = await dryrun({ process: out.processId, tags: [{ name: 'Action', value: 'Info' }], data: '' })
   out.dryrunEval = await dryrun({ process: out.processId, tags: [{ name: 'Action', value: 'Eval' }], data: 'Count' })
+  // a mutating handler in a dry-run: its effect must be discarded
+  out.dryrunCount = await dryrun({ process: out.processId, tags: [{ name: 'Action', value: 'Count' }] })
   // the dry-run must not have changed the state: the next Count continues from the last real one
   const after = await send('Count', '')
   out.afterDryrun = await result({ process: out.processId, message: after })
