@@ -46,6 +46,7 @@ def node_wallet() -> Path:
         d = Path(tempfile.mkdtemp(prefix="aocu-node-wallet-"))
         NODE_WALLET = d / "wallet.json"
         NODE_WALLET.write_text(json.dumps(ArweaveWallet.generate().to_jwk()))
+        NODE_WALLET.chmod(0o600)  # the node refuses key files readable by group/others
     return NODE_WALLET
 
 
@@ -74,7 +75,8 @@ class Node:
             time.sleep(0.1)
 
     def logs(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return (self.data_dir.parent / f"node-{self.port}.log").read_text(errors="replace")[-4000:]
 
     def stop_term(self, timeout: float = 60) -> int:

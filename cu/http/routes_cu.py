@@ -1,4 +1,7 @@
-"""Legacy CU routes (AO-ABI §13): /result, /results, /dry-run, /state, /cron."""
+"""Legacy CU routes (AO-ABI §13): /result, /results, /dry-run, /state, /cron.
+
+A route naming a process that is not scheduled on this node goes to the legacynet bridge when `aocu serve
+--gateway` configured one (the `bridge_*` evaluator operations); otherwise it is a 404 as before."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from flask import Blueprint, Response, request
 
 from cu.http.routes_ops import dumps
 from cu.http.state import node
+from cu.node.bridge.node_hook import is_remote
 from cu.node.errors import NodeError
 from cu.node.evaluator import result_cursor
 from cu.node.store import ResultRow
@@ -35,11 +39,15 @@ def _json(body: bytes, status: int = 200) -> Response:
 def result(message_id: str) -> Response:
     st = node()
     pid = _pid_param()
-    row = st.store.result_by_message(pid, message_id)
-    if row is not None:
-        return _json(row.body)
+    op = "result"
+    if is_remote(st.store, st.config, pid):
+        op = "bridge_result"
+    else:
+        row = st.store.result_by_message(pid, message_id)
+        if row is not None:
+            return _json(row.body)
     try:
-        return _json(st.evaluator.call("result", pid=pid, message=message_id)["body"])
+        return _json(st.evaluator.call(op, pid=pid, message=message_id)["body"])
     except NodeError as exc:
         if exc.status != 504 or "no-busy" in request.args:
             raise
@@ -47,7 +55,8 @@ def result(message_id: str) -> Response:
         return _json(dumps({"message": f'Evaluation of process "{pid}" to "{message_id}" is in progress.'}), 202)
 
 
-def _bound(pid: str, value: str | None, descending: bool, *, inclusive: bool) -> tuple[int, int] | None:
+def _bound(pid: str, value: str | None, descending: bool, *, inclusive: bool,
+           remote: bool = False) -> tuple[int, int] | None:
     """A cursor (base64 JSON {timestamp, ordinate, cron}) or a timestamp -> a (timestamp, seq) bound."""
     if value is None or value == "":
         return None
@@ -63,7 +72,10 @@ def _bound(pid: str, value: str | None, descending: bool, *, inclusive: bool) ->
         cron = obj.get("cron")
     except (ValueError, KeyError, TypeError):
         raise NodeError(400, f"invalid cursor {value!r}") from None
-    seq = node().store.seq_for(pid, ts, ordinate, cron)
+    if remote:
+        seq = node().evaluator.call("bridge_seq_for", pid=pid, timestamp=ts, nonce=ordinate, cron=cron)["seq"]
+    else:
+        seq = node().store.seq_for(pid, ts, ordinate, cron)
     if seq is None:
         return (ts, -1) if descending else (ts, BIG)
     return (ts, seq)
@@ -96,23 +108,40 @@ def _connection(rows: list[ResultRow], has_next: bool, sort: str) -> dict[str, A
     return {"pageInfo": {"hasNextPage": has_next}, "edges": edges}
 
 
-def _require_process(pid: str) -> None:
-    if node().store.process(pid) is None:
+def _require_process(pid: str) -> bool:
+    """True when the process is computed by the legacynet bridge, False when it is scheduled here."""
+    st = node()
+    if is_remote(st.store, st.config, pid):
+        return True
+    if st.store.process(pid) is None:
         raise NodeError(404, f"Process {pid} not found")
+    return False
+
+
+def _page(pid: str, remote: bool, *, after: tuple[int, int] | None, until: tuple[int, int] | None,
+          descending: bool, limit: int, crons_only: bool, skip_errors: bool) -> tuple[list[ResultRow], bool]:
+    st = node()
+    if not remote:
+        return st.store.results_page(pid, after=after, until=until, descending=descending, limit=limit,
+                                     crons_only=crons_only, skip_errors=skip_errors)
+    out = st.evaluator.call("bridge_results_page", pid=pid, after=after, until=until, descending=descending,
+                            limit=limit, crons_only=crons_only, skip_errors=skip_errors)
+    return [ResultRow(*row) for row in out["rows"]], bool(out["more"])
 
 
 @bp.get("/results/<pid>")
 def results(pid: str) -> Response:
     st = node()
-    _require_process(pid)
+    remote = _require_process(pid)
     sort = (request.args.get("sort") or "ASC").upper()
     if sort not in ("ASC", "DESC"):
         raise NodeError(400, "sort must be ASC or DESC")
     desc = sort == "DESC"
-    st.evaluator.call("flush")       # results evaluated moments ago may still be queued for writing
-    rows, more = st.store.results_page(
-        pid, after=_bound(pid, request.args.get("from"), desc, inclusive=False),
-        until=_bound(pid, request.args.get("to"), desc, inclusive=True), descending=desc,
+    if not remote:
+        st.evaluator.call("flush")   # results evaluated moments ago may still be queued for writing
+    rows, more = _page(
+        pid, remote, after=_bound(pid, request.args.get("from"), desc, inclusive=False, remote=remote),
+        until=_bound(pid, request.args.get("to"), desc, inclusive=True, remote=remote), descending=desc,
         limit=_limit(25, 1000), crons_only=False, skip_errors=True)
     return _json(dumps(_connection(rows, more, sort)))
 
@@ -120,11 +149,11 @@ def results(pid: str) -> Response:
 @bp.get("/cron/<pid>")
 def crons(pid: str) -> Response:
     st = node()
-    _require_process(pid)
-    st.evaluator.call("cron", pid=pid)
-    rows, more = st.store.results_page(
-        pid, after=_bound(pid, request.args.get("from"), False, inclusive=False),
-        until=_bound(pid, request.args.get("to"), False, inclusive=True), descending=False,
+    remote = _require_process(pid)
+    st.evaluator.call("bridge_cron" if remote else "cron", pid=pid)
+    rows, more = _page(
+        pid, remote, after=_bound(pid, request.args.get("from"), False, inclusive=False, remote=remote),
+        until=_bound(pid, request.args.get("to"), False, inclusive=True, remote=remote), descending=False,
         limit=_limit(500, 1000), crons_only=True, skip_errors=False)
     return _json(dumps(_connection(rows, more, "ASC")))
 
@@ -133,7 +162,7 @@ def crons(pid: str) -> Response:
 def dry_run() -> Response:
     st = node()
     pid = _pid_param()
-    _require_process(pid)
+    remote = _require_process(pid)
     if request.args.get("to"):
         raise NodeError(501, "dry-run against an earlier message (to=) is not implemented: dry-runs use the "
                              "latest state")
@@ -148,16 +177,16 @@ def dry_run() -> Response:
         raise NodeError(400, "dry-run body must be JSON") from None
     if not isinstance(body, dict):
         raise NodeError(400, "dry-run body must be a JSON object")
-    return _json(st.evaluator.call("dry_run", pid=pid, body=body)["body"])
+    return _json(st.evaluator.call("bridge_dry_run" if remote else "dry_run", pid=pid, body=body)["body"])
 
 
 @bp.get("/state/<pid>")
 def state(pid: str) -> Response:
     st = node()
-    _require_process(pid)
+    remote = _require_process(pid)
     if request.args.get("to"):
         raise NodeError(501, "state at an earlier timestamp (to=) is not implemented: /state serves the latest")
-    out = st.evaluator.call("state", pid=pid)
+    out = st.evaluator.call("bridge_state" if remote else "state", pid=pid)
     resp = Response(out["body"], mimetype="application/octet-stream")
     for k, v in out.get("headers", {}).items():
         resp.headers[k] = v

@@ -42,6 +42,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--busy-after", type=float, default=NodeConfig.busy_s,
                    help="seconds a /result waits for an evaluation before answering 202 'in progress'")
     p.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    b = p.add_argument_group("legacynet bridge", "compute processes scheduled on a legacy SU (off without --gateway)")
+    b.add_argument("--gateway", help="Arweave gateway URL (GraphQL at /graphql, data at /raw/{id})")
+    b.add_argument("--graphql", help="GraphQL URL when it is not GATEWAY/graphql")
+    b.add_argument("--su-url", help="scheduler URL for every remote process (overrides Scheduler-Location)")
+    b.add_argument("--bridge-allow", action="append", default=[], metavar="PID",
+                   help="only these remote processes (repeatable; default: any)")
+    b.add_argument("--bridge-deny", action="append", default=[], metavar="PID", help="never these (repeatable)")
+    b.add_argument("--checkpoint-owners", action="append", default=[], metavar="ADDRESS",
+                   help="trust Arweave checkpoints uploaded by these addresses (repeatable)")
     p.set_defaults(func=serve)
 
 
@@ -89,6 +98,19 @@ def _start_evaluator(config: NodeConfig) -> subprocess.Popen:
     return proc
 
 
+def _bridge_settings(args: argparse.Namespace) -> dict:
+    if not args.gateway:
+        if args.graphql or args.su_url or args.bridge_allow or args.bridge_deny or args.checkpoint_owners:
+            raise SystemExit("aocu serve: the bridge flags need --gateway URL")
+        return {}
+    out: dict = {"gateway": args.gateway.rstrip("/")}
+    for key, value in (("graphql", args.graphql), ("su_url", args.su_url), ("bridge_allow", args.bridge_allow),
+                       ("bridge_deny", args.bridge_deny), ("checkpoint_owners", args.checkpoint_owners)):
+        if value:
+            out[key] = value
+    return out
+
+
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(message)s")
@@ -103,6 +125,7 @@ def serve(args: argparse.Namespace) -> int:
         "block_height": args.block_height,
         "eval_timeout_s": args.eval_timeout, "busy_s": args.busy_after, "evaluator": "socket",
         "module_cache": Path(args.module_cache).resolve() if args.module_cache else None,
+        **_bridge_settings(args),
     })
     # keys exist before the workers race to create them
     from cu.node.items import Identity

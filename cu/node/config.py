@@ -33,10 +33,11 @@ class NodeConfig:
     @classmethod
     def from_mapping(cls, values: dict[str, Any] | None) -> NodeConfig:
         values = dict(values or {})
+        extra = dict(values.pop("extra", None) or {})  # to_mapping() round trip keeps the extras
         names = {f.name for f in fields(cls)}
         known = {k: v for k, v in values.items() if k in names}
         cfg = cls(**known)
-        cfg.extra = {k: v for k, v in values.items() if k not in names}
+        cfg.extra = extra | {k: v for k, v in values.items() if k not in names}
         cfg.data_dir = Path(cfg.data_dir)
         if cfg.wallet is not None:
             cfg.wallet = Path(cfg.wallet)

@@ -68,6 +68,9 @@ class EvaluatorCore:
         self.identity = identity or Identity.load(config.data_dir, config.wallet)
         self.evaluator = Evaluator(config, self.store, self.identity)
         self.evaluator.on_delivery = self.notify
+        # legacynet bridge (None unless `aocu serve --gateway`): processes scheduled on a legacy SU
+        from cu.node.bridge.node_hook import bridge_from_node
+        self.bridge = bridge_from_node(config, self.identity)
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._queued: set[str] = set()
         self._qlock = threading.Lock()
@@ -196,9 +199,15 @@ class EvaluatorCore:
             self._thread.join(timeout=30)
         self.evaluator.shutdown()           # checkpoints (and any queued write-behind results) are written
         self._lead()
+        if self.bridge is not None:
+            self.bridge.shutdown()
 
     # operations (same names over the socket) -------------------------------------------------------
     def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        if op.startswith("bridge_"):
+            if self.bridge is None:
+                raise NodeError(404, f"Process {args.get('pid')} not found")
+            return self.bridge.call(op, args)
         ev = self.evaluator
         if op == "schedule":
             entry, fresh = self.schedule(op_from_wire(args["schedule"]), defer_notify=True)

@@ -24,8 +24,7 @@ def bridge_config(config: Any) -> BridgeConfig | None:
     bc.memory_max = config.memory_max
     bc.compute_max = config.compute_max
     bc.eval_timeout_s = config.eval_timeout_s
-    extra = getattr(config, "extra", {}) or {}
-    bc.cache_dir = Path(extra.get("module_cache") or Path(config.data_dir) / "module-cache")
+    bc.cache_dir = Path(getattr(config, "module_cache", None) or Path(config.data_dir) / "module-cache")
     return bc
 
 
