@@ -158,3 +158,49 @@ def test_live_wasmtime_memory_written_by_wasm() -> None:
         v = view()
         assert m.commit(v) == reference_root(bytes(v))
         assert m.last_rehashed <= 3 + (4 if step == 5 else 0)
+
+
+def test_mapping_replaced_at_same_address() -> None:
+    """A new mapping where the old one was (as after an instance is freed) must not look clean."""
+    ctypes.pythonapi.PyMemoryView_FromMemory.restype = ctypes.py_object
+    ctypes.pythonapi.PyMemoryView_FromMemory.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int]
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    prot, flags, fixed = 3, 0x22, 0x10  # RW, MAP_PRIVATE|MAP_ANONYMOUS, MAP_FIXED
+    n = 8 * PAGE
+    addr = libc.mmap(None, n, prot, flags, -1, 0)
+    view = ctypes.pythonapi.PyMemoryView_FromMemory(addr, n, 0x200)  # PyBUF_WRITE
+    view[PAGE:PAGE + 4] = b"abcd"
+    m = PM()
+    m.commit(view)
+    # Replace the mapping in place: the contents become zero without any write through the old mapping.
+    assert libc.mmap(addr, n, prot, flags | fixed, -1, 0) == addr
+    assert m.commit(view) == reference_root(bytes(n))
+    view[3 * PAGE] = 1
+    assert m.commit(view) == PM.full_root(view)
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    view.release()
+    libc.munmap(addr, n)
+
+
+def test_forked_child_does_not_trust_the_parents_tracking() -> None:
+    import os
+
+    buf = mmap.mmap(-1, 6 * PAGE, flags=mmap.MAP_PRIVATE)
+    m = PM()
+    m.commit(buf)
+    pid = os.fork()
+    if pid == 0:  # child: the uffd registration belongs to the parent's address space
+        ok = True
+        try:
+            buf[2 * PAGE] = 7
+            ok &= m.commit(buf) == reference_root(bytes(buf))
+            buf[5 * PAGE] = 9
+            ok &= m.commit(buf) == reference_root(bytes(buf))
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    buf[4 * PAGE] = 3
+    assert m.commit(buf) == reference_root(bytes(buf))

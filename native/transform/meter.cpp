@@ -79,6 +79,7 @@ std::string hex(uint32_t v) {
     s.insert(s.begin(), h[v & 15]);
     v >>= 4;
   } while (v);
+  if (s.size() < 2) s.insert(s.begin(), '0');
   return "0x" + s;
 }
 

@@ -1,0 +1,1 @@
+"""Legacy exception-handling test material: hand-written WAT, a random program generator, node runners."""
