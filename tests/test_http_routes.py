@@ -25,6 +25,7 @@ def wallet() -> ArweaveWallet:
 def node_wallet(tmp_path_factory, wallet) -> str:
     path = tmp_path_factory.mktemp("keys") / "node.json"
     path.write_text(json.dumps(wallet.to_jwk()))
+    path.chmod(0o600)    # node key files must be private
     return str(path)
 
 

@@ -134,6 +134,7 @@ def _node(tmp_path, wallet) -> tuple[Scheduler, SqliteStore, DataItem]:
     store = SqliteStore(cfg.db_path)
     jwk = tmp_path / "node-wallet.json"
     jwk.write_text(json.dumps(wallet.to_jwk()))
+    jwk.chmod(0o600)    # node key files must be private
     sch = Scheduler(cfg, store, Identity.load(tmp_path, jwk))
     module = DataItem.create(wallet, data=b"\0asm\1\0\0\0", tags=MODULE_TAGS)
     sch.ingest(module.to_bytes())

@@ -1,7 +1,9 @@
-"""Flask app factory: legacy CU/MU/SU routes, the gateway subset, /health and /metrics."""
+"""Flask app factory: legacy CU/MU/SU routes, AO-Core routes, the gateway subset, /health and /metrics.
+Every result response is signed (and attested) by the post-processor installed here."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import time
@@ -50,8 +52,28 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     install(app, state)
 
-    from cu.http import routes_cu, routes_gateway, routes_mu, routes_ops, routes_su
+    # result signing: one signer per worker (keys shared with the scheduler through NodeIdentity's files)
+    from cu.http import (
+        routes_aocore,
+        routes_attestation,
+        routes_cu,
+        routes_gateway,
+        routes_mu,
+        routes_ops,
+        routes_su,
+    )
+    from cu.node.identity import config_from_node_config
+    from cu.node.signer import build_signer, post_processor
+    # workers start together: the first creates the (simulated) TEE state and keys, the others load them
+    with open(cfg.data_dir / "signer.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        signer = build_signer(cfg.data_dir, cfg.tee, wallet_path=cfg.wallet, node_config=config_from_node_config(cfg))
+    app.extensions[routes_attestation.SIGNER_KEY] = signer
+    state.post_processors.append(post_processor(signer, routes_attestation.identify))
+
     app.register_blueprint(routes_ops.bp)
+    app.register_blueprint(routes_attestation.bp)
+    app.register_blueprint(routes_aocore.bp)
     app.register_blueprint(routes_gateway.bp)
     app.register_blueprint(routes_cu.bp)
     app.register_blueprint(routes_mu.bp)

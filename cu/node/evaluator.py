@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -74,6 +75,8 @@ class Evaluator:
         self._guard = threading.Lock()
         self._proc_locks: dict[str, threading.RLock] = {}
         self._pending: dict[tuple[str, str], bytes] = {}   # results evaluated but not yet written
+        self._patch_cache: dict[str, dict[str, Any]] = {}   # pid -> merged patch@1.0 state (AO-Core /now)
+        self._patch_unknown: set[str] = set()    # restored from a checkpoint without its patch cache
         # pids that received outbox deliveries are handed here (the crank queue) rather than evaluated
         # while a caller holds another process's lock
         self.on_delivery: Callable[[str], None] = lambda pid: self.settle([pid])
@@ -134,6 +137,7 @@ class Evaluator:
                 st.instance = engine.Instance.restore(module, snap, verify=True, **limits)
                 st.seq, st.nonce, st.cron_ts, st.last_ts = cp.seq, cp.nonce, cp.cron_ts, cp.timestamp
                 self.metrics["restores"] += 1
+                self._load_patch_cache(pid, cp.seq)
                 last = self.store.log_entry(pid, cp.nonce)
                 st.last_height = last.block_height if last else proc.block_height
             except (engine.EngineError, zstandard.ZstdError) as exc:
@@ -142,6 +146,7 @@ class Evaluator:
                 st.instance = None
         if st.instance is None:
             st.instance = engine.Instance(module, **limits)
+            self._reset_patch_cache(pid)     # every message is evaluated again from the start
         last = self.store.last_result(pid)
         st.stored_seq = last.seq if last is not None else -1
         with self._guard:
@@ -185,9 +190,10 @@ class Evaluator:
 
     def _handle(self, st: ProcState, msg: bytes) -> dict[str, Any]:
         t0 = time.perf_counter()
-        raw = st.instance.handle(msg, st.env)
+        raw = self._handle_keeping_patches(st, msg)
         self.metrics["evaluations"] += 1
         self.metrics["eval_seconds"] += time.perf_counter() - t0
+        self._apply_patches(st.pid, raw)     # before the legacy merge drops `Patches`
         return legacy.merge_result(raw)
 
     # outbox (the legacy MU's crank) ---------------------------------------------------------------
@@ -440,6 +446,7 @@ class Evaluator:
                                                  bytes(snap.memory_root), blob))
             st.since_checkpoint = 0
             self.metrics["checkpoints"] += 1
+            self._save_patch_cache(pid, st.seq)
 
     def shutdown(self) -> None:
         with self._guard:
@@ -453,6 +460,118 @@ class Evaluator:
 
     def warm(self) -> int:
         return len(self._procs)
+
+    # AO-Core direct state reads (patch@1.0 cache) ------------------------------------------------------
+    @staticmethod
+    def _handle_keeping_patches(st: ProcState, msg: bytes) -> dict[str, Any]:
+        """Instance.handle, except that the module's `Patches` (AOS patch@1.0) survive: cu.engine's
+        normalisation keeps only the legacy result keys."""
+        from cu.engine.instance import normalise_response
+        resp, err, gas = st.instance.handle_raw(msg, st.env)
+        if err is not None:
+            error: Any = err
+            if resp is not None:
+                try:
+                    obj = json.loads(resp)
+                    if isinstance(obj, dict) and obj.get("Error") is not None:
+                        error = obj["Error"]
+                except ValueError:
+                    pass
+            return {"Error": error, "GasUsed": gas}
+        try:
+            obj = json.loads(resp)
+        except ValueError as exc:
+            return {"Error": f"handle() returned invalid JSON: {exc}", "GasUsed": gas}
+        out = normalise_response(obj, gas)
+        if isinstance(obj, dict) and isinstance(obj.get("Patches"), list):
+            out["Patches"] = obj["Patches"]
+        return out
+
+    def _apply_patches(self, pid: str, raw: Any) -> None:
+        if not isinstance(raw, dict) or raw.get("Error") is not None:
+            return
+        patches = patches_of(raw)
+        if not patches:
+            return
+        cache = self._patch_cache.setdefault(pid, {})
+        for p in patches:
+            merge_patch(cache, p)
+
+    def now(self, pid: str) -> dict[str, Any]:
+        """Evaluates `pid` up to its newest slot (and due crons), then its slot and patch@1.0 cache (None when
+        it cannot be known: restored from a checkpoint written without it)."""
+        with self._lock_for(pid):
+            st = self.up_to_now(pid)
+            cache = None if pid in self._patch_unknown else json.loads(json.dumps(self._patch_cache.get(pid, {})))
+            return {"slot": st.nonce, "timestamp": st.last_ts, "block_height": st.last_height, "cache": cache}
+
+    # The patch cache is saved next to every checkpoint (same seq), so a restored process has it too.
+    def _patch_path(self, pid: str) -> Path:
+        return Path(self.config.data_dir) / "patch-cache" / f"{pid}.json"
+
+    def _reset_patch_cache(self, pid: str) -> None:
+        self._patch_cache.pop(pid, None)
+        self._patch_unknown.discard(pid)
+
+    def _save_patch_cache(self, pid: str, seq: int) -> None:
+        path = self._patch_path(pid)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(json.dumps({"seq": seq, "unknown": pid in self._patch_unknown,
+                                       "cache": self._patch_cache.get(pid, {})}))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("patch cache of %s at seq %d not saved: %s", pid, seq, exc)
+
+    def _load_patch_cache(self, pid: str, seq: int) -> None:
+        self._reset_patch_cache(pid)
+        try:
+            obj = json.loads(self._patch_path(pid).read_text())
+            ok = obj.get("seq") == seq and isinstance(obj.get("cache"), dict) and not obj.get("unknown")
+        except (OSError, ValueError, AttributeError):
+            ok = False
+        if ok:
+            self._patch_cache[pid] = obj["cache"]
+        else:
+            self._patch_unknown.add(pid)
+            log.warning("patch cache of %s at checkpoint seq %d unavailable: /now serves no cache", pid, seq)
+
+
+PATCH_DEVICE = "patch@1.0"
+# message fields that address or describe a patch message rather than being state
+PATCH_RESERVED = frozenset({"device", "target", "anchor", "tags", "data-protocol", "variant", "type", "reference",
+                            "patch-from", "patch-to"})
+
+
+def patches_of(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """AOS state patches of a raw result: `Patches` entries, and outbox messages addressed to the patch@1.0
+    device (`Send({device = 'patch@1.0', ...})`: a `device` field or tag)."""
+    out: list[dict[str, Any]] = [p for p in raw.get("Patches") or [] if isinstance(p, dict)]
+    for m in raw.get("Messages") or []:
+        if not isinstance(m, dict):
+            continue
+        fields = {k: v for k, v in m.items() if k != "Tags"}
+        for t in m.get("Tags") or []:
+            if isinstance(t, dict) and isinstance(t.get("name"), str):
+                fields.setdefault(t["name"], t.get("value"))
+        if any(k.lower() == "device" and v == PATCH_DEVICE for k, v in fields.items()):
+            out.append(fields)
+    return out
+
+
+def merge_patch(cache: dict[str, Any], patch: dict[str, Any]) -> None:
+    """Deep-merges one patch into the process's cache (tables merge key by key, other values replace)."""
+    _deep_merge(cache, {k: v for k, v in patch.items() if isinstance(k, str) and k.lower() not in PATCH_RESERVED})
+
+
+def _deep_merge(cache: dict[str, Any], patch: dict[str, Any]) -> None:
+    for k, v in patch.items():
+        cur = cache.get(k)
+        if isinstance(v, dict) and isinstance(cur, dict):
+            _deep_merge(cur, v)
+        else:
+            cache[k] = json.loads(json.dumps(v))
 
 
 def result_cursor(row: ResultRow, sort: str) -> str:

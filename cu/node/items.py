@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,41 +41,27 @@ def item_meta(item: DataItem, *, now_ms: int | None = None) -> ItemMeta:
         created_ms=int(time.time() * 1000) if now_ms is None else now_ms, size=len(item.data))
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-
-
 @dataclass
 class Identity:
     """The node's Arweave wallet (address of `GET /`, signs outbox messages and spawns like the legacy MU)
-    and its ed25519 key (signs assignments: an RSA-4096 signature per message would cost ~2 ms)."""
+    and its ed25519 key (signs assignments: an RSA-4096 signature per message would cost ~2 ms).
+
+    Keys are loaded through cu.node.identity.NodeIdentity, so assignments, outbox items and signed results
+    use the same key files (0600, race-safe creation, group/world-readable keys refused)."""
 
     wallet: ArweaveWallet
     ed25519: Ed25519Key
 
     @classmethod
     def load(cls, data_dir: str | Path, wallet_path: str | Path | None = None) -> Identity:
-        data_dir = Path(data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        wpath = Path(wallet_path) if wallet_path else data_dir / "wallet.json"
-        if not wpath.exists():
-            if wallet_path:
-                raise FileNotFoundError(f"wallet {wpath} not found")
-            try:
-                _write_private(wpath, json.dumps(ArweaveWallet.generate().to_jwk()))
-            except FileExistsError:
-                pass    # another worker created it first
-        wallet = ArweaveWallet.from_jwk(json.loads(wpath.read_text()))
-        epath = data_dir / "ed25519.jwk"
-        if not epath.exists():
-            try:
-                _write_private(epath, json.dumps(Ed25519Key.generate().to_jwk()))
-            except FileExistsError:
-                pass
-        key = Ed25519Key.from_jwk(json.loads(epath.read_text()))
-        return cls(wallet=wallet, ed25519=key)
+        from cu.node.identity import IdentityError, NodeIdentity
+        try:
+            ni = NodeIdentity.load(data_dir, wallet_path=wallet_path)
+        except IdentityError as exc:
+            if wallet_path and not Path(wallet_path).exists():
+                raise FileNotFoundError(str(exc)) from exc
+            raise
+        return cls(wallet=ni.wallet, ed25519=ni.ed25519)
 
     @property
     def address(self) -> str:

@@ -235,7 +235,18 @@ class EvaluatorCore:
             return {}
         if op == "metrics":
             return {"metrics": dict(ev.metrics), "warm": ev.warm(), "queued": self._queue.qsize()}
+        if op == "now":
+            return self._now(args["pid"])
         raise NodeError(400, f"unknown evaluator operation {op!r}")
+
+    def _now(self, pid: str) -> dict[str, Any]:
+        """AO-Core `/now`: evaluate up to the newest slot, then the patch cache and the latest stored result."""
+        out = self.evaluator.now(pid)
+        self.store.writer([lambda _c: None], False)     # the write-behind results are in the store
+        row = self.store.last_result(pid)
+        out["result"] = None if row is None else {"slot": row.nonce, "cron": row.cron, "message": row.message_id,
+                                                  "body": row.body.decode("utf-8")}
+        return out
 
 
 class EmbeddedClient:

@@ -1,0 +1,166 @@
+"""AO-Core routes: `GET /~meta@1.0/info`, `POST /{pid}~process@1.0/schedule`,
+`GET /{pid}~process@1.0/compute[/path]?slot=N`, `GET /{pid}~process@1.0/now[/path]`.
+
+`compute` and `now` answer results: the response post-processor signs them under (process, slot[, message]).
+A `/path` selects inside the answer's JSON (`/Output/data`, `/cache/balances/...`); a scalar is served as
+text, an object or list as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+
+from cu import __version__
+from cu.codec.ans104 import DataItem
+from cu.codec.errors import CodecError
+from cu.hashing import b64url
+from cu.http.routes_attestation import SIGNER_KEY, set_result_identity
+from cu.http.routes_ops import dumps
+from cu.http.state import node
+from cu.node.errors import NodeError
+from cu.node.signer import ResultId
+
+bp = Blueprint("aocore", __name__)
+
+ROUTES = [
+    "GET /~meta@1.0/info",
+    "GET /~attestation@1.0/evidence[?nonce=HEX]",
+    "POST /{pid}~process@1.0/schedule (codec-device: ans104@1.0)",
+    "GET /{pid}~process@1.0/compute[/path]?slot=N",
+    "GET /{pid}~process@1.0/now[/path]",
+]
+MAX_PATH_DEPTH = 32
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(dumps(obj), status=status, mimetype="application/json")
+
+
+@bp.get("/~meta@1.0/info")
+def meta_info() -> Response:
+    st = node()
+    signer = current_app.extensions.get(SIGNER_KEY)
+    info: dict[str, Any] = {
+        "software": "aocu", "version": __version__, "address": st.identity.address,
+        "ed25519": b64url(st.identity.ed25519.owner), "tee": st.config.tee, "tee_notice": st.tee_notice,
+    }
+    if signer is not None:
+        info["tee"] = signer.evidence.tee
+        info["epoch"] = signer.identity.epoch
+        info["keyids"] = {"ed25519": signer.identity.keyid_ed25519, "rsa-pss-sha512": signer.identity.keyid_rsa}
+        info["ed25519"] = b64url(signer.identity.ed25519_pub)
+    info["routes"] = ROUTES
+    return _json(info)
+
+
+# -- schedule -------------------------------------------------------------------------------------------
+@bp.post("/<pid>~process@1.0/schedule")
+def schedule(pid: str) -> Response:
+    st = node()
+    codec = (request.headers.get("codec-device") or "").strip().lower()
+    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if not codec:
+        codec = "ans104@1.0" if ctype in ("application/ans104", "application/octet-stream") else "httpsig@1.0"
+    if codec == "httpsig@1.0":
+        raise NodeError(501, "httpsig@1.0 scheduling not implemented: this node's scheduler stores ANS-104 items; "
+                             "send the message as an ANS-104 item with codec-device: ans104@1.0")
+    if codec != "ans104@1.0":
+        raise NodeError(400, f"codec-device {codec!r} is not supported (ans104@1.0; httpsig@1.0 not implemented)")
+    raw = request.get_data(cache=False)
+    try:
+        item = DataItem.parse(raw)
+    except CodecError as exc:
+        raise NodeError(400, f"A valid and signed data item must be provided as the body: {exc}") from None
+    kind = item.tag("Type")
+    target = b64url(item.target) if item.target else ""
+    if kind == "Message" and target != pid:
+        raise NodeError(400, f"the message targets {target or 'no process'}, not {pid}")
+    if kind == "Process" and item.id != pid:
+        raise NodeError(400, f"the process item's id is {item.id}, not {pid}")
+    if kind not in ("Message", "Process"):
+        raise NodeError(400, f"a process schedules Type=Message items (got {kind!r})")
+    acc = st.scheduler.ingest(raw)     # verifies the signature, stores and schedules durably
+    e = acc.entry
+    out: dict[str, Any] = {"process": pid, "id": acc.id, "type": acc.kind, "fresh": acc.fresh}
+    if e is not None:
+        out.update({"slot": e.nonce, "assignment": e.assignment_id, "timestamp": e.timestamp,
+                    "block-height": e.block_height, "hash-chain": e.hash_chain})
+    return _json(out, 201 if acc.fresh else 200)
+
+
+# -- compute / now --------------------------------------------------------------------------------------
+def _select(obj: Any, path: str) -> Any:
+    parts = [p for p in path.split("/") if p]
+    if len(parts) > MAX_PATH_DEPTH:
+        raise NodeError(400, f"path deeper than {MAX_PATH_DEPTH} keys")
+    cur = obj
+    for i, p in enumerate(parts):
+        if isinstance(cur, dict) and p in cur:
+            cur = cur[p]
+        elif isinstance(cur, list) and p.isdigit() and int(p) < len(cur):
+            cur = cur[int(p)]
+        else:
+            raise NodeError(404, f"no key {'/'.join(parts[:i + 1])!r} in the result")
+    return cur
+
+
+def _answer(obj: Any, path: str) -> Response:
+    if not path.strip("/"):
+        return _json(obj)
+    v = _select(obj, path)
+    if isinstance(v, (dict, list)):
+        return _json(v)
+    if v is None:
+        return Response(b"null", mimetype="application/json")
+    text = ("true" if v else "false") if isinstance(v, bool) else str(v)
+    return Response(text.encode("utf-8"), mimetype="text/plain")
+
+
+def _require_process(pid: str) -> None:
+    if node().store.process(pid) is None:
+        raise NodeError(404, f"Process {pid} not found")
+
+
+@bp.get("/<pid>~process@1.0/compute")
+@bp.get("/<pid>~process@1.0/compute/<path:path>")
+def compute(pid: str, path: str = "") -> Response:
+    st = node()
+    raw = request.args.get("slot")
+    if raw is None or not raw.isdigit() or len(raw) > 19:
+        raise NodeError(400, "slot query parameter is required (a non-negative integer)")
+    slot = int(raw)
+    _require_process(pid)
+    entry = st.store.log_entry(pid, slot)
+    if entry is None:
+        raise NodeError(404, f"slot {slot} of process {pid} is not scheduled")
+    set_result_identity(ResultId(process=pid, slot=slot, message=entry.message_id))
+    body = st.evaluator.call("result", pid=pid, message=entry.message_id)["body"]
+    if not path.strip("/"):
+        return Response(body, mimetype="application/json")
+    return _answer(json.loads(body), path)
+
+
+@bp.get("/<pid>~process@1.0/now")
+@bp.get("/<pid>~process@1.0/now/<path:path>")
+def now(pid: str, path: str = "") -> Response:
+    st = node()
+    _require_process(pid)
+    out = st.evaluator.call("now", pid=pid)
+    res = out.get("result")
+    results = json.loads(res["body"]) if res else None
+    set_result_identity(ResultId(process=pid, slot=out["slot"]))
+    doc = {"process": pid, "slot": out["slot"], "timestamp": out["timestamp"],
+           "block-height": out["block_height"], "results": results, "cache": out["cache"]}
+    if out["cache"] is None:
+        doc["cache-error"] = ("patch cache unavailable: the process was restored from a checkpoint written "
+                              "without it; it is rebuilt when the process is next evaluated from the start")
+        if path.strip("/").split("/")[0] == "cache":
+            raise NodeError(503, doc["cache-error"])
+    if res is not None:
+        doc["result-slot"] = res["slot"]
+        if res.get("cron"):
+            doc["result-cron"] = res["cron"]
+    return _answer(doc, path)
