@@ -68,6 +68,49 @@ def test_two_builds_are_bit_identical(payloads):
     assert b["artifacts"]["initrd.img"]["size"] < 200 << 20
 
 
+def _sim_root_from_endorsements(url: str, out: Path) -> Path:
+    """The simulated root lives in the guest; a client trusts it explicitly by taking it from the node's
+    endorsements (this is what --allow-simulated means: never acceptable for a real deployment)."""
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    doc = json.loads(urllib.request.urlopen(url + "/~attestation@1.0/evidence", timeout=60).read())
+    assert doc["tee"].startswith("sim-") and doc["evidence"]["tee"] == doc["tee"]
+    chain = base64.b64decode(doc["evidence"]["endorsements"]["chain"])
+    roots = [c for c in x509.load_pem_x509_certificates(chain) if c.subject == c.issuer]
+    assert roots and all("SIMULATED" in c.subject.rfc4514_string() for c in roots)
+    out.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in roots))
+    return out
+
+
+def _process_message_round_trip(url: str, tmp_path: Path) -> None:
+    from cu.cli import main as cli_main
+    from cu.codec.wallet import ArweaveWallet
+    from tests.modules.build import MODULES, build
+    from tests.test_node_e2e import request, send, spawn, upload_module
+
+    wallet = ArweaveWallet.generate()
+    fmt = MODULES["lua32"].module_format
+    module_id = upload_module(url, wallet, build("lua32").read_bytes(), fmt)
+    pid = spawn(url, wallet, module_id)
+    mid = send(url, wallet, pid, "Count")
+    deadline = time.monotonic() + 300          # the guest compiles the module under TCG: slow, not stuck
+    while True:
+        status, body, _ = request("GET", f"{url}/result/{mid}?process-id={pid}", timeout=120)
+        if status != 202 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert status == 200, body
+    assert json.loads(body)["Output"] == "1"
+    root = _sim_root_from_endorsements(url, tmp_path / "sim-root.pem")
+    rc = cli_main(["verify", f"{url}/result/{mid}?process-id={pid}", "--allow-simulated", str(root), "--json"])
+    assert rc == 0
+    # without explicitly trusting the simulated root the same result does not verify
+    assert cli_main(["verify", f"{url}/result/{mid}?process-id={pid}", "--json"]) != 0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -103,6 +146,7 @@ def test_payload_boots_and_serves(payloads, tmp_path):
         assert "sim" in (resp.headers.get("X-Aocu-Tee") or "")
         log = serial.read_text(errors="replace")
         assert "starting aocu serve --tee sim" in log
+        _process_message_round_trip(f"http://127.0.0.1:{port}", tmp_path)
     finally:
         vm.terminate()
         try:
