@@ -37,8 +37,9 @@ def _as_list(v: Any) -> list:
     return [v]
 
 
-def normalise_response(resp: Any, gas: int) -> dict:
-    """Legacy result shape from a module `response` (ok:true, no Error)."""
+def normalise_response(resp: Any, gas: int, *, keep_patches: bool = False) -> dict:
+    """Legacy result shape from a module `response` (ok:true, no Error). keep_patches: also keep the module's
+    `Patches` list (AOS patch@1.0), which the loader returns and the legacy CU's merge drops."""
     if not isinstance(resp, dict):
         output = resp if isinstance(resp, str | dict) else ("" if resp is None else json.dumps(resp))
         return {"Output": output, "Messages": [], "Spawns": [], "Assignments": [], "GasUsed": gas}
@@ -49,6 +50,8 @@ def normalise_response(resp: Any, gas: int) -> dict:
     for k in _LIST_KEYS:
         out[k] = _as_list(resp.get(k))
     out["GasUsed"] = gas
+    if keep_patches and isinstance(resp.get("Patches"), list):
+        out["Patches"] = resp["Patches"]
     return out
 
 
@@ -107,7 +110,7 @@ class Instance:
         self.last_fuel_used = fuel
         return resp, err, gas
 
-    def handle(self, msg: bytes | str | dict, env: bytes | str | dict) -> dict:
+    def handle(self, msg: bytes | str | dict, env: bytes | str | dict, *, keep_patches: bool = False) -> dict:
         resp, err, gas = self.handle_raw(_json_bytes(msg), _json_bytes(env))
         if err is not None:
             error: Any = err
@@ -120,7 +123,7 @@ class Instance:
                     pass
             return {"Error": error, "GasUsed": gas}
         try:
-            return normalise_response(json.loads(resp), gas)
+            return normalise_response(json.loads(resp), gas, keep_patches=keep_patches)
         except ValueError as exc:  # the native scanner validated it; be safe anyway
             return {"Error": f"handle() returned invalid JSON: {exc}", "GasUsed": gas}
 

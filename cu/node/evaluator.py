@@ -190,7 +190,7 @@ class Evaluator:
 
     def _handle(self, st: ProcState, msg: bytes) -> dict[str, Any]:
         t0 = time.perf_counter()
-        raw = self._handle_keeping_patches(st, msg)
+        raw = st.instance.handle(msg, st.env, keep_patches=True)
         self.metrics["evaluations"] += 1
         self.metrics["eval_seconds"] += time.perf_counter() - t0
         self._apply_patches(st.pid, raw)     # before the legacy merge drops `Patches`
@@ -462,31 +462,6 @@ class Evaluator:
         return len(self._procs)
 
     # AO-Core direct state reads (patch@1.0 cache) ------------------------------------------------------
-    @staticmethod
-    def _handle_keeping_patches(st: ProcState, msg: bytes) -> dict[str, Any]:
-        """Instance.handle, except that the module's `Patches` (AOS patch@1.0) survive: cu.engine's
-        normalisation keeps only the legacy result keys."""
-        from cu.engine.instance import normalise_response
-        resp, err, gas = st.instance.handle_raw(msg, st.env)
-        if err is not None:
-            error: Any = err
-            if resp is not None:
-                try:
-                    obj = json.loads(resp)
-                    if isinstance(obj, dict) and obj.get("Error") is not None:
-                        error = obj["Error"]
-                except ValueError:
-                    pass
-            return {"Error": error, "GasUsed": gas}
-        try:
-            obj = json.loads(resp)
-        except ValueError as exc:
-            return {"Error": f"handle() returned invalid JSON: {exc}", "GasUsed": gas}
-        out = normalise_response(obj, gas)
-        if isinstance(obj, dict) and isinstance(obj.get("Patches"), list):
-            out["Patches"] = obj["Patches"]
-        return out
-
     def _apply_patches(self, pid: str, raw: Any) -> None:
         if not isinstance(raw, dict) or raw.get("Error") is not None:
             return
