@@ -107,6 +107,29 @@ class ScheduleOp:
     has_crons: bool = False    # spawn only
 
 
+def results_page_query(pid: str, *, after: tuple[int, int] | None, until: tuple[int, int] | None,
+                       descending: bool, limit: int, crons_only: bool,
+                       skip_errors: bool) -> tuple[str, list[object]]:
+    """SQL of a `results` page (legacy cursor bounds on (timestamp, seq)), one row more than `limit` so the
+    caller can tell whether there is a next page. Shared by the node's and the bridge's SQLite stores."""
+    q = "SELECT * FROM results WHERE pid=?"
+    args: list[object] = [pid]
+    op_after, op_until = ("<", ">=") if descending else (">", "<=")
+    if after is not None:
+        q += f" AND (timestamp, seq) {op_after} (?, ?)"
+        args += list(after)
+    if until is not None:
+        q += f" AND (timestamp, seq) {op_until} (?, ?)"
+        args += list(until)
+    if crons_only:
+        q += " AND cron IS NOT NULL"
+    if skip_errors:
+        q += " AND error=0"
+    q += " ORDER BY seq " + ("DESC" if descending else "ASC") + " LIMIT ?"
+    args.append(limit + 1)
+    return q, args
+
+
 class Store(abc.ABC):
     # items ---------------------------------------------------------------------------------------
     @abc.abstractmethod

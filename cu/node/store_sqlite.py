@@ -23,6 +23,7 @@ from cu.node.store import (
     ScheduleOp,
     Store,
     StoreError,
+    results_page_query,
 )
 
 SCHEMA = """
@@ -403,21 +404,8 @@ class SqliteStore(Store):
     def results_page(self, pid: str, *, after: tuple[int, int] | None, until: tuple[int, int] | None,
                      descending: bool, limit: int, crons_only: bool,
                      skip_errors: bool) -> tuple[list[ResultRow], bool]:
-        q = "SELECT * FROM results WHERE pid=?"
-        args: list[object] = [pid]
-        op_after, op_until = (("<", ">=") if descending else (">", "<="))
-        if after is not None:
-            q += f" AND (timestamp, seq) {op_after} (?, ?)"
-            args += list(after)
-        if until is not None:
-            q += f" AND (timestamp, seq) {op_until} (?, ?)"
-            args += list(until)
-        if crons_only:
-            q += " AND cron IS NOT NULL"
-        if skip_errors:
-            q += " AND error=0"
-        q += " ORDER BY seq " + ("DESC" if descending else "ASC") + " LIMIT ?"
-        args.append(limit + 1)
+        q, args = results_page_query(pid, after=after, until=until, descending=descending, limit=limit,
+                                     crons_only=crons_only, skip_errors=skip_errors)
         rows = [self._result(r) for r in self._conn().execute(q, args).fetchall()]
         return rows[:limit], len(rows) > limit
 

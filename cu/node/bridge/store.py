@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cu.node.bridge.remote import Progress
-from cu.node.store import ResultRow
+from cu.node.store import ResultRow, results_page_query
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS processes (pid TEXT PRIMARY KEY, meta TEXT NOT NULL);
@@ -134,21 +134,8 @@ class BridgeStore:
                      descending: bool, limit: int, crons_only: bool,
                      skip_errors: bool) -> tuple[list[ResultRow], bool]:
         """Same contract as `cu.node.store.Store.results_page`."""
-        q = "SELECT * FROM results WHERE pid=?"
-        args: list[object] = [pid]
-        op_after, op_until = (("<", ">=") if descending else (">", "<="))
-        if after is not None:
-            q += f" AND (timestamp, seq) {op_after} (?, ?)"
-            args += list(after)
-        if until is not None:
-            q += f" AND (timestamp, seq) {op_until} (?, ?)"
-            args += list(until)
-        if crons_only:
-            q += " AND cron IS NOT NULL"
-        if skip_errors:
-            q += " AND error=0"
-        q += " ORDER BY seq " + ("DESC" if descending else "ASC") + " LIMIT ?"
-        args.append(limit + 1)
+        q, args = results_page_query(pid, after=after, until=until, descending=descending, limit=limit,
+                                     crons_only=crons_only, skip_errors=skip_errors)
         rows = [_row(r) for r in self._q(q, args)]
         return rows[:limit], len(rows) > limit
 
