@@ -83,8 +83,10 @@ def _listening(path: Path) -> bool:
 
 def _start_evaluator(config: NodeConfig) -> subprocess.Popen:
     env = dict(os.environ)
+    # The evaluator imports the same `cu` as this process: its package root via PYTHONPATH, and -P so that
+    # the working directory (e.g. a source checkout without the built extension) is not put first on sys.path.
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
-    proc = subprocess.Popen([sys.executable, "-m", "cu.node.service", json.dumps(config.to_mapping()),
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "cu.node.service", json.dumps(config.to_mapping()),
                              str(os.getpid())], env=env)
     deadline = time.monotonic() + 30
     assert config.socket_path is not None
