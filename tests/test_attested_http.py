@@ -7,23 +7,24 @@ evidence route."""
 from __future__ import annotations
 
 import base64
-import contextlib
-import io
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import tests.test_node_e2e as e2e
 from attestation.response import fetch, parse_raw_response, to_curl_bytes
-from cu.cli import main as cli_main
 from cu.codec.ans104 import DataItem
 from cu.codec.wallet import ArweaveWallet, Ed25519Key
 from cu.hashing import b64url
 from cu.node.evaluator import merge_patch, patches_of
 from cu.node.signer import signature_base, signature_params
+
+REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
 
@@ -90,11 +91,14 @@ def sim(tmp_path_factory, node_wallet_0600, lua32, client_wallet):
 
 
 def verify(*args: str) -> tuple[int, dict]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = cli_main(["verify", *args, "--json"])
-    text = out.getvalue()
-    return rc, (json.loads(text) if text.strip() else {})
+    """`aocu verify ... --json` in its own process, as a client runs it (no state shared with other tests)."""
+    proc = subprocess.run([sys.executable, "-m", "cu.cli", "verify", *args, "--json"], capture_output=True,
+                          text=True, timeout=120, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    rep = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    if proc.returncode != 0 and rep.get("evidence"):
+        rep.setdefault("failed_evidence_checks", [c["name"] for c in rep["evidence"].get("evidence", {}).get(
+            "checks", []) if not c.get("ok")])
+    return proc.returncode, rep
 
 
 def verify_saved(sim, resp_bytes: bytes, tmp_path: Path, *extra: str) -> tuple[int, dict]:

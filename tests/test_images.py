@@ -86,7 +86,6 @@ def _sim_root_from_endorsements(url: str, out: Path) -> Path:
 
 
 def _process_message_round_trip(url: str, tmp_path: Path) -> None:
-    from cu.cli import main as cli_main
     from cu.codec.wallet import ArweaveWallet
     from tests.modules.build import MODULES, build
     from tests.test_node_e2e import request, send, spawn, upload_module
@@ -105,10 +104,19 @@ def _process_message_round_trip(url: str, tmp_path: Path) -> None:
     assert status == 200, body
     assert json.loads(body)["Output"] == "1"
     root = _sim_root_from_endorsements(url, tmp_path / "sim-root.pem")
-    rc = cli_main(["verify", f"{url}/result/{mid}?process-id={pid}", "--allow-simulated", str(root), "--json"])
-    assert rc == 0
+
+    def verify(*extra: str) -> subprocess.CompletedProcess:
+        # `aocu verify` in its own process, as a client on the host runs it
+        return subprocess.run([sys.executable, "-m", "cu.cli", "verify", f"{url}/result/{mid}?process-id={pid}",
+                               *extra, "--json"], capture_output=True, text=True, timeout=300, cwd=REPO,
+                              env=dict(os.environ, PYTHONPATH=str(REPO)))
+
+    ok = verify("--allow-simulated", str(root))
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-2000:]
+    assert json.loads(ok.stdout)["verified"] is True
     # without explicitly trusting the simulated root the same result does not verify
-    assert cli_main(["verify", f"{url}/result/{mid}?process-id={pid}", "--json"]) != 0
+    refused = verify()
+    assert refused.returncode == 1 and "evidence" in json.loads(refused.stdout)["failed"]
 
 
 def _free_port() -> int:
