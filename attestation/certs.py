@@ -130,16 +130,34 @@ def _strict_pem(data: bytes) -> list[bytes]:
     return blocks
 
 
+def _der_extent(data: bytes) -> int | None:
+    """Length of the DER SEQUENCE at the start of `data` (tag, length and content), or None if malformed."""
+    if len(data) < 2 or data[0] != 0x30:
+        return None
+    first = data[1]
+    if first < 0x80:
+        return 2 + first
+    n = first & 0x7F
+    if n == 0 or n > 4 or len(data) < 2 + n:
+        return None
+    return 2 + n + int.from_bytes(data[2 : 2 + n], "big")
+
+
 def load_any(data: bytes) -> list[x509.Certificate]:
-    """Load one DER certificate or one or more PEM certificates (trailing NULs tolerated)."""
-    data = bytes(data).rstrip(b"\0")
-    if data.lstrip(b"\r\n").startswith(b"-----BEGIN"):
-        blocks = _strict_pem(data)
+    """Load one DER certificate or one or more PEM certificates. Zero padding after a DER certificate (SNP
+    certificate-table entries are padded) is tolerated; the certificate itself is taken by its encoded length,
+    never by stripping bytes, because a signature can end in zero bytes."""
+    data = bytes(data)
+    if data.rstrip(b"\0").lstrip(b"\r\n").startswith(b"-----BEGIN"):
+        blocks = _strict_pem(data.rstrip(b"\0"))
         if not blocks:
             raise ParseError("PEM: no certificate")
         return [load_der(b) for b in blocks]
-    if not data:
+    if not data.rstrip(b"\0"):
         raise ParseError("empty certificate input")
+    end = _der_extent(data)
+    if end is not None and end <= len(data) and not data[end:].strip(b"\0"):
+        data = data[:end]
     return [load_der(data)]
 
 
