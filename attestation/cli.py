@@ -9,16 +9,19 @@ DATA_DIR from `--data-dir` (default ./data). Either also sets the policy's allow
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from pathlib import Path
 
+from .cli_common import (
+    add_simulated_arguments,
+    parse_time,  # noqa: F401 - re-exported (was defined here)
+    read_input,
+    trust_from_args,
+)
 from .collateral import load_collateral_dir
-from .errors import MAX_INPUT_BYTES, AttestationError, ParseError
+from .errors import AttestationError, ParseError
 from .evidence import Evidence, load_evidence, verify_evidence
-from .policy import Policy
-from .trust import TrustStore
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,16 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument(
         "--product", help="Milan, Genoa or Turin (optionally with stepping, Milan-B0) for v2 reports"
     )
-    v.add_argument(
-        "--allow-simulated",
-        nargs="?",
-        const="",
-        metavar="ROOT.pem",
-        help="trust this simulated-TEE root (bare flag: DATA_DIR/sim-tee/roots.pem)",
-    )
-    v.add_argument(
-        "--data-dir", default="./data", help="data dir for a bare --allow-simulated (default ./data)"
-    )
+    add_simulated_arguments(v)
     v.add_argument("--json", action="store_true", help="machine-readable output")
     v.set_defaults(func=cmd_verify)
 
@@ -100,33 +94,12 @@ def _err(msg: str) -> int:
 
 
 def _read(path: str, what: str) -> bytes:
-    p = Path(path)
-    if not p.is_file():
-        raise ParseError(f"{what} {path}: no such file")
-    if p.stat().st_size > MAX_INPUT_BYTES:
-        raise ParseError(f"{what} {path}: larger than {MAX_INPUT_BYTES} bytes")
-    return p.read_bytes()
-
-
-def parse_time(text: str) -> dt.datetime:
-    try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ParseError(f"--at {text!r}: not an ISO-8601 time") from None
-    if t.tzinfo is None:
-        raise ParseError(f"--at {text!r}: give a timezone (e.g. a trailing Z)")
-    return t.astimezone(dt.UTC)
+    return read_input(path, what)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
-        policy = Policy.from_file(args.policy) if args.policy else Policy.strict()
-        at = parse_time(args.at) if args.at else None
-        trust = TrustStore.default()
-        if args.allow_simulated is not None:
-            root = args.allow_simulated or str(Path(args.data_dir) / "sim-tee" / "roots.pem")
-            trust = trust.with_simulated(_read(root, "simulated root"))
-            policy.allow_simulated = True
+        policy, at, trust = trust_from_args(args)
         kw: dict = {
             "vcek": _read(args.vcek, "VCEK") if args.vcek else None,
             "chain": _read(args.chain, "chain") if args.chain else None,

@@ -181,7 +181,38 @@ def verify_evidence(
         )
     if ev.simulated and not rep.simulated:
         # the bundle says simulated but the chain did not: never let a label upgrade or downgrade trust silently
-        rep.add(
-            "evidence.label", False, f"bundle labelled {ev.tee!r} but the evidence chains to a hardware root"
-        )
+        rep.add("evidence.label", False, _label_mismatch(ev.tee, rep))
     return rep
+
+
+# The checks (named by verify_snp / verify_tdx) that take the signing certificate up to a pinned root, root first.
+_CHAIN_CHECKS = {
+    "snp": ("snp.ark_pinned", "snp.ark_self_signature", "snp.ask_signature", "snp.vcek_chain"),
+    "tdx": (
+        "tdx.pck_chain.root_pinned",
+        "tdx.pck_chain.root_signature",
+        "tdx.pck_chain.intermediate_signature",
+        "tdx.pck_chain.leaf_signature",
+    ),
+}
+
+
+def _label_mismatch(tee: str, rep: VerificationReport) -> str:
+    """Why a bundle labelled simulated was not verified as simulated, claiming only what the report establishes:
+    a hardware root only when the chain verified up to it."""
+    names = _CHAIN_CHECKS.get(rep.kind, ())
+    chain = [rep.check(n) for n in names]
+    if chain and all(c is not None and c.ok for c in chain):
+        return f"bundle labelled {tee!r} but the evidence chains to a hardware root"
+    if not chain or chain[0] is None:
+        failed = rep.failed()
+        stop = failed[-1].name if failed else None
+        if stop == f"{rep.kind}.internal_error":  # the verifier's own checks are lost: nothing is known
+            return f"bundle labelled {tee!r}; verification aborted ({stop}) without a result for the evidence's chain"
+        at = f" at check {stop}" if stop else ""
+        return f"bundle labelled {tee!r}; verification stopped{at} before the evidence's chain was evaluated"
+    name, check = next((n, c) for n, c in zip(names, chain, strict=True) if c is None or not c.ok)
+    return (
+        f"bundle labelled {tee!r}; the evidence's chain names a hardware root but was not verified up to it "
+        + (f"(check {name} failed)" if check is not None else f"(verification stopped before check {name})")
+    )

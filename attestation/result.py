@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from .errors import ParseError
+
 F = TypeVar("F", bound=Callable[..., "VerificationReport"])
+P = TypeVar("P")
 
 
 @dataclass(frozen=True)
@@ -94,3 +98,45 @@ def never_raises(kind: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return deco
+
+
+def _utc(at: dt.datetime | None) -> dt.datetime:
+    if at is None:
+        return dt.datetime.now(dt.UTC)
+    if at.tzinfo is None:
+        raise ValueError("verification time must be timezone-aware (UTC)")
+    return at.astimezone(dt.UTC)
+
+
+def start_verification(
+    kind: str, evidence: bytes, parse: Callable[[bytes], P], at: dt.datetime | None
+) -> tuple[VerificationReport, tuple[P, dt.datetime] | None]:
+    """A verifier's first steps: its report, then (parsed evidence, verification time in UTC). None instead of the
+    pair when the time (not timezone-aware: a failed `<kind>.time` check) or the evidence (a ParseError: a failed
+    `<kind>.parse` check) is unusable, and the report is the verifier's result."""
+    rep = VerificationReport(kind=kind, tee=kind)
+    try:
+        now = _utc(at)
+    except ValueError as exc:
+        rep.add(f"{kind}.time", False, str(exc))
+        return rep, None
+    try:
+        parsed = parse(evidence)
+    except ParseError as exc:
+        rep.add(f"{kind}.parse", False, str(exc))
+        return rep, None
+    return rep, (parsed, now)
+
+
+def check_reference(
+    rep: VerificationReport, name: str, key: str, actual: bytes, expected: bytes | list[bytes] | None
+) -> None:
+    """Check `name`: `actual` is the policy's reference value `<kind>.<key>` (or one of its list); a failure is
+    relaxed through that key. Not constrained (passes, showing the value) when the policy sets none."""
+    ref = f"{rep.kind}.{key}"
+    if expected is None:
+        rep.add(name, True, f"not constrained (no {ref} reference value) — value {actual.hex()}")
+        return
+    allowed = expected if isinstance(expected, list) else [expected]
+    ok = actual in allowed
+    rep.add(name, ok, f"{actual.hex()} {'matches' if ok else 'does not match'} {ref}", relax=ref)

@@ -6,13 +6,17 @@ swapped file cannot move the root of trust. Simulated-TEE roots are never truste
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cryptography import x509
 
-from .certs import cn, load_any, spki_sha256
+from . import chaincache
+from .certs import check_validity, cn, load_any, spki_sha256
+from .result import VerificationReport
 
 # SHA-256 of the DER SubjectPublicKeyInfo (ATTESTATION.md §2.2, vectors INDEX.md §3).
 PINNED_SPKI: dict[str, str] = {
@@ -112,3 +116,24 @@ def _amd_role(name: str) -> tuple[str, str]:
 @functools.cache
 def _default_store() -> TrustStore:
     return TrustStore.from_directory(ROOTS_DIR)
+
+
+# -- a chain up to a trusted root (the steps verify_snp and verify_tdx share) -------------------------------------
+def check_signatures(
+    rep: VerificationReport, links: Iterable[tuple[str, x509.Certificate, x509.Certificate, str]]
+) -> bool:
+    """One named check per (name, certificate, issuer, detail when it verifies) link, from the trusted root (its
+    own issuer) down to the leaf; a failed link's detail is the signature error. True if every link verifies."""
+    ok = True
+    for name, child, issuer, detail in links:
+        err = chaincache.signed_by(child, issuer)
+        ok = rep.add(name, err is None, err or detail) and ok
+    return ok
+
+
+def check_validity_at(
+    rep: VerificationReport, name: str, certs: Iterable[x509.Certificate], now: dt.datetime
+) -> bool:
+    """One named check that every certificate (reported in the order given) is within its validity at `now`."""
+    bad = [m for m in (check_validity(c, now) for c in certs) if m]
+    return rep.add(name, not bad, "; ".join(bad) or f"all certificates valid at {now.isoformat()}")

@@ -12,12 +12,10 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from .cli import parse_time
+from .cli_common import add_simulated_arguments, read_input, trust_from_args
 from .errors import MAX_INPUT_BYTES, AttestationError
-from .policy import Policy
 from .response import (
     MAX_RESPONSE,
     ResponseFormatError,
@@ -27,7 +25,6 @@ from .response import (
     parse_raw_response,
     verify_response,
 )
-from .trust import TrustStore
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,9 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--chain", help="SNP ASK/ASVK + ARK PEM (default: the document's, else the pinned chain)")
     v.add_argument("--crl", help="AMD ARK-signed CRL (DER or PEM)")
     v.add_argument("--policy", metavar="RV.json", help="reference values / policy file (strict defaults otherwise)")
-    v.add_argument("--allow-simulated", nargs="?", const="", metavar="ROOT.pem",
-                   help="trust this simulated-TEE root (bare flag: DATA_DIR/sim-tee/roots.pem)")
-    v.add_argument("--data-dir", default="./data", help="data dir for a bare --allow-simulated (default ./data)")
+    add_simulated_arguments(v)
     v.add_argument("--nonce", metavar="HEX",
                    help="the attest-nonce you sent: the response must carry fresh evidence bound to it "
                         "(with URL: added as ?attest-nonce= when the URL has none)")
@@ -68,12 +63,7 @@ def _err(msg: str) -> int:
 
 
 def _read(path: str, what: str, limit: int = MAX_INPUT_BYTES) -> bytes:
-    p = Path(path)
-    if not p.is_file():
-        raise ResponseFormatError(f"{what} {path}: no such file")
-    if p.stat().st_size > limit:
-        raise ResponseFormatError(f"{what} {path}: larger than {limit} bytes")
-    return p.read_bytes()
+    return read_input(path, what, limit, ResponseFormatError)
 
 
 def _nonce(text: str) -> bytes:
@@ -109,13 +99,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if (args.url is None) == (args.response is None):
         return _err("give either URL or --response FILE")
     try:
-        policy = Policy.from_file(args.policy) if args.policy else Policy.strict()
-        at = parse_time(args.at) if args.at else None
-        trust = TrustStore.default()
-        if args.allow_simulated is not None:
-            root = args.allow_simulated or str(Path(args.data_dir) / "sim-tee" / "roots.pem")
-            trust = trust.with_simulated(_read(root, "simulated root"))
-            policy.allow_simulated = True
+        policy, at, trust = trust_from_args(args, ResponseFormatError)
         expected = _nonce(args.nonce) if args.nonce else None
         extra = {k: _read(getattr(args, k), k) for k in ("vcek", "chain", "crl") if getattr(args, k)}
         if args.url is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -12,7 +13,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from . import chaincache
 from .certs import (
     AmdExtensions,
-    check_validity,
     cn,
     key_description,
     load_any,
@@ -23,7 +23,7 @@ from .certs import (
 )
 from .errors import MAX_INPUT_BYTES, ParseError
 from .policy import Policy
-from .result import VerificationReport, never_raises
+from .result import VerificationReport, check_reference, never_raises, start_verification
 from .snp import (
     PRODUCTS,
     SIGNING_KEYS,
@@ -34,17 +34,9 @@ from .snp import (
     parse_report,
     product_from_cpuid1_eax,
 )
-from .trust import PINNED_SPKI, SIM_PREFIX, TrustStore
+from .trust import PINNED_SPKI, SIM_PREFIX, TrustStore, check_signatures, check_validity_at
 
 AMD_ORG = "Advanced Micro Devices"
-
-
-def _utc(at: dt.datetime | None) -> dt.datetime:
-    if at is None:
-        return dt.datetime.now(dt.UTC)
-    if at.tzinfo is None:
-        raise ValueError("verification time must be timezone-aware (UTC)")
-    return at.astimezone(dt.UTC)
 
 
 def _strip_sim(name: str) -> tuple[str, bool]:
@@ -85,19 +77,12 @@ def verify_snp(
     pol = (policy or Policy.strict()).snp
     allow_sim = (policy or Policy.strict()).allow_simulated
     trust = trust or TrustStore.default()
-    rep = VerificationReport(kind="snp", tee="snp")
-    try:
-        now = _utc(at)
-    except ValueError as exc:
-        rep.add("snp.time", False, str(exc))
-        return rep
 
     # 1. parse + structure
-    try:
-        r = parse_report(report)
-    except ParseError as exc:
-        rep.add("snp.parse", False, str(exc))
+    rep, started = start_verification("snp", report, parse_report, at)
+    if started is None:
         return rep
+    r, now = started
     rep.add("snp.parse", True, f"version {r.version}, {SIGNING_KEYS.get(r.signing_key, '?')} signer")
     errs = format_errors(r)
     rep.add(
@@ -336,19 +321,19 @@ def _verify_chain(
     if ark is None:
         return None
 
-    err = chaincache.signed_by(ark, ark)
-    rep.add("snp.ark_self_signature", err is None, err or f"{cn(ark.subject)!r} self-signature valid")
-
     inter = supplied_inter
     if inter is None and not simulated:
         inter = trust.amd.get(prod, {}).get("asvk" if vlek else "ask")
+    links = [("snp.ark_self_signature", ark, ark, f"{cn(ark.subject)!r} self-signature valid")]
+    if inter is not None:
+        links += [
+            ("snp.ask_signature", inter, ark, f"{cn(inter.subject)!r} signed by {cn(ark.subject)!r}"),
+            ("snp.vcek_chain", leaf, inter, f"{cn(leaf.subject)!r} signed by {cn(inter.subject)!r}"),
+        ]
+    check_signatures(rep, links)
     if inter is None:
         rep.add("snp.ask_signature", False, f"no {inter_cn!r} certificate supplied or shipped")
         return None
-    err = chaincache.signed_by(inter, ark)
-    rep.add("snp.ask_signature", err is None, err or f"{cn(inter.subject)!r} signed by {cn(ark.subject)!r}")
-    err = chaincache.signed_by(leaf, inter)
-    rep.add("snp.vcek_chain", err is None, err or f"{cn(leaf.subject)!r} signed by {cn(inter.subject)!r}")
 
     # Every certificate supplied with the evidence must belong to this product's chain and verify: a damaged or
     # foreign certificate is an error even when the shipped copy would have been used instead.
@@ -366,8 +351,7 @@ def _verify_chain(
         or f"{len(chain_certs)} supplied chain certificate(s) belong to the pinned {prod} chain",
     )
 
-    bad = [m for m in (check_validity(c, now) for c in (ark, inter, leaf)) if m]
-    rep.add("snp.cert_validity", not bad, "; ".join(bad) or f"all certificates valid at {now.isoformat()}")
+    check_validity_at(rep, "snp.cert_validity", (ark, inter, leaf), now)
 
     problems = []
     for c in (ark, inter, leaf):
@@ -559,16 +543,7 @@ def _policy_checks(
         relax="snp.minimum_guest_svn",
     )
 
-    def exact(name: str, key: str, actual: bytes, expected: bytes | list[bytes] | None) -> None:
-        if expected is None:
-            rep.add(name, True, f"not constrained (no snp.{key} reference value) — value {actual.hex()}")
-            return
-        allowed = expected if isinstance(expected, list) else [expected]
-        ok = actual in allowed
-        rep.add(
-            name, ok, f"{actual.hex()} {'matches' if ok else 'does not match'} snp.{key}", relax=f"snp.{key}"
-        )
-
+    exact = functools.partial(check_reference, rep)
     exact("snp.policy.measurement", "measurement", r.measurement, pol.measurement)
     exact("snp.policy.host_data", "host_data", r.host_data, pol.host_data)
     exact("snp.policy.report_data", "report_data", r.report_data, pol.report_data)

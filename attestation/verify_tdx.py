@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from . import chaincache
-from .certs import check_validity, cn, key_description, load_any, serial, spki_sha256
+from .certs import cn, key_description, load_any, serial, spki_sha256
 from .collateral import load_crl, parse_time, split_signed_json, verify_p256
 from .errors import ParseError
 from .policy import Policy, TdxPolicy
-from .result import VerificationReport, never_raises
+from .result import VerificationReport, check_reference, never_raises, start_verification
 from .tdx import INTEL_QE_VENDOR_ID, PckExtensions, TdxQuote, parse_pck_extensions, parse_quote
-from .trust import INTEL_ROOT_CN, PINNED_SPKI, SIM_PREFIX, TrustStore
-from .verify_snp import _utc
+from .trust import INTEL_ROOT_CN, PINNED_SPKI, SIM_PREFIX, TrustStore, check_signatures, check_validity_at
 
 PCK_LEAF_CN = "Intel SGX PCK Certificate"
 PCK_CA_CNS = ("Intel SGX PCK Platform CA", "Intel SGX PCK Processor CA")
@@ -47,17 +46,10 @@ def verify_tdx(
     pol_all = policy or Policy.strict()
     pol = pol_all.tdx
     trust = trust or TrustStore.default()
-    rep = VerificationReport(kind="tdx", tee="tdx")
-    try:
-        now = _utc(at)
-    except ValueError as exc:
-        rep.add("tdx.time", False, str(exc))
+    rep, started = start_verification("tdx", quote, parse_quote, at)
+    if started is None:
         return rep
-    try:
-        q = parse_quote(quote)
-    except ParseError as exc:
-        rep.add("tdx.parse", False, str(exc))
-        return rep
+    q, now = started
     rep.add("tdx.parse", True, f"quote v{q.version}, {len(q.raw)} bytes ({q.trailing} trailing)")
     rep.add(
         "tdx.format",
@@ -219,15 +211,12 @@ def _check_chain(
         trusted = root if ok else None
     if trusted is None:
         return None
-    err = chaincache.signed_by(root, root)
-    rep.add(f"{prefix}.root_signature", err is None, err or "root self-signature valid")
+    links = [(f"{prefix}.root_signature", root, root, "root self-signature valid")]
     if want_len == 3:
-        err = chaincache.signed_by(chain[1], root)
-        rep.add(f"{prefix}.intermediate_signature", err is None, err or "intermediate CA signed by the root")
-    err = chaincache.signed_by(chain[0], chain[1])
-    rep.add(f"{prefix}.leaf_signature", err is None, err or f"{names[0]!r} signed by {names[1]!r}")
-    bad = [m for m in (check_validity(c, now) for c in chain) if m]
-    rep.add(f"{prefix}.validity", not bad, "; ".join(bad) or f"all certificates valid at {now.isoformat()}")
+        links.append((f"{prefix}.intermediate_signature", chain[1], root, "intermediate CA signed by the root"))
+    links.append((f"{prefix}.leaf_signature", chain[0], chain[1], f"{names[0]!r} signed by {names[1]!r}"))
+    check_signatures(rep, links)
+    check_validity_at(rep, f"{prefix}.validity", chain, now)
     if any(not c.ok for c in rep.checks if c.name.startswith(prefix)):
         return None
     return chain[0]
@@ -552,16 +541,7 @@ def _policy(rep: VerificationReport, q: TdxQuote, pol: TdxPolicy) -> None:
         "; ".join(problems) or f"TD_ATTRIBUTES 0x{attrs:x}, XFAM 0x{xfam:x}",
     )
 
-    def exact(name: str, key: str, actual: bytes, expected: bytes | list[bytes] | None) -> None:
-        if expected is None:
-            rep.add(name, True, f"not constrained (no tdx.{key} reference value) — value {actual.hex()}")
-            return
-        allowed = expected if isinstance(expected, list) else [expected]
-        ok = actual in allowed
-        rep.add(
-            name, ok, f"{actual.hex()} {'matches' if ok else 'does not match'} tdx.{key}", relax=f"tdx.{key}"
-        )
-
+    exact = functools.partial(check_reference, rep)
     exact("tdx.policy.mrtd", "mrtd", b.mr_td, pol.mrtd)
     for i in range(4):
         exact(f"tdx.policy.rtmr{i}", f"rtmr{i}", b.rtmrs[i], getattr(pol, f"rtmr{i}"))

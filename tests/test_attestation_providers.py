@@ -7,6 +7,7 @@ import ctypes
 import datetime as dt
 import os
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -279,6 +280,42 @@ def test_bundle_label_cannot_claim_hardware(tmp_path):
     relabelled = Evidence("snp", "snp", ev.raw, ev.endorsements)
     r = verify_evidence(relabelled)
     assert not r.ok and r.simulated  # the chain, not the label, decides
+
+
+def test_simulated_label_after_an_internal_error_claims_nothing(tmp_path, monkeypatch):
+    ev = SimProvider(tmp_path, kind="snp").get_evidence(bytes(64))
+
+    def boom(*_a: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(sys.modules["attestation.verify_snp"], "format_errors", boom)
+    r = verify_evidence(ev)
+    assert [c.name for c in r.failed()] == ["snp.internal_error", "evidence.label"]
+    assert r.check("evidence.label").detail == (
+        "bundle labelled 'sim-snp'; verification aborted (snp.internal_error) without a result for the evidence's chain")
+
+
+def test_simulated_label_on_hardware_evidence_says_what_was_established(vectors):
+    """A 'sim-*' label on hardware evidence fails; the detail claims a hardware root only when the chain
+    verified up to the pinned one."""
+    sev = vectors / "sev"
+    snp = Evidence("snp", "sim-snp", (sev / "gosevguest_milan_attestation.bin").read_bytes(),
+                   {"vcek": (sev / "gosevguest_milan_vcek.der").read_bytes(),
+                    "chain": (sev / "gosevguest_milan_vcek_cert_chain.pem").read_bytes()})
+    tdx = Evidence("tdx", "sim-tdx", (vectors / "tdx" / "gotdxguest_tdx_prod_quote_SPR_E4.dat").read_bytes(), {})
+    for ev, at, root in ((snp, SNP_AT, "snp.ark_pinned"), (tdx, TDX_AT, "tdx.pck_chain.root_pinned")):
+        label = verify_evidence(ev, at=at).check("evidence.label")
+        assert label is not None and not label.ok
+        assert label.detail == f"bundle labelled {ev.tee!r} but the evidence chains to a hardware root"
+        label = verify_evidence(ev, at=at, trust=TrustStore()).check("evidence.label")  # no pinned roots
+        assert label is not None and not label.ok
+        assert label.detail == (f"bundle labelled {ev.tee!r}; the evidence's chain names a hardware root but was "
+                                f"not verified up to it (check {root} failed)")
+        short = Evidence(ev.kind, ev.tee, ev.raw[:100], ev.endorsements)
+        label = verify_evidence(short, at=at).check("evidence.label")
+        assert label is not None and label.detail == (
+            f"bundle labelled {ev.tee!r}; verification stopped at check {ev.kind}.parse before the evidence's "
+            "chain was evaluated")
 
 
 def test_report_data_must_be_64_bytes(tmp_path):

@@ -501,6 +501,30 @@ def test_endorsements_supplied_by_the_client(node_a: SimNode, tmp_path: Path,
     capsys.readouterr()
 
 
+def test_simulated_label_with_early_stop_claims_no_hardware_root(node_a: SimNode, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """Regression: a 'sim-snp' bundle whose verification stopped before its chain was evaluated (here: no VCEK)
+    was reported as 'chains to a hardware root'. The label check names the check it stopped at instead."""
+    doc = node_a.document()
+    doc["evidence"]["endorsements"] = {}
+    rep = verify_response(response(node_a), doc, **allow(node_a))
+    assert failed(rep) == {"evidence"}
+    ev = rep.evidence_reports["evidence"]
+    assert [c.name for c in ev.failed()] == ["snp.signing_key", "evidence.label"]
+    assert ev.check("snp.ark_pinned") is None  # the chain was never evaluated
+    assert ev.check("evidence.label").detail == (
+        "bundle labelled 'sim-snp'; verification stopped at check snp.signing_key before the evidence's chain "
+        "was evaluated")
+    assert "hardware root" not in rep.format_text(verbose=True)
+    # what `aocu verify` prints for it
+    f, d = tmp_path / "resp.txt", tmp_path / "doc.json"
+    f.write_bytes(to_curl_bytes(response(node_a)))
+    d.write_text(json.dumps(doc))
+    assert aocu(["verify", "--response", str(f), "--evidence", str(d), "--allow-simulated", str(node_a.roots)]) == 1
+    out = capsys.readouterr().out
+    assert "verification stopped at check snp.signing_key" in out and "hardware root" not in out
+
+
 def test_flask_post_processor_signs_routes(node_a: SimNode) -> None:
     """The hook the node's app runs after each request (cu.http.state.PostProcessor), on a minimal app."""
     from flask import Flask, Response, request

@@ -261,33 +261,21 @@ def _ans104_params(c: Commitment) -> list[tuple[str, object]]:
     return params
 
 
+def _plain_component(label: str, item: http_sfv.Item) -> tuple[str, str]:
+    """A component as HyperBEAM writes it: a plain sf-string; identified by its name without `@`, lower-cased."""
+    if not isinstance(item.value, str) or item.params:
+        raise CodecError(f"signature-input {label}: components must be plain sf-strings")
+    return item.value, item.value.lstrip("@").lower()
+
+
 def decode_headers(signature_input: str, signature: str) -> list[Commitment]:
     """Commitments from Signature-Input/Signature. Labels must pair up; duplicate components, a wrong
     shape or too many members raise CodecError. ans104@1.0 members come back with `item` unset
     (rebuilt by `cu.codec.message` once the data field is known)."""
-    inputs = sf.parse_dictionary(signature_input, "signature-input")
-    sigs = sf.parse_dictionary(signature, "signature")
-    if len(inputs) > MAX_COMMITMENTS:
-        raise CodecError("too many commitments")
-    if set(inputs) != set(sigs):
-        raise CodecError("signature-input and signature labels differ")
     out = []
-    for label, inner in inputs.items():
-        if not isinstance(inner, http_sfv.InnerList):
-            raise CodecError(f"signature-input {label}: must be an inner list")
-        if len(inner) > MAX_COMPONENTS:
-            raise CodecError(f"signature-input {label}: too many components")
-        comps = []
-        for it in inner:
-            if not isinstance(it.value, str) or it.params:
-                raise CodecError(f"signature-input {label}: components must be plain sf-strings")
-            comps.append(it.value)
-        bare = [x.lstrip("@").lower() for x in comps]
-        if len(set(bare)) != len(bare):
-            raise CodecError(f"signature-input {label}: duplicate component identifiers")
-        sig = sigs[label]
-        if not isinstance(sig, http_sfv.Item) or not isinstance(sig.value, bytes):
-            raise CodecError(f"signature {label}: must be a byte sequence")
+    members = sf.signature_members(signature_input, signature, _plain_component, max_members=MAX_COMMITMENTS,
+                                   too_many="too many commitments", max_components=MAX_COMPONENTS)
+    for label, inner, comps, bare, sig in members:
         params = list(inner.params.items())  # tokens stay tokens so the base re-serializes identically
         for k, v in params:
             if not isinstance(v, (str, int, bool, bytes)):
@@ -301,7 +289,7 @@ def decode_headers(signature_input: str, signature: str) -> list[Commitment]:
         committer = None
         if keyid is not None and len(keyid) > 43 and alg != HMAC_TYPE:
             committer = b64url(sha256(_decode_key(keyid)))
-        out.append(Commitment(str(device) if isinstance(device, str) else DEVICE_HTTPSIG, str(alg), sig.value, bare,
+        out.append(Commitment(str(device) if isinstance(device, str) else DEVICE_HTTPSIG, str(alg), sig, bare,
                               keyid=keyid, committer=committer, params=params, components=comps, label=label))
     return out
 

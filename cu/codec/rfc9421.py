@@ -70,6 +70,11 @@ def _component(item: object) -> Component:
     return Component(item.value, list(item.params.items()))
 
 
+def _identified_component(label: str, item: http_sfv.Item) -> tuple[Component, str]:
+    c = _component(item)
+    return c, c.identifier
+
+
 def _authority(url: str) -> str:
     try:
         parts = urlsplit(url)
@@ -335,27 +340,9 @@ def parse_signature_headers(msg: HTTPMessage) -> list[tuple[str, list[Component]
     sg = msg.header("signature")
     if si is None or sg is None:
         raise CodecError("message has no Signature-Input/Signature headers")
-    inputs = sf.parse_dictionary(si, "signature-input")
-    sigs = sf.parse_dictionary(sg, "signature")
-    if len(inputs) > MAX_SIGNATURES:
-        raise CodecError("too many signatures")
-    if set(inputs) != set(sigs):
-        raise CodecError("signature-input and signature labels differ")
-    out = []
-    for label, inner in inputs.items():
-        if not isinstance(inner, http_sfv.InnerList):
-            raise CodecError(f"signature-input {label}: must be an inner list")
-        if len(inner) > MAX_COMPONENTS:
-            raise CodecError(f"signature-input {label}: too many components")
-        comps = [_component(i) for i in inner]
-        idents = [c.identifier for c in comps]
-        if len(set(idents)) != len(idents):
-            raise CodecError(f"signature-input {label}: duplicate component identifiers")
-        sig = sigs[label]
-        if not isinstance(sig, http_sfv.Item) or not isinstance(sig.value, bytes):
-            raise CodecError(f"signature {label}: must be a byte sequence")
-        out.append((label, comps, list(inner.params.items()), sig.value))
-    return out
+    members = sf.signature_members(si, sg, _identified_component, max_members=MAX_SIGNATURES,
+                                   too_many="too many signatures", max_components=MAX_COMPONENTS)
+    return [(label, comps, list(inner.params.items()), sig) for label, inner, comps, _, sig in members]
 
 
 KeyResolver = Callable[[str | None, str | None], tuple[str, Key]]

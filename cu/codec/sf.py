@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import http_sfv
 
 from cu.codec.errors import CodecError
 
 MAX_FIELD = 1 << 20  # refuse absurd header values before parsing
+C = TypeVar("C")
 
 
 def _bytes(text: str | bytes, what: str) -> bytes:
@@ -127,3 +130,38 @@ def relaxed_dictionary(text: str, what: str) -> list[tuple[str, str]]:
             v = v[1:-1]
         out.append((k.strip(), v))
     return out
+
+
+def signature_members(
+    signature_input: str | bytes,
+    signature: str | bytes,
+    component: Callable[[str, http_sfv.Item], tuple[C, str]],
+    *,
+    max_members: int,
+    too_many: str,
+    max_components: int,
+) -> Iterator[tuple[str, http_sfv.InnerList, list[C], list[str], bytes]]:
+    """The members of Signature-Input and Signature (RFC 9421 §4.1, §4.2) paired by label, one at a time:
+    (label, inner list, components, their identifiers, signature bytes). `component(label, item)` reads one
+    component as (component, identifier). CodecError (`too_many` above `max_members` members) for dictionaries
+    that do not parse, labels in only one header, a member that is not an inner list, more than `max_components`
+    components, duplicate identifiers or a signature that is not a byte sequence."""
+    inputs = parse_dictionary(signature_input, "signature-input")
+    sigs = parse_dictionary(signature, "signature")
+    if len(inputs) > max_members:
+        raise CodecError(too_many)
+    if set(inputs) != set(sigs):
+        raise CodecError("signature-input and signature labels differ")
+    for label, inner in inputs.items():
+        if not isinstance(inner, http_sfv.InnerList):
+            raise CodecError(f"signature-input {label}: must be an inner list")
+        if len(inner) > max_components:
+            raise CodecError(f"signature-input {label}: too many components")
+        read = [component(label, it) for it in inner]
+        idents = [ident for _, ident in read]
+        if len(set(idents)) != len(idents):
+            raise CodecError(f"signature-input {label}: duplicate component identifiers")
+        sig = sigs[label]
+        if not isinstance(sig, http_sfv.Item) or not isinstance(sig.value, bytes):
+            raise CodecError(f"signature {label}: must be a byte sequence")
+        yield label, inner, [c for c, _ in read], idents, sig.value
