@@ -96,6 +96,7 @@ def setup(port: int, wasm: bytes, clients: int) -> list[str]:
     return pids
 
 
+PAIR = "<http pair>"   # a client that measures the HTTP floor of a round trip
 MODES = {"key": ("", {}), "fresh": ("&attest-nonce=" + "ab" * 32, {}),
          "ans104": ("", {"accept-codec": "ans104@1.0"})}
 
@@ -105,10 +106,11 @@ def client(port: int, pid: str | None, seconds: float, n_presigned: int, start_a
     suffix, headers = MODES[mode]
     lat: list[float] = []
     errors = 0
+    cpu0 = 0.0
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         items = []
-        if pid is not None:
+        if pid is not None and pid != PAIR:
             key = Ed25519Key.generate()
             items = [DataItem.create(key, data=f"m{i}".encode(), target=pid, tags=[
                 ("Data-Protocol", "ao"), ("Type", "Message"), ("Action", "Echo")]) for i in range(n_presigned)]
@@ -117,12 +119,18 @@ def client(port: int, pid: str | None, seconds: float, n_presigned: int, start_a
             time.sleep(0.001)
         end = start_at + seconds
         i = 0
+        cpu0 = time.process_time()
         while time.time() < end:
             t0 = time.perf_counter()
             try:
                 if pid is None:
                     status, _ = call(conn, "GET", "/health")
                     ok = status == 200
+                elif pid == PAIR:
+                    # the same two requests through gunicorn + Flask, answered without the evaluator
+                    s1, _ = call(conn, "POST", "/", b"not a data item")
+                    s2, _ = call(conn, "GET", "/health")
+                    ok = s1 == 400 and s2 == 200
                 else:
                     if i >= len(items):
                         break
@@ -138,31 +146,62 @@ def client(port: int, pid: str | None, seconds: float, n_presigned: int, start_a
             lat.append(time.perf_counter() - t0)
             errors += not ok
     finally:
-        q.put((lat, errors))
+        q.put((lat, errors, time.process_time() - cpu0))
 
 
-def run_phase(port: int, pids: list[str | None], seconds: float, n_presigned: int, mode: str = "key") -> dict:
+def node_cpu(node_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the node's processes, by role (evaluator, workers, master)."""
+    out = {"evaluator": 0.0, "workers": 0.0, "master": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[2]) != node_pid:     # process group of the node
+            continue
+        role = ("master" if int(entry) == node_pid else
+                "evaluator" if b"cu.node.service" in cmd else "workers")
+        out[role] += (int(stat[11]) + int(stat[12])) / tick
+    return out
+
+
+def run_phase(port: int, pids: list[str | None], seconds: float, n_presigned: int, mode: str = "key",
+              node_pid: int | None = None) -> dict:
     ctx = mp.get_context("fork")
     q = ctx.Queue()
-    start_at = time.time() + (1.0 + n_presigned * len(pids) / 4000.0 if pids[0] else 0.5)
+    start_at = time.time() + (1.0 + n_presigned * len(pids) / 4000.0 if pids[0] not in (None, PAIR) else 0.5)
     procs = [ctx.Process(target=client, args=(port, pid, seconds, n_presigned, start_at, q, mode)) for pid in pids]
     for p in procs:
         p.start()
     lat: list[float] = []
     errors = 0
+    client_cpu = 0.0
+    cpu_before = node_cpu(node_pid) if node_pid else None
     for _ in procs:
-        l_, e = q.get(timeout=seconds + 300)
+        l_, e, c = q.get(timeout=seconds + 300)
         lat += l_
         errors += e
+        client_cpu += c
+    cpu_after = node_cpu(node_pid) if node_pid else None
     for p in procs:
         p.join()
     lat.sort()
     if not lat:
         raise SystemExit("no request completed")
-    return {
+    out = {
         "n": len(lat), "errors": errors, "per_s": len(lat) / seconds,
         "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * lat[int(len(lat) * 0.99) - 1],
+        "cpu_ms": {"clients": 1000 * client_cpu / len(lat)},
     }
+    if cpu_before is not None and cpu_after is not None:
+        # the node's processes also start before/finish after the clients' window: a slight overestimate
+        for role in cpu_before:
+            out["cpu_ms"][role] = 1000 * (cpu_after[role] - cpu_before[role]) / len(lat)
+    return out
 
 
 def fsync_baseline(directory: Path, n: int = 200) -> float:
@@ -183,20 +222,49 @@ def fsync_baseline(directory: Path, n: int = 200) -> float:
 
 
 def engine_baseline(wasm: bytes, cache: Path, n: int = 300) -> float:
-    """p50 of Instance.handle for the same Echo message in-process: the floor of one evaluation."""
+    """p50 of Instance.handle in-process for an Echo message shaped as the node sends it (43-character ids,
+    an 86-character ed25519 signature, the legacy tags and env): the floor of one evaluation."""
     import cu.engine as engine
+    from cu.node import legacy
     mod = engine.Module.load(wasm, "wasm32-unknown-emscripten2", cache_dir=cache)
     inst = engine.Instance(mod, memory_limit=512 << 20, compute_limit=9 * 10**12)
-    env = b'{"Process":{"Id":"P","Owner":"O","Tags":[]},"Module":{"Id":"M","Owner":"O","Tags":[]}}'
+    ptags = [("Data-Protocol", "ao"), ("Type", "Process"), ("Module", "M" * 43), ("Name", "bench-0")]
+    env = legacy.dumps(legacy.env_object(pid="P" * 43, process_owner="O" * 43, process_tags=ptags,
+                                         module_id="M" * 43, module_owner="O" * 43, module_tags=ptags))
     lat = []
     for i in range(n):
-        msg = json.dumps({"Id": f"m{i}", "Owner": "O", "Target": "P", "From": "O", "Data": f"m{i}",
-                          "Tags": [{"name": "Action", "value": "Echo"}], "Timestamp": i, "Block-Height": 0,
-                          "Cron": False, "Read-Only": False}).encode()
+        msg = legacy.dumps(legacy.scheduled_message(
+            msg_id=f"{i:043d}", signature="S" * 86, data=f"m{i}".encode(), owner="W" * 43, target="P" * 43,
+            anchor=None, tags=[("Data-Protocol", "ao"), ("Type", "Message"), ("Action", "Echo")], epoch=0,
+            nonce=i + 1, timestamp=1_700_000_000_000 + i, block_height=0, hash_chain="H" * 43))
         t0 = time.perf_counter()
-        inst.handle(msg, env)
+        inst.handle(msg, env, keep_patches=True)
         lat.append(time.perf_counter() - t0)
     return 1000 * statistics.median(lat)
+
+
+def evaluator_socket_round_trips(data_dir: Path, pid: str, n: int = 400) -> tuple[float, float]:
+    """p50 ms of the evaluator's two operations of a round trip, called directly on its Unix socket (no HTTP):
+    schedule (durable, acknowledged after the fsync) and result."""
+    from cu.node.items import item_meta
+    from cu.node.service import SocketClient
+    from cu.node.store import ScheduleOp
+    sock = SocketClient(data_dir / "evaluator.sock")
+    key = Ed25519Key.generate()
+    sched, res = [], []
+    for i in range(n):
+        item = DataItem.create(key, data=f"m{i}".encode(), target=pid,
+                               tags=[("Data-Protocol", "ao"), ("Type", "Message"), ("Action", "Echo")])
+        op = ScheduleOp("message", pid, item.id, (item_meta(item), item.to_bytes()))
+        t0 = time.perf_counter()
+        sock.submit(op)
+        t1 = time.perf_counter()
+        body = sock.call("result", pid=pid, message=item.id)["body"]
+        t2 = time.perf_counter()
+        assert json.loads(body)["Output"] == f"m{i}"
+        sched.append(t1 - t0)
+        res.append(t2 - t1)
+    return 1000 * statistics.median(sched[n // 4:]), 1000 * statistics.median(res[n // 4:])
 
 
 def result_body(port: int, pid: str) -> bytes:
@@ -263,9 +331,11 @@ def main() -> int:
             # ~2x the target rate per client is plenty of pre-signed messages
             n_pre = int(args.seconds * 2500 / args.clients) + 100
             base1 = run_phase(port, [None], args.seconds / 2, 0)
-            one = run_phase(port, [pids[0]], args.seconds / 2, n_pre)
+            pair = run_phase(port, [PAIR], args.seconds / 2, 0)
+            one = run_phase(port, [pids[0]], args.seconds / 2, n_pre, node_pid=node.pid)
+            sock_sched, sock_result = evaluator_socket_round_trips(Path(tmp) / "data", pids[0])
             base = run_phase(port, [None] * args.clients, args.seconds, 0)
-            many = run_phase(port, list(pids), args.seconds, n_pre)
+            many = run_phase(port, list(pids), args.seconds, n_pre, node_pid=node.pid)
             fresh = run_phase(port, [pids[0]], args.seconds / 2, n_pre, "fresh")
             ans = run_phase(port, [pids[0]], args.seconds / 2, n_pre, "ans104")
             body = result_body(port, pids[0])
@@ -284,6 +354,18 @@ def main() -> int:
         print(f"{name:38} {r['n']:7d} {r['errors']:4d} {r['per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}")
     print(f"floors (same run): fdatasync on the data dir p50 {fsync_ms:.2f} ms (every ack waits for one); "
           f"engine handle() of the Echo message in-process p50 {engine_ms:.2f} ms")
+    print(f"where a 1-client round trip goes (same run, p50): the two requests through gunicorn + Flask answered "
+          f"without the evaluator (POST / -> 400, GET /health) {pair['p50_ms']:.2f} ms; the evaluator's "
+          f"operations on its socket without HTTP: schedule (durable ack) {sock_sched:.2f} ms + result "
+          f"{sock_result:.2f} ms; sum {pair['p50_ms'] + sock_sched + sock_result:.2f} ms vs measured "
+          f"{one['p50_ms']:.2f} ms")
+    for name, r in (("1 client", one), (f"{args.clients} clients", many)):
+        cpu = r["cpu_ms"]
+        total = sum(cpu.values())
+        print(f"CPU per result, {name}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in cpu.items())
+              + f"; total {total:.2f} ms -> at most {1000 * (os.cpu_count() or 1) / total:.0f} results/s on "
+              f"{os.cpu_count()} CPUs; the evaluator (one process, one GIL) alone caps at "
+              f"{1000 / max(cpu.get('evaluator', 0.0), 1e-9):.0f}/s")
     print(f"ratios vs baseline (same run): 1 client p50 x{one['p50_ms'] / base1['p50_ms']:.1f}, "
           f"{args.clients} clients throughput {many['per_s'] / base['per_s']:.2f} of /health")
     print(f"attestation, 1 client round trips (same run): fresh-nonce evidence p50 {fresh['p50_ms']:.2f} ms "

@@ -183,7 +183,7 @@ def _run_gunicorn(config: NodeConfig, args: argparse.Namespace) -> None:
         def load_config(self) -> None:
             opts: dict[str, Any] = {
                 "bind": args.bind, "workers": args.workers, "threads": args.threads,
-                "worker_class": "gthread" if args.threads > 1 else "sync", "timeout": 120,
+                "worker_class": "cu.http.worker.KeepAliveThreadWorker" if args.threads > 1 else "sync", "timeout": 120,
                 "graceful_timeout": 30, "keepalive": 5, "accesslog": None, "errorlog": "-",
                 "loglevel": "warning" if args.quiet else "info", "proc_name": "aocu",
                 # one control socket per user would collide between nodes; nothing here uses it

@@ -25,7 +25,11 @@ class NodeConfig:
     eval_timeout_s: float = 30.0
     busy_s: float = 60.0                   # a read waiting longer on the evaluator answers 202 "in progress"
     module_cache: Path | None = None       # compiled-module cache (default DATA-DIR/module-cache)
-    eager: bool = True                     # evaluate scheduled messages at once (else when first read)
+    eager: bool = True                     # evaluate scheduled messages without a read (else when first read)
+    # A scheduled message is evaluated by the first /result request for it, on that request's thread, or by the
+    # crank this long after its acknowledgement if nobody asked (its outbox is delivered then): the usual
+    # post-then-read client gets its result without thread hand-offs, and unread messages still crank.
+    crank_delay_s: float = 0.02
     evaluator: str = "embedded"            # embedded (in this process) | socket (separate evaluator process)
     socket_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -77,6 +77,9 @@ class Evaluator:
         self._pending: dict[tuple[str, str], bytes] = {}   # results evaluated but not yet written
         self._patch_cache: dict[str, dict[str, Any]] = {}   # pid -> merged patch@1.0 state (AO-Core /now)
         self._patch_unknown: set[str] = set()    # restored from a checkpoint without its patch cache
+        # (pid, message id) -> its committed log entry and item, from scheduling until it is evaluated: the
+        # evaluation of a fresh message reads neither the log nor the item back from the store
+        self._recent: dict[tuple[str, str], tuple[LogEntry, tuple[ItemMeta, bytes]]] = {}
         # pids that received outbox deliveries are handed here (the crank queue) rather than evaluated
         # while a caller holds another process's lock
         self.on_delivery: Callable[[str], None] = lambda pid: self.settle([pid])
@@ -174,9 +177,17 @@ class Evaluator:
             finally:
                 lock.release()
 
+    def remember(self, entry: LogEntry, item: tuple[ItemMeta, bytes]) -> None:
+        """A message was durably scheduled (the store has it; this is only a shortcut)."""
+        if len(self._recent) >= 10_000:
+            self._recent.clear()      # bounded: entries are normally consumed within milliseconds
+        meta, raw = item
+        self._recent[(entry.pid, entry.message_id)] = (entry, (meta, raw[len(raw) - meta.size:]))
+
     # message JSON -------------------------------------------------------------------------------
-    def _message_json(self, st: ProcState, entry: LogEntry) -> tuple[bytes, ItemMeta]:
-        got = self.store.item_with_data(entry.message_id)
+    def _message_json(self, st: ProcState, entry: LogEntry,
+                      item: tuple[ItemMeta, bytes] | None = None) -> tuple[bytes, ItemMeta]:
+        got = item or self.store.item_with_data(entry.message_id)
         if got is None:
             raise NodeError(500, f"message {entry.message_id} of {st.pid} missing from the store")
         meta, data = got
@@ -343,7 +354,9 @@ class Evaluator:
                     batch = 1 if target - st.nonce <= 16 else BATCH
                     for entry in chunk:
                         self._crons(st, entry.timestamp, rows, outgoing)
-                        msg, source = self._message_json(st, entry)
+                        recent = self._recent.pop((pid, entry.message_id), None)
+                        item = recent[1] if recent is not None and recent[0] == entry else None
+                        msg, source = self._message_json(st, entry, item)
                         self._evaluate_one(st, msg, nonce=entry.nonce, cron_id=None, message_id=entry.message_id,
                                            timestamp=entry.timestamp, height=entry.block_height, source=source,
                                            rows=rows, outgoing=outgoing)
@@ -386,9 +399,10 @@ class Evaluator:
         body = self._pending.get((pid, message_id))
         if body is not None:
             return body
-        row = self.store.result_by_message(pid, message_id)
+        recent = self._recent.get((pid, message_id))
+        row = None if recent is not None else self.store.result_by_message(pid, message_id)
         if row is None:
-            entry = self.store.log_entry_by_message(pid, message_id)
+            entry = recent[0] if recent is not None else self.store.log_entry_by_message(pid, message_id)
             if entry is None:
                 if self.store.process(pid) is None:
                     raise NodeError(404, f"Process {pid} not found")

@@ -71,16 +71,15 @@ class EvaluatorCore:
         # legacynet bridge (None unless `aocu serve --gateway`): processes scheduled on a legacy SU
         from cu.node.bridge.node_hook import bridge_from_node
         self.bridge = bridge_from_node(config, self.identity)
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._queued: set[str] = set()
-        self._qlock = threading.Lock()
+        self._due: dict[str, float] = {}         # pid -> monotonic time its crank is due
+        self._crank_cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._commit_q: queue.Queue[tuple[Job, bool, Future]] = queue.Queue()
         self._commit_lock = threading.Lock()
         self._deferred = threading.local()
         self.store.writer = self._group_write
-        self.store.async_writer = self._group_write_async
+        self.store.async_writer = self._group_write_deferred
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._crank, name="aocu-crank", daemon=True)
@@ -109,12 +108,6 @@ class EvaluatorCore:
             except Exception as exc:  # noqa: BLE001 - returned in place, as transact() does
                 out.append(exc)
         return out
-
-    def _group_write_async(self, job: Job, durable: bool, done: Callable[[Any], None]) -> None:
-        fut: Future = Future()
-        fut.add_done_callback(lambda f: done(f.exception() or f.result()))
-        self._commit_q.put((job, durable, fut))
-        self._lead()
 
     def _lead(self) -> None:
         while True:
@@ -153,48 +146,79 @@ class EvaluatorCore:
             else:
                 fut.set_result(res)
 
+    def _group_write_deferred(self, job: Job, durable: bool, done: Callable[[Any], None]) -> None:
+        """Write-behind from a request's thread: queued now, committed after the reply is sent."""
+        fut: Future = Future()
+        fut.add_done_callback(lambda f: done(f.exception() or f.result()))
+        self._commit_q.put((job, durable, fut))
+        if getattr(self._deferred, "in_request", False):
+            self._deferred.lead = True
+        else:
+            self._lead()
+
+    def begin_request(self) -> None:
+        self._deferred.in_request = True
+
     def schedule(self, op: ScheduleOp, *, defer_notify: bool = False) -> tuple[LogEntry, bool]:
         (res,) = self.store.schedule_batch([op], int(time.time() * 1000), self.config.block_height,
                                            self.identity.build_assignment)
         if isinstance(res, Exception):
             raise NodeError(404, str(res)) if isinstance(res, StoreError) else res
         if res[1]:
+            if op.kind == "message" and op.item is not None:
+                self.evaluator.remember(res[0], op.item)
             if defer_notify:
                 # cranked after the acknowledgement is sent: evaluation must not hold the GIL before it
                 self._deferred.__dict__.setdefault("pids", []).append(res[0].pid)
             else:
-                self.notify(res[0].pid)
+                self.notify(res[0].pid, self.config.crank_delay_s)
         return res
 
     def flush_deferred(self) -> None:
-        pids = self._deferred.__dict__.pop("pids", [])
-        for pid in pids:
-            self.notify(pid)
+        """After a request's reply is sent: its crank notifications and write-behind commit."""
+        d = self._deferred.__dict__
+        d.pop("in_request", None)
+        for pid in d.pop("pids", []):
+            self.notify(pid, self.config.crank_delay_s)
+        if d.pop("lead", False):
+            self._lead()
 
-    def notify(self, pid: str) -> None:
+    def notify(self, pid: str, delay_s: float = 0.0) -> None:
+        """Evaluate `pid`'s unevaluated messages (and deliver their outbox) `delay_s` from now at the latest."""
         if not self.config.eager:
             return
-        with self._qlock:
-            if pid in self._queued:
+        due = time.monotonic() + delay_s
+        with self._crank_cv:
+            cur = self._due.get(pid)
+            if cur is not None and cur <= due:
                 return
-            self._queued.add(pid)
-        self._queue.put(pid)
+            self._due[pid] = due
+            self._crank_cv.notify()
+
+    def _next_due(self) -> list[str] | None:
+        with self._crank_cv:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                ready = [pid for pid, due in self._due.items() if due <= now]
+                if ready:
+                    for pid in ready:
+                        del self._due[pid]
+                    return ready
+                self._crank_cv.wait(min(self._due.values()) - now if self._due else None)
+        return None
 
     def _crank(self) -> None:
-        while not self._stopping.is_set():
-            pid = self._queue.get()
-            if pid is None:
-                return
-            with self._qlock:
-                self._queued.discard(pid)
-            try:
-                self.evaluator.settle([pid])
-            except Exception as exc:  # noqa: BLE001 - the crank must survive any one process failing
-                log.error("evaluation of %s failed: %s", pid, exc)
+        while (ready := self._next_due()) is not None:
+            for pid in ready:
+                try:
+                    self.evaluator.settle([pid])
+                except Exception as exc:  # noqa: BLE001 - the crank must survive any one process failing
+                    log.error("evaluation of %s failed: %s", pid, exc)
 
     def stop(self) -> None:
         self._stopping.set()
-        self._queue.put(None)
+        with self._crank_cv:
+            self._crank_cv.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.evaluator.shutdown()           # checkpoints (and any queued write-behind results) are written
@@ -234,7 +258,7 @@ class EvaluatorCore:
             ev.checkpoint(args["pid"])
             return {}
         if op == "metrics":
-            return {"metrics": dict(ev.metrics), "warm": ev.warm(), "queued": self._queue.qsize()}
+            return {"metrics": dict(ev.metrics), "warm": ev.warm(), "queued": len(self._due)}
         if op == "now":
             return self._now(args["pid"])
         raise NodeError(400, f"unknown evaluator operation {op!r}")
@@ -254,6 +278,7 @@ class EmbeddedClient:
         self.core = core
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
+        self.core.begin_request()
         try:
             return self.core.call(op, args)
         finally:
@@ -362,6 +387,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 return
             if req is None:
                 return
+            self.server.core.begin_request()
             try:
                 value = self.server.core.call(str(req.get("op")), dict(req.get("args") or {}))
                 reply = {"ok": True, "value": value}

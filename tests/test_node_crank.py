@@ -1,0 +1,73 @@
+"""The crank (cu/node/service.py): a message whose result nobody reads is still evaluated and stored shortly
+after its acknowledgement, and a read that comes first evaluates it on the reading request's thread."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from cu.codec.ans104 import DataItem
+from cu.codec.wallet import ArweaveWallet, Ed25519Key
+from cu.node.config import NodeConfig
+from cu.node.ingest import Scheduler
+from cu.node.service import EmbeddedClient, EvaluatorCore
+from tests.modules.build import build
+
+
+@pytest.fixture()
+def node(tmp_path):
+    def make(crank_delay_s: float):
+        cfg = NodeConfig.from_mapping({"data_dir": tmp_path / str(crank_delay_s), "tee": "none",
+                                       "evaluator": "embedded", "crank_delay_s": crank_delay_s})
+        core = EvaluatorCore(cfg)
+        core.start()
+        client = EmbeddedClient(core)
+        sched = Scheduler(cfg, core.store, core.identity, submit=client.submit)
+        wallet = ArweaveWallet.generate()
+        module = DataItem.create(wallet, data=build("lua32").read_bytes(), tags=[
+            ("Data-Protocol", "ao"), ("Type", "Module"), ("Module-Format", "wasm32-unknown-emscripten2"),
+            ("Input-Encoding", "JSON-1"), ("Output-Encoding", "JSON-1"), ("Memory-Limit", "512-mb"),
+            ("Compute-Limit", "9000000000000")])
+        sched.ingest(module.to_bytes())
+        proc = DataItem.create(wallet, data=b"", tags=[("Data-Protocol", "ao"), ("Type", "Process"),
+                                                       ("Module", module.id)])
+        sched.ingest(proc.to_bytes())
+        made.append(core)
+        return core, client, sched, proc.id
+    made: list[EvaluatorCore] = []
+    yield make
+    for core in made:
+        core.stop()
+
+
+def _message(pid: str, data: str) -> bytes:
+    return DataItem.create(Ed25519Key.generate(), data=data.encode(), target=pid,
+                           tags=[("Data-Protocol", "ao"), ("Type", "Message"), ("Action", "Echo")]).to_bytes()
+
+
+def test_an_unread_message_is_evaluated_and_stored_by_the_crank(node):
+    core, _client, sched, pid = node(0.05)
+    acc = sched.ingest(_message(pid, "nobody reads me"))
+    deadline = time.monotonic() + 20
+    row = None
+    while row is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+        row = core.store.result_by_message(pid, acc.id)
+    assert row is not None and json.loads(row.body)["Output"] == "nobody reads me"
+
+
+def test_a_read_before_the_crank_is_due_evaluates_on_the_reading_thread(node):
+    core, client, sched, pid = node(30.0)      # the crank would wait 30 s
+    acc = sched.ingest(_message(pid, "read at once"))
+    t0 = time.monotonic()
+    body = client.call("result", pid=pid, message=acc.id)["body"]
+    assert json.loads(body)["Output"] == "read at once"
+    assert time.monotonic() - t0 < 10
+    assert pid in core._due          # the crank still has it due, and will find nothing left to do
+    # the result was written behind the reply
+    deadline = time.monotonic() + 10
+    while core.store.result_by_message(pid, acc.id) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert core.store.result_by_message(pid, acc.id) is not None
