@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="wall-clock limit of one evaluation in seconds (the message gets an Error result)")
     p.add_argument("--busy-after", type=float, default=NodeConfig.busy_s,
                    help="seconds a /result waits for an evaluation before answering 202 'in progress'")
+    p.add_argument("--crank-delay", type=float, default=NodeConfig.crank_delay_s,
+                   help="seconds after its acknowledgement an unread message is evaluated (and its outbox "
+                        "delivered); a /result request arriving first evaluates it itself (default 0.02)")
     p.add_argument("--quiet", action="store_true", help="no per-request log lines")
     b = p.add_argument_group("legacynet bridge", "compute processes scheduled on a legacy SU (off without --gateway)")
     b.add_argument("--gateway", help="Arweave gateway URL (GraphQL at /graphql, data at /raw/{id})")
@@ -116,6 +119,8 @@ def _bridge_settings(args: argparse.Namespace) -> dict:
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(message)s")
+    if args.crank_delay < 0:
+        raise SystemExit("aocu serve: --crank-delay must not be negative")
     if args.workers < 1 or args.threads < 1:
         raise SystemExit("aocu serve: --workers and --threads must be at least 1")
     tee = resolve_tee(args.tee)
@@ -126,6 +131,7 @@ def serve(args: argparse.Namespace) -> int:
         "max_body": args.max_body, "checkpoint_every": args.checkpoint_every, "max_warm": args.max_warm,
         "block_height": args.block_height,
         "eval_timeout_s": args.eval_timeout, "busy_s": args.busy_after, "evaluator": "socket",
+        "crank_delay_s": args.crank_delay,
         "module_cache": Path(args.module_cache).resolve() if args.module_cache else None,
         **_bridge_settings(args),
     })
