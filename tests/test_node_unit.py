@@ -247,3 +247,17 @@ def test_tee_resolution(monkeypatch):
         cli.resolve_tee("snp")
     monkeypatch.setattr(cli, "TEE_DEVICES", {"snp": ("/dev/null",), "tdx": ("/nonexistent/tdx",)})
     assert cli.resolve_tee("auto") == "snp"
+
+
+def test_assignment_builder_matches_the_generic_item_path(tmp_path):
+    """Identity.build_assignment builds the item directly; it must be the item DataItem.create makes."""
+    ident = Identity.load(tmp_path)
+    raw, meta = ident.build_assignment("P" * 43, "M" * 43, 5, 1_700_000_000_000, 7, "H" * 43, 0)
+    tags = [("Process", "P" * 43), ("Message", "M" * 43), ("Epoch", "0"), ("Nonce", "5"), ("Hash-Chain", "H" * 43),
+            ("Block-Height", "000000000007"), ("Timestamp", "1700000000000"), ("Data-Protocol", "ao"),
+            ("Type", "Assignment"), ("Variant", "ao.TN.1")]
+    ref = DataItem.create(ident.ed25519, data=b"", tags=tags)
+    assert raw == ref.to_bytes()       # ed25519 signatures are deterministic
+    from cu.node.items import item_meta
+    assert meta == item_meta(ref, now_ms=1_700_000_000_000)
+    assert DataItem.parse(raw).verify()

@@ -36,6 +36,8 @@ def post_item() -> Response:
                         mimetype="application/json")
     raw = request.get_data(cache=False)
     acc = st.scheduler.ingest(raw)
+    if acc.kind == "Message" and acc.fresh:
+        st.note_fresh(acc.id)
     return Response(dumps({"message": "Processing DataItem", "id": acc.id}), status=202,
                     mimetype="application/json")
 

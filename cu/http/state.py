@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,14 @@ class NodeApp:
     metrics: Metrics = field(default_factory=Metrics)
     post_processors: list[PostProcessor] = field(default_factory=list)
     worker_pid: int = field(default_factory=os.getpid)
+    # ids of messages this worker scheduled lately: their /result goes to the evaluator without first looking
+    # for a stored result (there is none yet; results are written behind the evaluation)
+    fresh_messages: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def note_fresh(self, message_id: str) -> None:
+        self.fresh_messages[message_id] = None
+        while len(self.fresh_messages) > 4096:
+            self.fresh_messages.popitem(last=False)
 
     @property
     def tee_notice(self) -> str:

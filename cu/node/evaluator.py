@@ -79,7 +79,8 @@ class Evaluator:
         self._patch_unknown: set[str] = set()    # restored from a checkpoint without its patch cache
         # (pid, message id) -> its committed log entry and item, from scheduling until it is evaluated: the
         # evaluation of a fresh message reads neither the log nor the item back from the store
-        self._recent: dict[tuple[str, str], tuple[LogEntry, tuple[ItemMeta, bytes]]] = {}
+        self._recent: dict[str, dict[int, tuple[LogEntry, tuple[ItemMeta, bytes]]]] = {}   # pid -> nonce -> ...
+        self._recent_ids: dict[tuple[str, str], int] = {}                                    # (pid, id) -> nonce
         # pids that received outbox deliveries are handed here (the crank queue) rather than evaluated
         # while a caller holds another process's lock
         self.on_delivery: Callable[[str], None] = lambda pid: self.settle([pid])
@@ -179,10 +180,36 @@ class Evaluator:
 
     def remember(self, entry: LogEntry, item: tuple[ItemMeta, bytes]) -> None:
         """A message was durably scheduled (the store has it; this is only a shortcut)."""
-        if len(self._recent) >= 10_000:
-            self._recent.clear()      # bounded: entries are normally consumed within milliseconds
-        meta, raw = item
-        self._recent[(entry.pid, entry.message_id)] = (entry, (meta, raw[len(raw) - meta.size:]))
+        with self._guard:
+            if len(self._recent_ids) >= 10_000:
+                self._recent.clear()      # bounded: entries are normally consumed within milliseconds
+                self._recent_ids.clear()
+            meta, raw = item
+            self._recent.setdefault(entry.pid, {})[entry.nonce] = (entry, (meta, raw[len(raw) - meta.size:]))
+            self._recent_ids[(entry.pid, entry.message_id)] = entry.nonce
+
+    def _recent_entry(self, pid: str, message_id: str) -> LogEntry | None:
+        with self._guard:
+            nonce = self._recent_ids.get((pid, message_id))
+            got = self._recent.get(pid, {}).get(nonce) if nonce is not None else None
+            return got[0] if got is not None else None
+
+    def _recent_chunk(self, pid: str, first: int, last: int,
+                      ) -> list[tuple[LogEntry, tuple[ItemMeta, bytes] | None]] | None:
+        """Entries first..last from memory when all of them are there (else None: read the log)."""
+        with self._guard:
+            by_nonce = self._recent.get(pid)
+            if not by_nonce or any(n not in by_nonce for n in range(first, last + 1)):
+                return None
+            return [by_nonce[n] for n in range(first, last + 1)]
+
+    def _forget(self, entry: LogEntry) -> None:
+        with self._guard:
+            by_nonce = self._recent.get(entry.pid)
+            if by_nonce is not None and by_nonce.pop(entry.nonce, None) is not None:
+                self._recent_ids.pop((entry.pid, entry.message_id), None)
+                if not by_nonce:
+                    del self._recent[entry.pid]
 
     # message JSON -------------------------------------------------------------------------------
     def _message_json(self, st: ProcState, entry: LogEntry,
@@ -339,24 +366,28 @@ class Evaluator:
         `cron_horizon` (exclusive) after the last message. Returns pids that received outbox deliveries."""
         with self._lock_for(pid):
             st = self._state(pid)
-            proc = self.store.process(pid)
-            last = proc.nonce if proc else -1
-            target = last if to_nonce is None else min(to_nonce, last)
+            if to_nonce is not None and self._recent_chunk(pid, to_nonce, to_nonce) is not None:
+                target = to_nonce          # a committed entry: the log reaches at least this far
+            else:
+                proc = self.store.process(pid)
+                last = proc.nonce if proc else -1
+                target = last if to_nonce is None else min(to_nonce, last)
             rows: list[ResultRow] = []
             outgoing: dict[int, list[Outgoing]] = {}
             touched: set[str] = set()
             try:
                 while target > st.nonce:
-                    chunk = self.store.log_range(pid, st.nonce + 1, min(target, st.nonce + 1000))
+                    upto = min(target, st.nonce + 1000)
+                    chunk = self._recent_chunk(pid, st.nonce + 1, upto) or [
+                        (e, None) for e in self.store.log_range(pid, st.nonce + 1, upto)]
                     if not chunk:
                         raise NodeError(500, f"log of {pid} has a gap after nonce {st.nonce}")
                     # small backlogs flush per message, so waiting readers see their result at once
                     batch = 1 if target - st.nonce <= 16 else BATCH
-                    for entry in chunk:
+                    for entry, item in chunk:
                         self._crons(st, entry.timestamp, rows, outgoing)
-                        recent = self._recent.pop((pid, entry.message_id), None)
-                        item = recent[1] if recent is not None and recent[0] == entry else None
                         msg, source = self._message_json(st, entry, item)
+                        self._forget(entry)
                         self._evaluate_one(st, msg, nonce=entry.nonce, cron_id=None, message_id=entry.message_id,
                                            timestamp=entry.timestamp, height=entry.block_height, source=source,
                                            rows=rows, outgoing=outgoing)
@@ -399,10 +430,10 @@ class Evaluator:
         body = self._pending.get((pid, message_id))
         if body is not None:
             return body
-        recent = self._recent.get((pid, message_id))
+        recent = self._recent_entry(pid, message_id)
         row = None if recent is not None else self.store.result_by_message(pid, message_id)
         if row is None:
-            entry = recent[0] if recent is not None else self.store.log_entry_by_message(pid, message_id)
+            entry = recent if recent is not None else self.store.log_entry_by_message(pid, message_id)
             if entry is None:
                 if self.store.process(pid) is None:
                     raise NodeError(404, f"Process {pid} not found")

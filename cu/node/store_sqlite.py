@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS processes (
 CREATE TABLE IF NOT EXISTS log (
     pid TEXT NOT NULL, nonce INTEGER NOT NULL, message_id TEXT NOT NULL, assignment_id TEXT NOT NULL,
     timestamp INTEGER NOT NULL, block_height INTEGER NOT NULL, hash_chain TEXT NOT NULL, epoch INTEGER NOT NULL,
-    PRIMARY KEY (pid, nonce));
+    PRIMARY KEY (pid, nonce)) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS log_message ON log (pid, message_id);
 CREATE TABLE IF NOT EXISTS results (
     pid TEXT NOT NULL, seq INTEGER NOT NULL, nonce INTEGER NOT NULL, cron TEXT, message_id TEXT,
