@@ -23,6 +23,7 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -63,11 +64,67 @@ def start_node(data_dir: Path, port: int, workers: int, threads: int) -> subproc
     raise SystemExit("node did not start")
 
 
-def call(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None,
+class RawClient:
+    """A minimal keep-alive HTTP/1.1 client (Content-Length responses only, which is all the node sends), so
+    the load generator's own CPU stays small next to the node's on a 2-CPU machine; `--client http.client`
+    measures with the standard library client instead. Interface of http.client.HTTPConnection as used here."""
+
+    def __init__(self, host: str, port: int, timeout: float = 60.0) -> None:
+        self.addr = (host, port)
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+        self.buf = b""
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock, self.buf = None, b""
+
+    def call(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.addr[0]}\r\n"
+        for k, v in headers.items():
+            head += f"{k}: {v}\r\n"
+        if body is not None:
+            head += f"Content-Length: {len(body)}\r\n"
+        req = (head + "\r\n").encode() + (body or b"")
+        if self.sock is None:
+            self.sock = socket.create_connection(self.addr, timeout=self.timeout)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(req)
+        buf = self.buf
+        while (i := buf.find(b"\r\n\r\n")) < 0:
+            buf += self._recv()
+        head_b, rest = buf[:i].lower(), buf[i + 4:]
+        j = head_b.find(b"\r\ncontent-length:")
+        if j < 0:
+            raise http.client.HTTPException("response without Content-Length")
+        n = int(head_b[j + 17:head_b.find(b"\r\n", j + 2) if head_b.find(b"\r\n", j + 2) > 0 else None])
+        while len(rest) < n:
+            rest += self._recv()
+        self.buf = rest[n:]
+        if b"\r\nconnection: close" in head_b:
+            self.close()
+        return int(head_b[9:12]), rest[:n]
+
+    def _recv(self) -> bytes:
+        assert self.sock is not None
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the node closed the connection")
+        return chunk
+
+
+def connect(port: int, kind: str) -> RawClient | http.client.HTTPConnection:
+    return RawClient("127.0.0.1", port) if kind == "raw" else http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+
+def call(conn: RawClient | http.client.HTTPConnection, method: str, path: str, body: bytes | None = None,
          headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     h = dict(headers or {})
     if body:
         h["Content-Type"] = "application/octet-stream"
+    if isinstance(conn, RawClient):
+        return conn.call(method, path, body, h)
     conn.request(method, path, body=body, headers=h)
     r = conn.getresponse()
     return r.status, r.read()
@@ -102,13 +159,13 @@ MODES = {"key": ("", {}), "fresh": ("&attest-nonce=" + "ab" * 32, {}),
 
 
 def client(port: int, pid: str | None, seconds: float, n_presigned: int, start_at: float, q: mp.Queue,
-           mode: str = "key") -> None:
+           mode: str = "key", kind: str = "raw") -> None:
     suffix, headers = MODES[mode]
     lat: list[float] = []
     errors = 0
     cpu0 = 0.0
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn = connect(port, kind)
         items = []
         if pid is not None and pid != PAIR:
             key = Ed25519Key.generate()
@@ -142,7 +199,7 @@ def client(port: int, pid: str | None, seconds: float, n_presigned: int, start_a
             except (OSError, http.client.HTTPException):
                 ok = False
                 conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                conn = connect(port, kind)
             lat.append(time.perf_counter() - t0)
             errors += not ok
     finally:
@@ -169,12 +226,15 @@ def node_cpu(node_pid: int) -> dict[str, float]:
     return out
 
 
+CLIENT_KIND = "raw"
+
+
 def run_phase(port: int, pids: list[str | None], seconds: float, n_presigned: int, mode: str = "key",
               node_pid: int | None = None) -> dict:
     ctx = mp.get_context("fork")
     q = ctx.Queue()
     start_at = time.time() + (1.0 + n_presigned * len(pids) / 4000.0 if pids[0] not in (None, PAIR) else 0.5)
-    procs = [ctx.Process(target=client, args=(port, pid, seconds, n_presigned, start_at, q, mode)) for pid in pids]
+    procs = [ctx.Process(target=client, args=(port, pid, seconds, n_presigned, start_at, q, mode, CLIENT_KIND)) for pid in pids]
     for p in procs:
         p.start()
     lat: list[float] = []
@@ -315,7 +375,11 @@ def main() -> int:
     ap.add_argument("--data-root", help="directory for the node's data dir (e.g. /dev/shm to take the disk's "
                                         "fsync out of the measurement; default: the system temp dir)")
     ap.add_argument("--wasm", help="a prebuilt lua32 module (default: tests.modules.build)")
+    ap.add_argument("--client", choices=("raw", "http.client"), default="raw",
+                    help="load generator's HTTP client (default raw: a minimal keep-alive client)")
     args = ap.parse_args()
+    global CLIENT_KIND
+    CLIENT_KIND = args.client
     if args.wasm:
         wasm = Path(args.wasm).read_bytes()
     else:
@@ -344,7 +408,7 @@ def main() -> int:
             os.killpg(node.pid, signal.SIGTERM)
             node.wait(timeout=60)
     print(f"aocu node bench: gunicorn workers={args.workers} threads={args.threads}, loopback, "
-          f"{os.cpu_count()} CPUs, trivial handler (Lua Echo), data under {args.data_root or tempfile.gettempdir()}, "
+          f"{os.cpu_count()} CPUs, {CLIENT_KIND} client, trivial handler (Lua Echo), data under {args.data_root or tempfile.gettempdir()}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'phase':38} {'n':>7} {'err':>4} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     rows = [("baseline GET /health, 1 client", base1), ("message->result, 1 client", one),

@@ -34,6 +34,9 @@ log = logging.getLogger("aocu.evaluator")
 _LEN = struct.Struct(">I")
 MAX_FRAME = 256 * 1024 * 1024
 MAX_GROUP = 256          # ops per group commit
+# Write-behind results (served from memory until stored) ride along with the next scheduling commit, or are
+# committed by the crank thread this long after they were queued, whichever comes first.
+WRITE_BEHIND_S = 0.005
 
 
 def op_to_wire(op: ScheduleOp) -> dict[str, Any]:
@@ -72,6 +75,7 @@ class EvaluatorCore:
         from cu.node.bridge.node_hook import bridge_from_node
         self.bridge = bridge_from_node(config, self.identity)
         self._due: dict[str, float] = {}         # pid -> monotonic time its crank is due
+        self._flush_at: float | None = None       # when queued write-behind results must be committed
         self._crank_cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -151,7 +155,12 @@ class EvaluatorCore:
         fut: Future = Future()
         fut.add_done_callback(lambda f: done(f.exception() or f.result()))
         self._commit_q.put((job, durable, fut))
-        if getattr(self._deferred, "in_request", False):
+        if self._commit_q.qsize() < MAX_GROUP // 4:
+            with self._crank_cv:
+                if self._flush_at is None:
+                    self._flush_at = time.monotonic() + WRITE_BEHIND_S
+                    self._crank_cv.notify()
+        elif getattr(self._deferred, "in_request", False):
             self._deferred.lead = True
         else:
             self._lead()
@@ -195,20 +204,28 @@ class EvaluatorCore:
             self._due[pid] = due
             self._crank_cv.notify()
 
-    def _next_due(self) -> list[str] | None:
+    def _next_due(self) -> tuple[list[str], bool] | None:
+        """(processes whose crank is due, whether queued write-behind results are due), or None to stop."""
         with self._crank_cv:
             while not self._stopping.is_set():
                 now = time.monotonic()
                 ready = [pid for pid, due in self._due.items() if due <= now]
-                if ready:
+                flush = self._flush_at is not None and self._flush_at <= now
+                if ready or flush:
                     for pid in ready:
                         del self._due[pid]
-                    return ready
-                self._crank_cv.wait(min(self._due.values()) - now if self._due else None)
+                    if flush:
+                        self._flush_at = None
+                    return ready, flush
+                times = list(self._due.values()) + ([self._flush_at] if self._flush_at is not None else [])
+                self._crank_cv.wait(min(times) - now if times else None)
         return None
 
     def _crank(self) -> None:
-        while (ready := self._next_due()) is not None:
+        while (work := self._next_due()) is not None:
+            ready, flush = work
+            if flush:
+                self._lead()
             for pid in ready:
                 try:
                     self.evaluator.settle([pid])
