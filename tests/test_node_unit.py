@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import sqlite3
 
 import pytest
 
@@ -261,3 +262,29 @@ def test_assignment_builder_matches_the_generic_item_path(tmp_path):
     from cu.node.items import item_meta
     assert meta == item_meta(ref, now_ms=1_700_000_000_000)
     assert DataItem.parse(raw).verify()
+
+
+def test_group_transaction_isolates_a_failing_job(tmp_path):
+    """SqliteStore.transact runs a batch optimistically; a failing job is redone alone in a savepoint: it
+    returns its exception and writes nothing, the others commit."""
+    store = SqliteStore(tmp_path / "s.sqlite")
+
+    def put(n: int):
+        def job(c):
+            c.execute("INSERT INTO outbox VALUES (?,?,?,?,?,?,?)", ("P", n, 0, "Message", "T", f"i{n}", 0))
+            return n
+        return job
+
+    def failing(c):
+        c.execute("INSERT INTO outbox VALUES (?,?,?,?,?,?,?)", ("P", 99, 0, "Message", "T", "bad", 0))
+        raise ValueError("refused")
+
+    out = store.transact([put(1), failing, put(2)], True)
+    assert out[0] == 1 and out[2] == 2 and isinstance(out[1], ValueError)
+    assert [r[1] for r in store.outbox_rows("P")] == [1, 2]      # the failing job's write was rolled back
+    assert store.transact([put(3), put(4)], False) == [3, 4]
+    assert [r[1] for r in store.outbox_rows("P")] == [1, 2, 3, 4]
+    # a duplicate key fails its own job only
+    out = store.transact([put(5), put(1)], True)
+    assert out[0] == 5 and isinstance(out[1], sqlite3.IntegrityError)
+    assert [r[1] for r in store.outbox_rows("P")] == [1, 2, 3, 4, 5]
