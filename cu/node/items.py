@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from cu.codec.ans104 import DataItem, signed_message
+from cu.codec.ans104 import DataItem
 from cu.codec.errors import CodecError
-from cu.codec.tags import encode_tags
 from cu.codec.wallet import ArweaveWallet, Ed25519Key
 from cu.hashing import b64url
 from cu.node.store import ItemMeta
@@ -52,7 +51,6 @@ class Identity:
 
     wallet: ArweaveWallet
     ed25519: Ed25519Key
-    _ed_address: str | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, data_dir: str | Path, wallet_path: str | Path | None = None) -> Identity:
@@ -77,17 +75,8 @@ class Identity:
             ("Hash-Chain", hash_chain), ("Block-Height", f"{block_height:012d}"), ("Timestamp", str(timestamp)),
             ("Data-Protocol", "ao"), ("Type", "Assignment"), ("Variant", "ao.TN.1"),
         ]
-        # built directly (one per scheduled message, on the acknowledgement path): DataItem.create normalises
-        # and re-validates the tags and copies the item twice; tests compare the bytes with it
-        byte_tags = [(n.encode(), v.encode()) for n, v in tags]
-        key = self.ed25519
-        item = DataItem(key.signature_type, bytes(64), key.owner, None, None, byte_tags, b"", encode_tags(byte_tags))
-        item.signature = key.sign(signed_message(key.signature_type, item.signature_data()))
-        if self._ed_address is None:
-            self._ed_address = item.owner_address
-        return item.to_bytes(), ItemMeta(
-            id=item.id, owner=self._ed_address, owner_key=key.owner, target="", anchor=None,
-            signature=b64url(item.signature), tags=tags, kind="Assignment", created_ms=timestamp, size=0)
+        item = DataItem.create(self.ed25519, data=b"", tags=tags)
+        return item.to_bytes(), item_meta(item, now_ms=timestamp)
 
     def sign_item(self, *, data: bytes, tags: list[tuple[str, str]], target: str | None = None,
                   anchor: str | None = None) -> DataItem:
