@@ -42,7 +42,7 @@ def result(message_id: str) -> Response:
     op = "result"
     if is_remote(st.store, st.config, pid):
         op = "bridge_result"
-    elif st.fresh_messages.pop(message_id, False) is False:
+    elif not st.take_fresh(message_id):
         row = st.store.result_by_message(pid, message_id)
         if row is not None:
             return _json(row.body)

@@ -69,6 +69,10 @@ class NodeApp:
         while len(self.fresh_messages) > 4096:
             self.fresh_messages.popitem(last=False)
 
+    def take_fresh(self, message_id: str) -> bool:
+        """True (once) when this worker scheduled `message_id` lately."""
+        return self.fresh_messages.pop(message_id, False) is None
+
     @property
     def tee_notice(self) -> str:
         return TEE_NOTICE.get(self.config.tee, self.config.tee)

@@ -151,22 +151,16 @@ class EvaluatorCore:
                 fut.set_result(res)
 
     def _group_write_deferred(self, job: Job, durable: bool, done: Callable[[Any], None]) -> None:
-        """Write-behind from a request's thread: queued now, committed after the reply is sent."""
+        """Write-behind: queued now; committed with the next scheduling commit or by the crank thread within
+        WRITE_BEHIND_S (at once when many are queued), never on the thread answering a request."""
         fut: Future = Future()
         fut.add_done_callback(lambda f: done(f.exception() or f.result()))
         self._commit_q.put((job, durable, fut))
-        if self._commit_q.qsize() < MAX_GROUP // 4:
-            with self._crank_cv:
-                if self._flush_at is None:
-                    self._flush_at = time.monotonic() + WRITE_BEHIND_S
-                    self._crank_cv.notify()
-        elif getattr(self._deferred, "in_request", False):
-            self._deferred.lead = True
-        else:
-            self._lead()
-
-    def begin_request(self) -> None:
-        self._deferred.in_request = True
+        due = time.monotonic() + (WRITE_BEHIND_S if self._commit_q.qsize() < MAX_GROUP // 4 else 0.0)
+        with self._crank_cv:
+            if self._flush_at is None or due < self._flush_at:
+                self._flush_at = due
+                self._crank_cv.notify()
 
     def schedule(self, op: ScheduleOp, *, defer_notify: bool = False) -> tuple[LogEntry, bool]:
         (res,) = self.store.schedule_batch([op], int(time.time() * 1000), self.config.block_height,
@@ -184,13 +178,9 @@ class EvaluatorCore:
         return res
 
     def flush_deferred(self) -> None:
-        """After a request's reply is sent: its crank notifications and write-behind commit."""
-        d = self._deferred.__dict__
-        d.pop("in_request", None)
-        for pid in d.pop("pids", []):
+        """After a request's reply is sent: its crank notifications."""
+        for pid in self._deferred.__dict__.pop("pids", []):
             self.notify(pid, self.config.crank_delay_s)
-        if d.pop("lead", False):
-            self._lead()
 
     def notify(self, pid: str, delay_s: float = 0.0) -> None:
         """Evaluate `pid`'s unevaluated messages (and deliver their outbox) `delay_s` from now at the latest."""
@@ -295,7 +285,6 @@ class EmbeddedClient:
         self.core = core
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
-        self.core.begin_request()
         try:
             return self.core.call(op, args)
         finally:
@@ -404,7 +393,6 @@ class _Handler(socketserver.BaseRequestHandler):
                 return
             if req is None:
                 return
-            self.server.core.begin_request()
             try:
                 value = self.server.core.call(str(req.get("op")), dict(req.get("args") or {}))
                 reply = {"ok": True, "value": value}

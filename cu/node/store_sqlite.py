@@ -119,32 +119,21 @@ class SqliteStore(Store):
     def transact(self, jobs: list[Job], durable: bool) -> list[Any]:
         """Runs jobs in one transaction (one fsync when durable); a job that raises is rolled back alone and
         its exception is returned in its place."""
-        out: list[Any] = []
-        if len(jobs) == 1:
-            # alone in its transaction: a failing job rolls it back, no savepoint needed
-            c = self._begin(durable)
-            try:
-                res = jobs[0](c)
-            except Exception as exc:  # noqa: BLE001 - returned in place, like a failed job in a batch
-                c.execute("ROLLBACK")
-                return [exc]
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-            c.execute("COMMIT")       # a failing commit raises: nothing was written
-            return [res]
         # optimistic: jobs rarely fail, so run them without savepoints (two statements less per job); if one
-        # does, roll everything back and run them again, each in its own savepoint (jobs only touch the store)
+        # does, roll everything back; a job alone returns its exception, a batch is run again with each job in
+        # its own savepoint (jobs only touch the store)
         c = self._begin(durable)
         try:
             out = [job(c) for job in jobs]
-        except Exception:  # noqa: BLE001 - redone below with the failure isolated
+        except Exception as exc:  # noqa: BLE001 - returned in place, or redone below with the failure isolated
             c.execute("ROLLBACK")
+            if len(jobs) == 1:
+                return [exc]
         except BaseException:
             c.execute("ROLLBACK")
             raise
         else:
-            c.execute("COMMIT")
+            c.execute("COMMIT")       # a failing commit raises: nothing was written
             return out
         out = []
         with self._tx(durable=durable) as c:
