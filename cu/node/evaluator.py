@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import zstandard
 
@@ -77,8 +77,8 @@ class Evaluator:
         self._pending: dict[tuple[str, str], bytes] = {}   # results evaluated but not yet written
         self._patch_cache: dict[str, dict[str, Any]] = {}   # pid -> merged patch@1.0 state (AO-Core /now)
         self._patch_unknown: set[str] = set()    # restored from a checkpoint without its patch cache
-        # (pid, message id) -> its committed log entry and item, from scheduling until it is evaluated: the
-        # evaluation of a fresh message reads neither the log nor the item back from the store
+        # a fresh message's committed log entry and item, from scheduling until it is evaluated, so that its
+        # evaluation reads neither the log nor the item back from the store
         self._recent: dict[str, dict[int, tuple[LogEntry, tuple[ItemMeta, bytes]]]] = {}   # pid -> nonce -> ...
         self._recent_ids: dict[tuple[str, str], int] = {}                                    # (pid, id) -> nonce
         # pids that received outbox deliveries are handed here (the crank queue) rather than evaluated
@@ -457,21 +457,11 @@ class Evaluator:
         return self._procs[pid]
 
     def dry_run(self, pid: str, body: Any) -> bytes:
-        engine = _engine()
         with self._lock_for(pid):
             st = self.up_to_now(pid)
-            try:
-                msg = legacy.dry_run_message(body, pid=pid, timestamp=st.last_ts, block_height=st.last_height)
-            except ValueError as exc:
-                raise NodeError(400, str(exc)) from None
-            snap = st.instance.snapshot()
-            try:
-                raw = st.instance.handle(legacy.dumps(msg), st.env)
-            finally:
-                # read-only: memory discarded
-                st.instance = engine.Instance.restore(st.module, snap, **st.limits)
+            out = dry_run_on(st, body, pid=pid, timestamp=st.last_ts, block_height=st.last_height)
             self.metrics["dry_runs"] += 1
-            return legacy.dumps(legacy.result_view(legacy.merge_result(raw)))
+            return out
 
     def state(self, pid: str) -> tuple[bytes, dict[str, str]]:
         with self._lock_for(pid):
@@ -556,6 +546,29 @@ class Evaluator:
         else:
             self._patch_unknown.add(pid)
             log.warning("patch cache of %s at checkpoint seq %d unavailable: /now serves no cache", pid, seq)
+
+
+class WarmInstance(Protocol):
+    """What a read-only evaluation needs of a warm process (ProcState here, the bridge's remote processes)."""
+    instance: Any
+    module: Any
+    env: bytes
+    limits: dict[str, Any]
+
+
+def dry_run_on(warm: WarmInstance, body: Any, *, pid: str, timestamp: int, block_height: int) -> bytes:
+    """The legacy `/dry-run`: `body` evaluated on the warm instance read-only (the pre-run memory is restored,
+    even when the evaluation fails). Returns the result as `/dry-run` answers it."""
+    try:
+        msg = legacy.dry_run_message(body, pid=pid, timestamp=timestamp, block_height=block_height)
+    except ValueError as exc:
+        raise NodeError(400, str(exc)) from None
+    snap = warm.instance.snapshot()
+    try:
+        raw = warm.instance.handle(legacy.dumps(msg), warm.env)
+    finally:
+        warm.instance = _engine().Instance.restore(warm.module, snap, **warm.limits)
+    return legacy.dumps(legacy.result_view(legacy.merge_result(raw)))
 
 
 PATCH_DEVICE = "patch@1.0"

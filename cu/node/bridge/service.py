@@ -344,21 +344,11 @@ class BridgeService:
                                          "Last-Block-Height": str(w.progress.last_height)}
 
     def dry_run(self, pid: str, body: Any) -> bytes:
-        from cu.engine import Instance
+        from cu.node.evaluator import dry_run_on
 
         with self._lock(pid):
             w = self._now(pid)
-            try:
-                msg = legacy.dry_run_message(body, pid=pid, timestamp=w.progress.last_ts,
-                                             block_height=w.progress.last_height)
-            except ValueError as exc:
-                raise NodeError(400, str(exc)) from None
-            snap = w.instance.snapshot()
-            try:
-                raw = w.instance.handle(legacy.dumps(msg), w.env)
-            finally:
-                w.instance = Instance.restore(w.module, snap, **w.limits)     # read-only: memory discarded
-            return legacy.dumps(legacy.result_view(legacy.merge_result(raw)))
+            return dry_run_on(w, body, pid=pid, timestamp=w.progress.last_ts, block_height=w.progress.last_height)
 
     def results_page(self, pid: str, **kw: Any) -> tuple[list[ResultRow], bool]:
         self._check(pid)
