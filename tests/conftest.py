@@ -24,3 +24,18 @@ def vectors() -> Path:
 def cache_dir() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     return CACHE
+
+
+# The legacy stand-in (tests/standin): one scheduled world and its loopback SU + gateway per test module.
+@pytest.fixture(scope="module")
+def world():
+    from tests.modules.build import MODULES, build
+    from tests.standin.world import World
+    return World(build("lua32").read_bytes(), MODULES["lua32"].module_format)
+
+
+@pytest.fixture(scope="module")
+def standin(world):
+    from tests.standin.server import StandIn
+    with StandIn(world) as s:
+        yield s

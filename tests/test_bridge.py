@@ -38,17 +38,6 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def world() -> World:
-    return World(build("lua32").read_bytes(), MODULES["lua32"].module_format)
-
-
-@pytest.fixture(scope="module")
-def standin(world):
-    with StandIn(world) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
 def reference(world, tmp_path_factory, cache_dir):
     """The full legacy stream (to the SU's current timestamp) evaluated with `aocu run`."""
     stream = world.expected_stream()

@@ -10,24 +10,10 @@ import json
 
 import pytest
 
-from tests.modules.build import MODULES, build
 from tests.standin.reference import aocu_run
-from tests.standin.server import StandIn
-from tests.standin.world import World
 from tests.test_node_e2e import Node, get, request
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def world() -> World:
-    return World(build("lua32").read_bytes(), MODULES["lua32"].module_format)
-
-
-@pytest.fixture(scope="module")
-def standin(world):
-    with StandIn(world) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")
