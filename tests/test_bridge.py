@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cu.codec.wallet import Ed25519Key
+from cu.http.errors import status_for
 from cu.node.bridge import (
     AccessDenied,
     BridgeConfig,
@@ -105,10 +106,10 @@ def test_bridge_equals_aocu_run(world, standin, reference, tmp_path, cache_dir):
     dup = next(e for e in world.edges if e.duplicate and e.message is not None)
     with pytest.raises(BridgeError) as ei:
         b.result(world.pid, dup.message.id)
-    assert ei.value.status == 404 and "duplicate" in ei.value.message
+    assert status_for(ei.value) == 404 and "duplicate" in ei.value.message
     with pytest.raises(BridgeError) as ei:
         b.result(world.pid, "A" * 43)
-    assert ei.value.status == 404
+    assert status_for(ei.value) == 404
     # /results paging and cron-only pages come from the stored evaluations
     rows, more = b.results_page(world.pid, after=None, until=None, descending=False, limit=25, crons_only=True,
                                 skip_errors=False)
@@ -162,7 +163,7 @@ def test_checkpoint_start_equals_replay(world, standin, reference, tmp_path, cac
     first_id = stream[0]["id"]
     with pytest.raises(BridgeError) as ei:
         b.result(world.pid, first_id)
-    assert ei.value.status == 425
+    assert status_for(ei.value) == 425
     b.shutdown()
 
 
@@ -175,7 +176,7 @@ def test_checkpoint_sha256_is_verified(world):
     bad = ckpt.CheckpointInfo(**{**info.__dict__, "sha256": "00" * 32})
     with pytest.raises(BridgeError) as ei:
         ckpt.read_checkpoint(data, bad)
-    assert ei.value.status == 422 and "SHA-256" in ei.value.message
+    assert status_for(ei.value) == 422 and "SHA-256" in ei.value.message
     with pytest.raises(BridgeError):
         ckpt.read_checkpoint(data[:-9], info)
 
@@ -189,7 +190,7 @@ def test_su_outage_in_the_middle(world, standin, reference, tmp_path, cache_dir)
         with pytest.raises(UpstreamError) as ei:
             b.cron(world.pid)
         err = ei.value
-        assert err.status == 503 and err.service.startswith("scheduler") and "HTTP 503" in err.reason
+        assert status_for(err) == 503 and err.service.startswith("scheduler") and "HTTP 503" in err.reason
         assert err.attempts == FAST.attempts and "unavailable" in err.message
         p1 = b.store.progress(world.pid)
         assert p1 is not None and p1.nonce == 99                  # everything of the two pages, committed
@@ -204,7 +205,7 @@ def test_su_outage_in_the_middle(world, standin, reference, tmp_path, cache_dir)
         standin.outage.start("su", after=0, status=0)
         with pytest.raises(UpstreamError) as ei:
             b.cron(world.pid)
-        assert ei.value.status == 503
+        assert status_for(ei.value) == 503
     finally:
         standin.outage.clear()
     b.cron(world.pid)
@@ -224,7 +225,7 @@ def test_gateway_outage_and_restart_resume(world, standin, reference, tmp_path, 
     try:
         with pytest.raises(UpstreamError) as ei:
             a.cron(world.pid)
-        assert ei.value.service.startswith("gateway") and ei.value.status == 503
+        assert ei.value.service.startswith("gateway") and status_for(ei.value) == 503
     finally:
         standin.outage.clear()
     done = a.store.progress(world.pid)
@@ -251,7 +252,7 @@ def test_hash_chain_is_checked(tmp_path, cache_dir):
         b = service(s, tmp_path, cache_dir, su_url=s.url)
         with pytest.raises(StreamError) as ei:
             b.compute(w.pid)
-        assert ei.value.status == 422
+        assert status_for(ei.value) == 422
         assert ei.value.message == f"HashChain invalid on message {e.message.id if e.message else e.assigned}"
         assert b.store.progress(w.pid).nonce == 9
         b.shutdown()
@@ -261,7 +262,7 @@ def test_access_lists(world, standin, tmp_path, cache_dir):
     b = service(standin, tmp_path, cache_dir, deny=frozenset({world.pid}))
     with pytest.raises(AccessDenied) as ei:
         b.result(world.pid, "x")
-    assert ei.value.status == 403 and ei.value.message == f"Access denied for process {world.pid}"
+    assert status_for(ei.value) == 403 and ei.value.message == f"Access denied for process {world.pid}"
     b2 = service(standin, tmp_path / "2", cache_dir, allow=frozenset({"other"}))
     assert not b2.allowed(world.pid) and b2.allowed("other")
     assert BridgeConfig.from_mapping({}) is None
@@ -406,7 +407,7 @@ def test_su_paging_variants_and_gaps(tmp_path, cache_dir):
         c = service(s, tmp_path / "b", cache_dir, su_url=s.url, page_size=10)
         with pytest.raises(StreamError) as ei:
             c.cron(w.pid)
-        assert ei.value.status == 502 and "nonce 26" in ei.value.message and "after nonce 24" in ei.value.message
+        assert status_for(ei.value) == 502 and "nonce 26" in ei.value.message and "after nonce 24" in ei.value.message
         assert c.store.progress(w.pid).nonce == 24
         c.shutdown()
 

@@ -11,9 +11,10 @@ import pytest
 from cu import hashing
 from cu.codec.ans104 import DataItem
 from cu.codec.wallet import ArweaveWallet, Ed25519Key
+from cu.http.errors import status_for
 from cu.node import cron, legacy
 from cu.node.config import NodeConfig
-from cu.node.errors import NodeError
+from cu.node.errors import CoreError
 from cu.node.ingest import Scheduler
 from cu.node.items import Identity
 from cu.node.limits import module_limits, parse_bytes
@@ -120,12 +121,12 @@ def test_limits():
     assert parse_bytes("4096") == 4096
     assert module_limits("P", [], MODULE_TAGS, memory_max=1 << 30, compute_max=9 * 10**12)[1:] == (1 << 30,
                                                                                                    9 * 10**12)
-    with pytest.raises(NodeError) as e:
+    with pytest.raises(CoreError) as e:
         module_limits("P", [("Memory-Limit", "2-gb")], MODULE_TAGS, memory_max=1 << 30, compute_max=9 * 10**12)
-    assert e.value.status == 413
-    with pytest.raises(NodeError) as e:
+    assert status_for(e.value) == 413
+    with pytest.raises(CoreError) as e:
         module_limits("P", [], [("Module-Format", "wasm128")], memory_max=1 << 30, compute_max=1)
-    assert e.value.status == 422
+    assert status_for(e.value) == 422
 
 
 # --- scheduling, hash chain, durability of the log ---------------------------------------------------
@@ -188,9 +189,9 @@ def test_bad_items_are_refused(tmp_path, wallet):
         (DataItem.create(wallet, data=b"x", tags=[("Data-Protocol", "ao"), ("Type", "Other")]).to_bytes(), 400,
          "Type"),
     ]:
-        with pytest.raises(NodeError) as e:
+        with pytest.raises(CoreError) as e:
             sch.ingest(bad)
-        assert e.value.status == status and text in e.value.message
+        assert status_for(e.value) == status and text in e.value.message
     assert store.process(proc.id).nonce == 0
 
 

@@ -12,9 +12,10 @@ from typing import Any
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from cu.http.errors import status_for
 from cu.http.state import NodeApp, install, node
 from cu.node.config import NodeConfig
-from cu.node.errors import NodeError
+from cu.node.errors import CoreError
 
 log = logging.getLogger("aocu.http")
 
@@ -83,9 +84,9 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
     def _start() -> None:
         g.t0 = time.perf_counter()
 
-    @app.errorhandler(NodeError)
-    def _node_error(exc: NodeError) -> Response:
-        return json_error(exc.status, exc.message)
+    @app.errorhandler(CoreError)
+    def _node_error(exc: CoreError) -> Response:
+        return json_error(status_for(exc), exc.message)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

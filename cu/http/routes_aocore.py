@@ -20,7 +20,7 @@ from cu.hashing import b64url
 from cu.http.routes_attestation import SIGNER_KEY, set_result_identity
 from cu.http.routes_ops import dumps
 from cu.http.state import node
-from cu.node.errors import NodeError
+from cu.node.errors import BadInput, NotFound, NotImplementedHere, Unavailable
 from cu.node.signer import ResultId
 
 bp = Blueprint("aocore", __name__)
@@ -65,23 +65,23 @@ def schedule(pid: str) -> Response:
     if not codec:
         codec = "ans104@1.0" if ctype in ("application/ans104", "application/octet-stream") else "httpsig@1.0"
     if codec == "httpsig@1.0":
-        raise NodeError(501, "httpsig@1.0 scheduling not implemented: this node's scheduler stores ANS-104 items; "
+        raise NotImplementedHere("httpsig@1.0 scheduling not implemented: this node's scheduler stores ANS-104 items; "
                              "send the message as an ANS-104 item with codec-device: ans104@1.0")
     if codec != "ans104@1.0":
-        raise NodeError(400, f"codec-device {codec!r} is not supported (ans104@1.0; httpsig@1.0 not implemented)")
+        raise BadInput(f"codec-device {codec!r} is not supported (ans104@1.0; httpsig@1.0 not implemented)")
     raw = request.get_data(cache=False)
     try:
         item = DataItem.parse(raw)
     except CodecError as exc:
-        raise NodeError(400, f"A valid and signed data item must be provided as the body: {exc}") from None
+        raise BadInput(f"A valid and signed data item must be provided as the body: {exc}") from None
     kind = item.tag("Type")
     target = b64url(item.target) if item.target else ""
     if kind == "Message" and target != pid:
-        raise NodeError(400, f"the message targets {target or 'no process'}, not {pid}")
+        raise BadInput(f"the message targets {target or 'no process'}, not {pid}")
     if kind == "Process" and item.id != pid:
-        raise NodeError(400, f"the process item's id is {item.id}, not {pid}")
+        raise BadInput(f"the process item's id is {item.id}, not {pid}")
     if kind not in ("Message", "Process"):
-        raise NodeError(400, f"a process schedules Type=Message items (got {kind!r})")
+        raise BadInput(f"a process schedules Type=Message items (got {kind!r})")
     acc = st.scheduler.ingest(raw)     # verifies the signature, stores and schedules durably
     e = acc.entry
     out: dict[str, Any] = {"process": pid, "id": acc.id, "type": acc.kind, "fresh": acc.fresh}
@@ -95,7 +95,7 @@ def schedule(pid: str) -> Response:
 def _select(obj: Any, path: str) -> Any:
     parts = [p for p in path.split("/") if p]
     if len(parts) > MAX_PATH_DEPTH:
-        raise NodeError(400, f"path deeper than {MAX_PATH_DEPTH} keys")
+        raise BadInput(f"path deeper than {MAX_PATH_DEPTH} keys")
     cur = obj
     for i, p in enumerate(parts):
         if isinstance(cur, dict) and p in cur:
@@ -103,7 +103,7 @@ def _select(obj: Any, path: str) -> Any:
         elif isinstance(cur, list) and p.isdigit() and int(p) < len(cur):
             cur = cur[int(p)]
         else:
-            raise NodeError(404, f"no key {'/'.join(parts[:i + 1])!r} in the result")
+            raise NotFound(f"no key {'/'.join(parts[:i + 1])!r} in the result")
     return cur
 
 
@@ -121,7 +121,7 @@ def _answer(obj: Any, path: str) -> Response:
 
 def _require_process(pid: str) -> None:
     if node().store.process(pid) is None:
-        raise NodeError(404, f"Process {pid} not found")
+        raise NotFound(f"Process {pid} not found")
 
 
 @bp.get("/<pid>~process@1.0/compute")
@@ -130,12 +130,12 @@ def compute(pid: str, path: str = "") -> Response:
     st = node()
     raw = request.args.get("slot")
     if raw is None or not raw.isdigit() or len(raw) > 19:
-        raise NodeError(400, "slot query parameter is required (a non-negative integer)")
+        raise BadInput("slot query parameter is required (a non-negative integer)")
     slot = int(raw)
     _require_process(pid)
     entry = st.store.log_entry(pid, slot)
     if entry is None:
-        raise NodeError(404, f"slot {slot} of process {pid} is not scheduled")
+        raise NotFound(f"slot {slot} of process {pid} is not scheduled")
     set_result_identity(ResultId(process=pid, slot=slot, message=entry.message_id))
     body = st.evaluator.call("result", pid=pid, message=entry.message_id)["body"]
     if not path.strip("/"):
@@ -158,7 +158,7 @@ def now(pid: str, path: str = "") -> Response:
         doc["cache-error"] = ("patch cache unavailable: the process was restored from a checkpoint written "
                               "without it; it is rebuilt when the process is next evaluated from the start")
         if path.strip("/").split("/")[0] == "cache":
-            raise NodeError(503, doc["cache-error"])
+            raise Unavailable(doc["cache-error"])
     if res is not None:
         doc["result-slot"] = res["slot"]
         if res.get("cron"):

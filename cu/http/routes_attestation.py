@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, g, request
 
 from attestation.response import check_identity_value
-from cu.node.errors import NodeError
+from cu.node.errors import BadInput, Unavailable
 from cu.node.evidence_service import EvidenceError, parse_nonce
 from cu.node.signer import ResultId, ResultSigner
 
@@ -27,16 +27,16 @@ def evidence() -> Response:
     from flask import current_app
     signer = signer_of(current_app.extensions)
     if signer is None:
-        raise NodeError(503, "result signing is not configured on this node")
+        raise Unavailable("result signing is not configured on this node")
     raw = request.args.get("nonce")
     try:
         nonce = parse_nonce(raw) if raw is not None else None
     except ValueError as exc:
-        raise NodeError(400, str(exc)) from None
+        raise BadInput(str(exc)) from None
     try:
         doc = signer.evidence.endorsements_document(nonce)
     except EvidenceError as exc:
-        raise NodeError(503, str(exc)) from None
+        raise Unavailable(str(exc)) from None
     return Response(json.dumps(doc), mimetype="application/json")
 
 

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, request
 from cu.http.routes_ops import dumps
 from cu.http.state import node
 from cu.node.bridge.node_hook import is_remote
-from cu.node.errors import NodeError
+from cu.node.errors import BadInput, Busy, CoreError, LimitExceeded, NotFound, NotImplementedHere
 from cu.node.evaluator import result_cursor
 from cu.node.store import ResultRow
 
@@ -27,7 +27,7 @@ def _pid_param() -> str:
     pid = request.args.get("process-id")
     if not pid:
         # the legacy CU answers a Zod failure with 500; a missing parameter is the client's error
-        raise NodeError(400, "process-id query parameter is required")
+        raise BadInput("process-id query parameter is required")
     return pid
 
 
@@ -48,8 +48,8 @@ def result(message_id: str) -> Response:
             return _json(row.body)
     try:
         return _json(st.evaluator.call(op, pid=pid, message=message_id)["body"])
-    except NodeError as exc:
-        if exc.status != 504 or "no-busy" in request.args:
+    except CoreError as exc:
+        if not isinstance(exc, Busy) or "no-busy" in request.args:
             raise
         # the legacy CU's busy answer; the evaluation continues and a later request gets the result
         return _json(dumps({"message": f'Evaluation of process "{pid}" to "{message_id}" is in progress.'}), 202)
@@ -71,7 +71,7 @@ def _bound(pid: str, value: str | None, descending: bool, *, inclusive: bool,
         ordinate = int(obj["ordinate"])
         cron = obj.get("cron")
     except (ValueError, KeyError, TypeError):
-        raise NodeError(400, f"invalid cursor {value!r}") from None
+        raise BadInput(f"invalid cursor {value!r}") from None
     if remote:
         seq = node().evaluator.call("bridge_seq_for", pid=pid, timestamp=ts, nonce=ordinate, cron=cron)["seq"]
     else:
@@ -88,9 +88,9 @@ def _limit(default: int, maximum: int | None) -> int:
     try:
         n = int(raw)
     except ValueError:
-        raise NodeError(400, "limit must be an integer") from None
+        raise BadInput("limit must be an integer") from None
     if n <= 0:
-        raise NodeError(400, "limit must be positive")
+        raise BadInput("limit must be positive")
     return min(n, maximum) if maximum else n
 
 
@@ -114,7 +114,7 @@ def _require_process(pid: str) -> bool:
     if is_remote(st.store, st.config, pid):
         return True
     if st.store.process(pid) is None:
-        raise NodeError(404, f"Process {pid} not found")
+        raise NotFound(f"Process {pid} not found")
     return False
 
 
@@ -135,7 +135,7 @@ def results(pid: str) -> Response:
     remote = _require_process(pid)
     sort = (request.args.get("sort") or "ASC").upper()
     if sort not in ("ASC", "DESC"):
-        raise NodeError(400, "sort must be ASC or DESC")
+        raise BadInput("sort must be ASC or DESC")
     desc = sort == "DESC"
     if not remote:
         st.evaluator.call("flush")   # results evaluated moments ago may still be queued for writing
@@ -164,19 +164,19 @@ def dry_run() -> Response:
     pid = _pid_param()
     remote = _require_process(pid)
     if request.args.get("to"):
-        raise NodeError(501, "dry-run against an earlier message (to=) is not implemented: dry-runs use the "
+        raise NotImplementedHere("dry-run against an earlier message (to=) is not implemented: dry-runs use the "
                              "latest state")
     if request.content_length is not None and request.content_length > st.config.max_dry_run_body:
-        raise NodeError(413, f"dry-run body exceeds the limit of {st.config.max_dry_run_body} bytes")
+        raise LimitExceeded(f"dry-run body exceeds the limit of {st.config.max_dry_run_body} bytes")
     raw = request.get_data(cache=False)
     if len(raw) > st.config.max_dry_run_body:
-        raise NodeError(413, f"dry-run body exceeds the limit of {st.config.max_dry_run_body} bytes")
+        raise LimitExceeded(f"dry-run body exceeds the limit of {st.config.max_dry_run_body} bytes")
     try:
         body = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError):
-        raise NodeError(400, "dry-run body must be JSON") from None
+        raise BadInput("dry-run body must be JSON") from None
     if not isinstance(body, dict):
-        raise NodeError(400, "dry-run body must be a JSON object")
+        raise BadInput("dry-run body must be a JSON object")
     return _json(st.evaluator.call("bridge_dry_run" if remote else "dry_run", pid=pid, body=body)["body"])
 
 
@@ -185,7 +185,7 @@ def state(pid: str) -> Response:
     st = node()
     remote = _require_process(pid)
     if request.args.get("to"):
-        raise NodeError(501, "state at an earlier timestamp (to=) is not implemented: /state serves the latest")
+        raise NotImplementedHere("state at an earlier timestamp (to=) is not implemented: /state serves the latest")
     out = st.evaluator.call("bridge_state" if remote else "state", pid=pid)
     resp = Response(out["body"], mimetype="application/octet-stream")
     for k, v in out.get("headers", {}).items():

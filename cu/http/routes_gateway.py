@@ -14,7 +14,7 @@ from flask import Blueprint, Response, request
 from cu.http.routes_ops import dumps
 from cu.http.state import node
 from cu.node import legacy
-from cu.node.errors import NodeError
+from cu.node.errors import BadInput, NotFound
 from cu.node.store import ItemMeta
 
 bp = Blueprint("gateway", __name__)
@@ -53,9 +53,9 @@ def graphql() -> Response:
     try:
         payload = json.loads(request.get_data(cache=False) or b"{}")
     except (ValueError, UnicodeDecodeError):
-        raise NodeError(400, "GraphQL request body must be JSON") from None
+        raise BadInput("GraphQL request body must be JSON") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
-        raise NodeError(400, "GraphQL request needs a query string")
+        raise BadInput("GraphQL request needs a query string")
     query: str = payload["query"]
     variables = payload.get("variables") or {}
     m = _TX_QUERY.search(query)
@@ -74,7 +74,7 @@ def graphql() -> Response:
                                                       "queries for the items it stores"}]}),
                         status=400, mimetype="application/json")
     if len(ids) > MAX_IDS:
-        raise NodeError(400, f"at most {MAX_IDS} ids per query")
+        raise BadInput(f"at most {MAX_IDS} ids per query")
     st = node()
     edges = []
     for item_id in ids:
@@ -90,7 +90,7 @@ def raw(item_id: str) -> Response:
     st = node()
     meta = st.store.item_meta(item_id)
     if meta is None:
-        raise NodeError(404, f"{item_id} not found")
+        raise NotFound(f"{item_id} not found")
     data = st.store.item_data(item_id) or b""
     ctype = next((v for n, v in meta.tags if n.lower() == "content-type"), "application/octet-stream")
     resp = Response(data, content_type=ctype)

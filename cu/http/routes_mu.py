@@ -9,7 +9,7 @@ from flask import Blueprint, Response, request
 
 from cu.http.routes_ops import dumps
 from cu.http.state import node
-from cu.node.errors import NodeError
+from cu.node.errors import BadInput, NotImplementedHere
 
 bp = Blueprint("mu", __name__)
 
@@ -28,9 +28,9 @@ def post_item() -> Response:
     assign = request.args.get("assign")
     if pid or assign:
         if not (pid and assign):
-            raise NodeError(400, "You must set both process-id and assign to send an assignment, not just one")
+            raise BadInput("You must set both process-id and assign to send an assignment, not just one")
         if "base-layer" in request.args or "exclude" in request.args:
-            raise NodeError(501, "base-layer and exclude assignments are not implemented by this node")
+            raise NotImplementedHere("base-layer and exclude assignments are not implemented by this node")
         acc = st.scheduler.assign(pid, assign)    # durably scheduled; the evaluator cranks it
         return Response(dumps({"message": "Processing Assignment", "id": acc.id}), status=202,
                         mimetype="application/json")
@@ -44,5 +44,5 @@ def post_item() -> Response:
 
 @bp.route("/monitor/<pid>", methods=["POST", "DELETE"])
 def monitor(pid: str) -> Response:
-    raise NodeError(501, "process monitors are not implemented by this node: crons are evaluated when the "
+    raise NotImplementedHere("process monitors are not implemented by this node: crons are evaluated when the "
                          "process is read (/cron, /dry-run, /state) and before each later message")

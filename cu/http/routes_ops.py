@@ -7,7 +7,7 @@ import json
 from flask import Blueprint, Response
 
 from cu.http.state import LATENCY_BUCKETS, node
-from cu.node.errors import NodeError
+from cu.node.errors import CoreError
 
 bp = Blueprint("ops", __name__)
 
@@ -61,7 +61,7 @@ def metrics() -> Response:
             f"aocu_crank_queue {int(ev.get('queued', 0))}",
             "aocu_evaluator_up 1",
         ]
-    except NodeError:
+    except CoreError:
         lines.append("aocu_evaluator_up 0")
     lines.append(f'aocu_tee_info{{tee="{_esc(st.config.tee)}"}} 1')
     return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, request
 
 from cu.http.routes_ops import dumps
 from cu.http.state import node
-from cu.node.errors import NodeError
+from cu.node.errors import BadInput, Internal, NotFound
 
 bp = Blueprint("su", __name__)
 
@@ -35,7 +35,7 @@ def _int_arg(name: str) -> int | None:
     try:
         return int(raw)
     except ValueError:
-        raise NodeError(400, f"{name} must be an integer") from None
+        raise BadInput(f"{name} must be an integer") from None
 
 
 @bp.get("/<item_id>")
@@ -46,18 +46,18 @@ def messages(item_id: str) -> Response:
     if pid != item_id:
         # GET /{messageId}?process-id={pid}: one message with its assignment
         if st.store.process(pid) is None:
-            raise NodeError(404, "Process not found")
+            raise NotFound("Process not found")
         entry = st.store.log_entry_by_message(pid, item_id)
         if entry is None:
             entry = next((e for e in _by_assignment(pid, item_id)), None)
         if entry is None:
-            raise NodeError(404, "Message not found")
+            raise NotFound("Message not found")
         return _json({"message": sch.message_json(entry), "assignment": sch.assignment_json(entry)})
     if st.store.process(pid) is None:
-        raise NodeError(404, "Process not found")
+        raise NotFound("Process not found")
     limit = _int_arg("limit") or 100
     if limit <= 0:
-        raise NodeError(400, "limit must be positive")
+        raise BadInput("limit must be positive")
     limit = min(limit, 1000)
     # cursors are nonces; `from` given as a timestamp is exclusive, `to` inclusive (legacy SU semantics)
     from_raw = _int_arg("from")
@@ -89,8 +89,8 @@ def latest(pid: str) -> Response:
     st = node()
     proc = st.store.process(pid)
     if proc is None:
-        raise NodeError(404, "Process not found")
+        raise NotFound("Process not found")
     entry = st.store.log_entry(pid, proc.nonce)
     if entry is None:
-        raise NodeError(500, f"latest entry of {pid} missing")
+        raise Internal(f"latest entry of {pid} missing")
     return _json({"message": st.scheduler.message_json(entry), "assignment": st.scheduler.assignment_json(entry)})

@@ -23,7 +23,7 @@ import zstandard
 
 from cu.node import cron, legacy
 from cu.node.config import NodeConfig
-from cu.node.errors import NodeError
+from cu.node.errors import BadInput, CoreError, Internal, Invalid, NotFound, Unavailable
 from cu.node.items import Identity, item_meta
 from cu.node.limits import module_limits
 from cu.node.store import Checkpoint, ItemMeta, LogEntry, Outgoing, ResultRow
@@ -39,7 +39,7 @@ def _engine() -> Any:
         import cu.engine as engine
         engine.Instance  # noqa: B018 - fail here, with a clear error, if the engine is not built
     except (ImportError, AttributeError) as exc:
-        raise NodeError(503, f"the native engine (cu.engine) is not available: {exc}") from None
+        raise Unavailable(f"the native engine (cu.engine) is not available: {exc}") from None
     return engine
 
 
@@ -102,11 +102,11 @@ class Evaluator:
         if mod is None:
             wasm = self.store.item_data(module_id)
             if wasm is None:
-                raise NodeError(404, f"Module {module_id} not found")
+                raise NotFound(f"Module {module_id} not found")
             try:
                 mod = engine.Module.load(wasm, fmt, cache_dir=self.cache_dir)
             except engine.EngineError as exc:
-                raise NodeError(422, f"Module {module_id} cannot be loaded: {exc}") from None
+                raise Invalid(f"Module {module_id} cannot be loaded: {exc}") from None
             self._modules[module_id] = mod
         return mod
 
@@ -119,10 +119,10 @@ class Evaluator:
         engine = _engine()
         proc = self.store.process(pid)
         if proc is None:
-            raise NodeError(404, f"Process {pid} not found")
+            raise NotFound(f"Process {pid} not found")
         module_meta = self.store.item_meta(proc.module)
         if module_meta is None:
-            raise NodeError(404, f"Module {proc.module} not found")
+            raise NotFound(f"Module {proc.module} not found")
         fmt, mem, compute = module_limits(pid, proc.tags, module_meta.tags, memory_max=self.config.memory_max,
                                           compute_max=self.config.compute_max)
         module = self._module(proc.module, fmt)
@@ -216,7 +216,7 @@ class Evaluator:
                       item: tuple[ItemMeta, bytes] | None = None) -> tuple[bytes, ItemMeta]:
         got = item or self.store.item_with_data(entry.message_id)
         if got is None:
-            raise NodeError(500, f"message {entry.message_id} of {st.pid} missing from the store")
+            raise Internal(f"message {entry.message_id} of {st.pid} missing from the store")
         meta, data = got
         # a pure assignment (item not addressed to this process) keeps its own recipient as Target
         target = st.pid if entry.nonce == 0 or meta.target == st.pid else meta.target
@@ -381,7 +381,7 @@ class Evaluator:
                     chunk = self._recent_chunk(pid, st.nonce + 1, upto) or [
                         (e, None) for e in self.store.log_range(pid, st.nonce + 1, upto)]
                     if not chunk:
-                        raise NodeError(500, f"log of {pid} has a gap after nonce {st.nonce}")
+                        raise Internal(f"log of {pid} has a gap after nonce {st.nonce}")
                     # small backlogs flush per message, so waiting readers see their result at once
                     batch = 1 if target - st.nonce <= 16 else BATCH
                     for entry, item in chunk:
@@ -419,7 +419,7 @@ class Evaluator:
             seen += 1
             try:
                 pending.extend(p for p in self.catch_up(pid) if p not in pending)
-            except NodeError as exc:
+            except CoreError as exc:
                 log.warning("crank of %s failed: %s", pid, exc.message)
 
     # reads ----------------------------------------------------------------------------------------
@@ -436,8 +436,8 @@ class Evaluator:
             entry = recent if recent is not None else self.store.log_entry_by_message(pid, message_id)
             if entry is None:
                 if self.store.process(pid) is None:
-                    raise NodeError(404, f"Process {pid} not found")
-                raise NodeError(404, f"Message {message_id} is not scheduled on process {pid}")
+                    raise NotFound(f"Process {pid} not found")
+                raise NotFound(f"Message {message_id} is not scheduled on process {pid}")
             for p in self.catch_up(pid, entry.nonce):
                 self.on_delivery(p)
             body = self._pending.get((pid, message_id))
@@ -445,12 +445,12 @@ class Evaluator:
                 return body
             row = self.store.result_by_message(pid, message_id)
             if row is None:
-                raise NodeError(500, f"evaluation of {message_id} produced no result")
+                raise Internal(f"evaluation of {message_id} produced no result")
         return row.body
 
     def up_to_now(self, pid: str) -> ProcState:
         if self.store.process(pid) is None:
-            raise NodeError(404, f"Process {pid} not found")
+            raise NotFound(f"Process {pid} not found")
         horizon = self.store.advance_time(pid, int(time.time() * 1000))
         for p in self.catch_up(pid, None, horizon):
             self.on_delivery(p)
@@ -562,7 +562,7 @@ def dry_run_on(warm: WarmInstance, body: Any, *, pid: str, timestamp: int, block
     try:
         msg = legacy.dry_run_message(body, pid=pid, timestamp=timestamp, block_height=block_height)
     except ValueError as exc:
-        raise NodeError(400, str(exc)) from None
+        raise BadInput(str(exc)) from None
     snap = warm.instance.snapshot()
     try:
         raw = warm.instance.handle(legacy.dumps(msg), warm.env)

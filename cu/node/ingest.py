@@ -9,7 +9,7 @@ from typing import Any
 
 from cu.node import cron, legacy
 from cu.node.config import NodeConfig
-from cu.node.errors import NodeError
+from cu.node.errors import BadInput, Internal, NotFound
 from cu.node.items import CodecError, DataItem, Identity, item_meta
 from cu.node.limits import module_limits
 from cu.node.store import ItemMeta, LogEntry, ScheduleOp, StoreError
@@ -49,26 +49,26 @@ class Scheduler:
         try:
             return self.submit(op)
         except StoreError as exc:
-            raise NodeError(404, str(exc)) from None
+            raise NotFound(str(exc)) from None
 
     # POST / -----------------------------------------------------------------------------------
     def ingest(self, raw: bytes) -> Accepted:
         if not raw:
-            raise NodeError(400, "A valid and signed data item must be provided as the body")
+            raise BadInput("A valid and signed data item must be provided as the body")
         try:
             item = DataItem.parse(raw)
         except CodecError as exc:
-            raise NodeError(400, f"A valid and signed data item must be provided as the body: {exc}") from None
+            raise BadInput(f"A valid and signed data item must be provided as the body: {exc}") from None
         try:
             ok = item.verify()
         except CodecError as exc:
-            raise NodeError(400, f"A valid and signed data item must be provided as the body: {exc}") from None
+            raise BadInput(f"A valid and signed data item must be provided as the body: {exc}") from None
         if not ok:
-            raise NodeError(400, "A valid and signed data item must be provided as the body: "
+            raise BadInput("A valid and signed data item must be provided as the body: "
                                  "signature verification failed")
         meta = item_meta(item, now_ms=now_ms())
         if item.tag("Data-Protocol") != "ao":
-            raise NodeError(400, "Data-Protocol tag must be 'ao'")
+            raise BadInput("Data-Protocol tag must be 'ao'")
         kind = item.tag("Type")
         if kind == "Module":
             return self._module(item, meta, raw)
@@ -76,34 +76,34 @@ class Scheduler:
             return self._spawn(item, meta, raw)
         if kind == "Message":
             return self._message(item, meta, raw)
-        raise NodeError(400, f"Type tag must be Module, Process or Message (got {kind!r})")
+        raise BadInput(f"Type tag must be Module, Process or Message (got {kind!r})")
 
     def _module(self, item: DataItem, meta: ItemMeta, raw: bytes) -> Accepted:
         fmt = (item.tag("Module-Format") or "").strip()
         if not fmt:
-            raise NodeError(400, "Module-Format tag is required on a Type=Module item")
+            raise BadInput("Module-Format tag is required on a Type=Module item")
         fresh = self.store.put_item(meta, raw, len(raw) - meta.size)
         return Accepted("Module", meta.id, None, fresh)
 
     def _spawn(self, item: DataItem, meta: ItemMeta, raw: bytes) -> Accepted:
         module_id = item.tag("Module")
         if not module_id:
-            raise NodeError(400, "No Module tag found on 'Process' DataItem")
+            raise BadInput("No Module tag found on 'Process' DataItem")
         module = self.store.item_meta(module_id)
         if module is None or module.kind != "Module":
-            raise NodeError(404, f"Module {module_id} not found on this node (upload it first: POST / Type=Module)")
+            raise NotFound(f"Module {module_id} not found on this node (upload it first: POST / Type=Module)")
         module_limits(meta.id, meta.tags, module.tags, memory_max=self.config.memory_max,
                       compute_max=self.config.compute_max)
         try:
             has_crons = bool(cron.parse_crons(meta.tags))
         except cron.CronError as exc:
-            raise NodeError(400, str(exc)) from None
+            raise BadInput(str(exc)) from None
         entry, fresh = self._run(ScheduleOp("spawn", meta.id, meta.id, (meta, raw), module_id, has_crons))
         return Accepted("Process", meta.id, entry, fresh)
 
     def _message(self, item: DataItem, meta: ItemMeta, raw: bytes) -> Accepted:
         if not meta.target:
-            raise NodeError(400, "A Type=Message item needs a target process")
+            raise BadInput("A Type=Message item needs a target process")
         # an unknown target fails inside the scheduling transaction (StoreError -> 404)
         entry, fresh = self._run(ScheduleOp("message", meta.target, meta.id, (meta, raw)))
         return Accepted("Message", meta.id, entry, fresh)
@@ -111,9 +111,9 @@ class Scheduler:
     # POST /?process-id=&assign= ---------------------------------------------------------------
     def assign(self, pid: str, message_id: str) -> Accepted:
         if self.store.process(pid) is None:
-            raise NodeError(404, f"Process {pid} not found on this node")
+            raise NotFound(f"Process {pid} not found on this node")
         if self.store.item_meta(message_id) is None:
-            raise NodeError(404, f"Message {message_id} not found on this node")
+            raise NotFound(f"Message {message_id} not found on this node")
         entry, fresh = self._run(ScheduleOp("assign", pid, message_id))
         return Accepted("Assignment", entry.assignment_id, entry, fresh)
 
@@ -125,7 +125,7 @@ class Scheduler:
     def assignment_json(self, entry: LogEntry) -> dict[str, Any]:
         meta = self.store.item_meta(entry.assignment_id)
         if meta is None:
-            raise NodeError(500, f"assignment {entry.assignment_id} missing from the store")
+            raise Internal(f"assignment {entry.assignment_id} missing from the store")
         return {"id": meta.id, "owner": self.owner_json(meta), "tags": legacy.tags_list(meta.tags),
                 "signature": meta.signature, "anchor": meta.anchor, "target": meta.target or None,
                 "data": ""}
@@ -152,7 +152,7 @@ class Scheduler:
         proc = self.store.process(pid)
         meta = self.store.item_meta(pid)
         if proc is None or meta is None:
-            raise NodeError(404, "Process not found")
+            raise NotFound("Process not found")
         data = self.store.item_data(pid) or b""
         try:
             data_text: str | None = data.decode("utf-8")

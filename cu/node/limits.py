@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from cu.node.errors import NodeError
+from cu.node.errors import Invalid, LimitExceeded
 
 FORMATS: tuple[str, ...] = (
     "wasm32-unknown-emscripten",
@@ -44,21 +44,21 @@ def _tag(tags: list[tuple[str, str]], name: str) -> str | None:
 
 def module_limits(pid: str, process_tags: list[tuple[str, str]], module_tags: list[tuple[str, str]], *,
                   memory_max: int, compute_max: int) -> tuple[str, int, int]:
-    """(format, memory limit, compute limit) or NodeError 413/422 as the legacy CU answers."""
+    """(format, memory limit, compute limit) or LimitExceeded/Invalid (413/422 on the legacy CU)."""
     fmt = (_tag(module_tags, "Module-Format") or "").strip()
     if fmt not in FORMATS:
-        raise NodeError(422, f"Module-Format {fmt or '(none)'} for process {pid} is not supported")
+        raise Invalid(f"Module-Format {fmt or '(none)'} for process {pid} is not supported")
     for name in ("Input-Encoding", "Output-Encoding"):
         if not _tag(module_tags, name):
-            raise NodeError(422, f"{name} for process {pid} is not supported: tag not found on module")
+            raise Invalid(f"{name} for process {pid} is not supported: tag not found on module")
     if _tag(module_tags, "Extension") is not None or _tag(process_tags, "Extension") is not None:
-        raise NodeError(422, f"Extension for process {pid} is not supported")
+        raise Invalid(f"Extension for process {pid} is not supported")
     mem_s = _tag(process_tags, "Memory-Limit") or _tag(module_tags, "Memory-Limit")
     cmp_s = _tag(process_tags, "Compute-Limit") or _tag(module_tags, "Compute-Limit")
     mem = parse_bytes(mem_s) if mem_s else None
     cmp_ = parse_int(cmp_s) if cmp_s else None
     if mem is None or mem <= 0 or mem > memory_max:
-        raise NodeError(413, f"Memory-Limit for process {pid} exceeds supported limit")
+        raise LimitExceeded(f"Memory-Limit for process {pid} exceeds supported limit")
     if cmp_ is None or cmp_ <= 0 or cmp_ > compute_max:
-        raise NodeError(413, f"Compute-Limit for process {pid} exceeds supported limit")
+        raise LimitExceeded(f"Compute-Limit for process {pid} exceeds supported limit")
     return fmt, mem, cmp_

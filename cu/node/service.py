@@ -23,7 +23,7 @@ from typing import Any
 import msgpack
 
 from cu.node.config import NodeConfig
-from cu.node.errors import NodeError
+from cu.node.errors import BadInput, Busy, CoreError, NotFound, Unavailable, from_kind
 from cu.node.evaluator import Evaluator
 from cu.node.items import Identity
 from cu.node.store import ItemMeta, LogEntry, ScheduleOp, StoreError
@@ -138,7 +138,7 @@ class EvaluatorCore:
         except Exception as exc:  # noqa: BLE001 - the whole transaction failed: nothing acknowledged
             log.error("group commit of %d writes failed: %s", len(batch), exc)
             for _, _, fut in batch:
-                fut.set_exception(NodeError(503, f"could not write to the store: {exc}"))
+                fut.set_exception(Unavailable(f"could not write to the store: {exc}"))
             return
         m = self.evaluator.metrics
         m["commits"] = m.get("commits", 0) + 1
@@ -166,7 +166,7 @@ class EvaluatorCore:
         (res,) = self.store.schedule_batch([op], int(time.time() * 1000), self.config.block_height,
                                            self.identity.build_assignment)
         if isinstance(res, Exception):
-            raise NodeError(404, str(res)) if isinstance(res, StoreError) else res
+            raise NotFound(str(res)) if isinstance(res, StoreError) else res
         if res[1]:
             if op.kind == "message" and op.item is not None:
                 self.evaluator.remember(res[0], op.item)
@@ -237,7 +237,7 @@ class EvaluatorCore:
     def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         if op.startswith("bridge_"):
             if self.bridge is None:
-                raise NodeError(404, f"Process {args.get('pid')} not found")
+                raise NotFound(f"Process {args.get('pid')} not found")
             return self.bridge.call(op, args)
         ev = self.evaluator
         if op == "schedule":
@@ -268,7 +268,7 @@ class EvaluatorCore:
             return {"metrics": dict(ev.metrics), "warm": ev.warm(), "queued": len(self._due)}
         if op == "now":
             return self._now(args["pid"])
-        raise NodeError(400, f"unknown evaluator operation {op!r}")
+        raise BadInput(f"unknown evaluator operation {op!r}")
 
     def _now(self, pid: str) -> dict[str, Any]:
         """AO-Core `/now`: evaluate up to the newest slot, then the patch cache and the latest stored result."""
@@ -343,7 +343,7 @@ class SocketClient:
                 except (FileNotFoundError, ConnectionRefusedError):
                     if time.monotonic() > deadline:
                         s.close()
-                        raise NodeError(503, "the evaluator is not running") from None
+                        raise Unavailable("the evaluator is not running") from None
                     time.sleep(0.05)
             s.settimeout(self.reply_timeout_s)
             self._local.sock, self._local.pid = s, os.getpid()
@@ -367,13 +367,13 @@ class SocketClient:
             except TimeoutError:
                 # the evaluator keeps working; this connection is out of step with it now
                 self._drop()
-                raise NodeError(504, f"the evaluator did not answer within {self.reply_timeout_s:g} s") from None
+                raise Busy(f"the evaluator did not answer within {self.reply_timeout_s:g} s") from None
             except (ConnectionError, OSError):
                 self._drop()
                 if attempt:
-                    raise NodeError(503, "lost the connection to the evaluator") from None
+                    raise Unavailable("lost the connection to the evaluator") from None
         if not reply.get("ok"):
-            raise NodeError(int(reply.get("status", 500)), str(reply.get("error", "evaluator error")))
+            raise from_kind(str(reply.get("kind", "internal")), str(reply.get("error", "evaluator error")))
         return reply.get("value") or {}
 
     def submit(self, op: ScheduleOp) -> tuple[LogEntry, bool]:
@@ -396,11 +396,11 @@ class _Handler(socketserver.BaseRequestHandler):
             try:
                 value = self.server.core.call(str(req.get("op")), dict(req.get("args") or {}))
                 reply = {"ok": True, "value": value}
-            except NodeError as exc:
-                reply = {"ok": False, "status": exc.status, "error": exc.message}
+            except CoreError as exc:
+                reply = {"ok": False, "kind": exc.kind, "error": exc.message}
             except Exception as exc:  # noqa: BLE001 - report, keep serving other requests
                 log.exception("evaluator operation failed")
-                reply = {"ok": False, "status": 500, "error": f"evaluation failed: {exc}"}
+                reply = {"ok": False, "kind": "internal", "error": f"evaluation failed: {exc}"}
             try:
                 _send(sock, reply)
             except OSError:

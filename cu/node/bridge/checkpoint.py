@@ -14,7 +14,7 @@ from typing import Any
 import zstandard
 
 from cu.codec.ans104 import DataItem
-from cu.node.bridge.errors import BridgeError
+from cu.node.bridge.errors import BridgeTooLarge, StreamInvalid
 
 WASM_PAGE = 65536
 MAX_MEMORY = 1 << 34            # 16 GiB: the largest heap any Module-Format reports (AO-ABI §1)
@@ -47,11 +47,11 @@ def gunzip_bounded(data: bytes, limit: int = MAX_MEMORY) -> bytes:
     try:
         out = d.decompress(data, limit + 1)
     except zlib.error as exc:
-        raise BridgeError(422, f"checkpoint data is not valid gzip: {exc}") from None
+        raise StreamInvalid(f"checkpoint data is not valid gzip: {exc}") from None
     if len(out) > limit or d.unconsumed_tail:
-        raise BridgeError(413, f"checkpoint memory exceeds {limit} bytes")
+        raise BridgeTooLarge(f"checkpoint memory exceeds {limit} bytes")
     if not d.eof:
-        raise BridgeError(422, "checkpoint data is truncated gzip")
+        raise StreamInvalid("checkpoint data is truncated gzip")
     return out
 
 
@@ -95,7 +95,7 @@ def parse_info(tags: list[tuple[str, str]]) -> CheckpointInfo:
             assignment_id=t.get("Assignment"), hash_chain=t.get("Hash-Chain"),
             epoch=int(t["Epoch"]) if t.get("Epoch") else None, cron_interval=t.get("Cron-Interval"))
     except (KeyError, ValueError) as exc:
-        raise BridgeError(422, f"malformed checkpoint tags: {exc}") from None
+        raise StreamInvalid(f"malformed checkpoint tags: {exc}") from None
 
 
 def read_checkpoint(data: bytes, info: CheckpointInfo, limit: int = MAX_MEMORY) -> bytes:
@@ -103,7 +103,7 @@ def read_checkpoint(data: bytes, info: CheckpointInfo, limit: int = MAX_MEMORY) 
     memory = gunzip_bounded(data, limit)
     digest = hashlib.sha256(memory).hexdigest()
     if digest != info.sha256:
-        raise BridgeError(422, f"checkpoint of {info.pid} at nonce {info.nonce}: SHA-256 of the memory is "
+        raise StreamInvalid(f"checkpoint of {info.pid} at nonce {info.nonce}: SHA-256 of the memory is "
                                f"{digest}, tag says {info.sha256}")
     return memory
 
@@ -137,7 +137,7 @@ def instance_from_memory(module: Any, memory: bytes, **limits: Any) -> Any:
     from cu.engine import Instance, Snapshot
 
     if len(memory) % WASM_PAGE:
-        raise BridgeError(422, "checkpoint memory is not a whole number of 64 KiB pages")
+        raise StreamInvalid("checkpoint memory is not a whole number of 64 KiB pages")
     fresh = Instance(module, **limits)
     base = fresh.snapshot()
     _, _, globals_, host = base._state

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cu.node.bridge.errors import BridgeError
+from cu.node.bridge.errors import BridgeNotFound, StreamMalformed
 from cu.node.bridge.net import HttpClient, RetryPolicy, check_base_url, q
 
 TX_FIELDS = "id signature anchor recipient owner { address key } tags { name value } block { id height timestamp }"
@@ -55,7 +55,7 @@ class Block:
 
 def _tx(node: Any) -> TxMeta:
     if not isinstance(node, dict) or not isinstance(node.get("id"), str):
-        raise BridgeError(502, "gateway returned a malformed transaction")
+        raise StreamMalformed("gateway returned a malformed transaction")
     owner = node.get("owner") or {}
     block = node.get("block") or {}
     tags = [(str(t.get("name")), str(t.get("value"))) for t in node.get("tags") or [] if isinstance(t, dict)]
@@ -78,13 +78,13 @@ class GatewayClient:
         obj = self.http.post_json(self.graphql_url, {"query": query, "variables": variables})
         if not isinstance(obj, dict) or not isinstance(obj.get("data"), dict):
             errs = obj.get("errors") if isinstance(obj, dict) else None
-            raise BridgeError(502, f"gateway GraphQL error: {errs!r}"[:500])
+            raise StreamMalformed(f"gateway GraphQL error: {errs!r}"[:500])
         return obj["data"]
 
     def _edges(self, data: dict[str, Any], root: str) -> list[Any]:
         conn = data.get(root)
         if not isinstance(conn, dict) or not isinstance(conn.get("edges"), list):
-            raise BridgeError(502, f"gateway GraphQL answer lacks {root}.edges")
+            raise StreamMalformed(f"gateway GraphQL answer lacks {root}.edges")
         return conn["edges"]
 
     def transactions(self, ids: list[str]) -> dict[str, TxMeta]:
@@ -99,13 +99,13 @@ class GatewayClient:
     def transaction(self, tx_id: str) -> TxMeta:
         tx = self.transactions([tx_id]).get(tx_id)
         if tx is None:
-            raise BridgeError(404, f"transaction {tx_id} not found on gateway {self.base}")
+            raise BridgeNotFound(f"transaction {tx_id} not found on gateway {self.base}")
         return tx
 
     def raw(self, tx_id: str) -> bytes:
         status, data, _ = self.http.request("GET", f"{self.base}/raw/{q(tx_id)}", allow_404=True)
         if status == 404:
-            raise BridgeError(404, f"data of {tx_id} not found on gateway {self.base}")
+            raise BridgeNotFound(f"data of {tx_id} not found on gateway {self.base}")
         return data
 
     def scheduler_url(self, scheduler_address: str) -> str:
@@ -113,10 +113,10 @@ class GatewayClient:
         data = self.graphql(Q_SCHEDULER_LOCATION, {"owner": scheduler_address})
         edges = self._edges(data, "transactions")
         if not edges:
-            raise BridgeError(404, f"no Scheduler-Location record for scheduler {scheduler_address}")
+            raise BridgeNotFound(f"no Scheduler-Location record for scheduler {scheduler_address}")
         url = _tx(edges[0].get("node")).tag("Url")
         if not url:
-            raise BridgeError(502, f"Scheduler-Location record of {scheduler_address} has no Url tag")
+            raise StreamMalformed(f"Scheduler-Location record of {scheduler_address} has no Url tag")
         return url
 
     def checkpoints(self, pid: str, owners: list[str] | None) -> list[TxMeta]:
@@ -131,13 +131,13 @@ class GatewayClient:
             data = self.graphql(Q_BLOCKS, {"min": min_height, "max": None, "after": after})
             conn = data.get("blocks")
             if not isinstance(conn, dict) or not isinstance(conn.get("edges"), list):
-                raise BridgeError(502, "gateway GraphQL answer lacks blocks.edges")
+                raise StreamMalformed("gateway GraphQL answer lacks blocks.edges")
             for e in conn["edges"]:
                 try:
                     n = e["node"]
                     out.append(Block(int(n["height"]), int(n["timestamp"]) * 1000))
                 except (KeyError, TypeError, ValueError):
-                    raise BridgeError(502, "gateway returned a malformed block") from None
+                    raise StreamMalformed("gateway returned a malformed block") from None
                 after = e.get("cursor")
             if not conn["edges"] or not (conn.get("pageInfo") or {}).get("hasNextPage") \
                     or out[-1].timestamp > max_timestamp_ms:

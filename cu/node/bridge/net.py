@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from cu.node.bridge.errors import UpstreamError
+from cu.node.bridge.errors import UpstreamAnswerError, UpstreamError
 
 USER_AGENT = "aocu-bridge/1"
 MAX_BODY = 1 << 30        # refuse absurd upstream bodies (a module or checkpoint may be large)
@@ -65,7 +65,7 @@ class HttpClient:
                 with _OPENER.open(req, timeout=p.timeout_s) as resp:
                     data = resp.read(MAX_BODY + 1)
                     if len(data) > MAX_BODY:
-                        raise UpstreamError(502, self.service, url, "response body too large", attempt)
+                        raise UpstreamAnswerError(self.service, url, "response body too large", attempt)
                     return resp.status, data, {k.lower(): v for k, v in resp.headers.items()}
             except urllib.error.HTTPError as exc:
                 text = _snippet(exc.read(4096) if exc.fp else b"")
@@ -73,7 +73,7 @@ class HttpClient:
                     return 404, b"", {}
                 if 400 <= exc.code < 500 and exc.code not in (408, 425, 429):
                     self.failures += 1
-                    raise UpstreamError(502, self.service, url, f"HTTP {exc.code} {text}".strip(), attempt) from None
+                    raise UpstreamAnswerError(self.service, url, f"HTTP {exc.code} {text}".strip(), attempt) from None
                 last = f"HTTP {exc.code} {text}".strip()
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
@@ -84,7 +84,7 @@ class HttpClient:
                 break
             time.sleep(delay)
             delay = min(delay * 2, p.max_delay_s)
-        raise UpstreamError(503, self.service, url, last, attempt)
+        raise UpstreamError(self.service, url, last, attempt)
 
     def get_json(self, url: str, *, allow_404: bool = False) -> Any:
         status, data, _ = self.request("GET", url, headers={"Accept": "application/json"}, allow_404=allow_404)
@@ -102,7 +102,7 @@ def _parse_json(service: str, url: str, data: bytes) -> Any:
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError):
-        raise UpstreamError(502, service, url, f"invalid JSON response {_snippet(data)}", 1) from None
+        raise UpstreamAnswerError(service, url, f"invalid JSON response {_snippet(data)}", 1) from None
 
 
 def _snippet(data: bytes) -> str:

@@ -12,7 +12,7 @@ from cu.codec.errors import CodecError
 from cu.codec.secp256k1 import eth_address
 from cu.codec.tags import encode_tags
 from cu.hashing import b64url_decode
-from cu.node.bridge.errors import StreamError
+from cu.node.bridge.errors import StreamInvalid, StreamMalformed
 from cu.node.bridge.gateway import TxMeta
 from cu.node.legacy import MESSAGE_KEYS
 
@@ -22,7 +22,7 @@ Tag = tuple[str, str]
 def owner_address(owner: Any) -> str:
     """`addressFrom`: a 65-byte key is an Ethereum key (EIP-55 address), else the SU/gateway address."""
     if not isinstance(owner, dict):
-        raise StreamError(502, "owner must be an object {address, key}")
+        raise StreamMalformed("owner must be an object {address, key}")
     key = owner.get("key")
     if isinstance(key, str) and key:
         try:
@@ -33,17 +33,17 @@ def owner_address(owner: Any) -> str:
             return eth_address(raw)
     address = owner.get("address")
     if not isinstance(address, str) or not address:
-        raise StreamError(502, "owner has no address")
+        raise StreamMalformed("owner has no address")
     return address
 
 
 def tags_of(value: Any) -> list[Tag]:
     if not isinstance(value, list):
-        raise StreamError(502, "tags must be a list")
+        raise StreamMalformed("tags must be a list")
     out: list[Tag] = []
     for t in value:
         if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not isinstance(t.get("value"), str):
-            raise StreamError(502, "tags must be {name: string, value: string}")
+            raise StreamMalformed("tags must be {name: string, value: string}")
         out.append((t["name"], t["value"]))
     return out
 
@@ -84,21 +84,21 @@ def _int_tag(tags: list[Tag], name: str, required: bool = True) -> int:
     v = first(tags, name)
     if v is None:
         if required:
-            raise StreamError(502, f"assignment lacks the {name} tag")
+            raise StreamMalformed(f"assignment lacks the {name} tag")
         return 0
     try:
         return int(v.strip())
     except ValueError:
-        raise StreamError(502, f"assignment tag {name} is not a number: {v!r}") from None
+        raise StreamMalformed(f"assignment tag {name} is not a number: {v!r}") from None
 
 
 def map_edge(edge: Any) -> Scheduled:
     if not isinstance(edge, dict) or not isinstance(edge.get("node"), dict):
-        raise StreamError(502, "SU edge lacks a node")
+        raise StreamMalformed("SU edge lacks a node")
     node = edge["node"]
     assignment = node.get("assignment")
     if not isinstance(assignment, dict) or not isinstance(assignment.get("id"), str):
-        raise StreamError(502, "SU edge lacks an assignment")
+        raise StreamMalformed("SU edge lacks an assignment")
     atags = tags_of(assignment.get("tags"))
     message = node.get("message")
     is_assignment = message is None or (isinstance(message, dict) and message.get("id") is None)
@@ -111,12 +111,12 @@ def map_edge(edge: Any) -> Scheduled:
     if is_assignment:
         mid = first(atags, "Message")
         if not mid:
-            raise StreamError(502, f"pure assignment at nonce {nonce} lacks the Message tag")
+            raise StreamMalformed(f"pure assignment at nonce {nonce} lacks the Message tag")
         msg: dict[str, Any] = {"Id": mid, **common}
         tags: list[Tag] = []
     else:
         if not isinstance(message, dict) or not isinstance(message.get("id"), str):
-            raise StreamError(502, f"SU message at nonce {nonce} is malformed")
+            raise StreamMalformed(f"SU message at nonce {nonce} is malformed")
         tags = tags_of(message.get("tags") or [])
         owner = owner_address(message.get("owner"))
         from_process = first(tags, "From-Process")
@@ -199,7 +199,7 @@ def deep_hash(s: Scheduled) -> str | None:
         sig_data = _legacy_signature_data(data_b, tgt, anc, s.tags)
     except (ValueError, CodecError) as exc:
         # the legacy CU fails the whole evaluation here too ("ill-formatted ... will cause eval to fail")
-        raise StreamError(422, f"cannot compute the deep hash of message {s.message_id}: {exc}") from None
+        raise StreamInvalid(f"cannot compute the deep hash of message {s.message_id}: {exc}") from None
     return base64.b64encode(sig_data).decode("ascii")
 
 

@@ -14,7 +14,7 @@ from cu.hashing import su_hash_chain
 from cu.node import legacy
 from cu.node.bridge import normalise
 from cu.node.bridge.crons import Cron, CronFire, cron_fires, parse_crons
-from cu.node.bridge.errors import StreamError
+from cu.node.bridge.errors import StreamInvalid, StreamMalformed, StreamMissing
 from cu.node.bridge.gateway import Block, GatewayClient, TxMeta
 from cu.node.bridge.normalise import Scheduled
 from cu.node.bridge.su import PAGE_SIZE, SuClient
@@ -94,16 +94,16 @@ def load_process(pid: str, su: SuClient, gateway: GatewayClient) -> ProcessInfo:
     tags = normalise.tags_of(rec.get("tags"))
     t = dict(reversed(tags))
     if t.get("Data-Protocol") != "ao" or t.get("Type") != "Process" or not t.get("Module"):
-        raise StreamError(422, f"{pid} is not an ao process (needs Data-Protocol=ao, Type=Process and a Module tag)")
+        raise StreamInvalid(f"{pid} is not an ao process (needs Data-Protocol=ao, Type=Process and a Module tag)")
     try:
         crons = parse_crons(tags)
     except CronError as exc:
-        raise StreamError(422, f"process {pid}: {exc}") from None
+        raise StreamInvalid(f"process {pid}: {exc}") from None
     try:
         height = int(str(rec.get("block", "0")))
         ts = int(rec.get("timestamp"))
     except (TypeError, ValueError):
-        raise StreamError(502, f"scheduler record of {pid} has a malformed block or timestamp") from None
+        raise StreamMalformed(f"scheduler record of {pid} has a malformed block or timestamp") from None
     module = gateway.transaction(t["Module"])
     return ProcessInfo(pid=pid, su_url=su.base, record=rec, owner=normalise.owner_address(rec["owner"]), tags=tags,
                        module_id=t["Module"], module=module, origin_ts=ts, origin_height=height, crons=crons)
@@ -150,7 +150,7 @@ class RemoteProcess:
         for s in pure:
             meta = metas.get(s.message_id)
             if meta is None:
-                raise StreamError(502, f"assigned message {s.message_id} (nonce {s.nonce}) not found on the gateway")
+                raise StreamMalformed(f"assigned message {s.message_id} (nonce {s.nonce}) not found on the gateway")
             data = None if "Data" in s.exclude else self.gateway.raw(s.message_id)
             normalise.hydrate(s, meta, data)
 
@@ -168,7 +168,7 @@ class RemoteProcess:
                 return
             last = page.edges[-1].get("cursor")
             if last is None or last == cursor:
-                raise StreamError(502, f"scheduler paging for {self.info.pid} does not advance (cursor {last!r})")
+                raise StreamMalformed(f"scheduler paging for {self.info.pid} does not advance (cursor {last!r})")
             cursor = str(last)
 
     # -- the stream -------------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ class RemoteProcess:
             except ValueError:
                 ok = False
         if not ok:
-            raise StreamError(422, f"HashChain invalid on message {s.message_id}")
+            raise StreamInvalid(f"HashChain invalid on message {s.message_id}")
 
     def _cold_start(self, p: Progress, s: Scheduled | None) -> Iterator[Entry]:
         is_process = s is not None and not s.is_assignment and normalise.first(s.tags, "Type") == "Process"
@@ -234,7 +234,7 @@ class RemoteProcess:
                 if to_nonce is not None and s.nonce > to_nonce:
                     return
                 if s.nonce != p.nonce + 1:
-                    raise StreamError(502, f"scheduler returned nonce {s.nonce} of {self.info.pid} after nonce "
+                    raise StreamMalformed(f"scheduler returned nonce {s.nonce} of {self.info.pid} after nonce "
                                            f"{p.nonce}: messages are missing")
                 self._check_chain(p, s)
                 if not p.cold_started:
@@ -257,7 +257,7 @@ class RemoteProcess:
                     reached = True
                     return
         if to_nonce is not None and not reached:
-            raise StreamError(404, f"message at nonce {to_nonce} of {self.info.pid} not found on the scheduler")
+            raise StreamMissing(f"message at nonce {to_nonce} of {self.info.pid} not found on the scheduler")
         if not p.cold_started:
             yield from self._cold_start(p, None)
         if horizon_ts is not None and p.anchor_ts is not None and horizon_ts // 1000 > p.anchor_ts // 1000:

@@ -19,14 +19,23 @@ from typing import Any
 from cu.node import legacy
 from cu.node.bridge import checkpoint as ckpt
 from cu.node.bridge import normalise
-from cu.node.bridge.errors import AccessDenied, BridgeError
+from cu.node.bridge.errors import (
+    AccessDenied,
+    BridgeConflict,
+    BridgeError,
+    BridgeInternal,
+    BridgeNotFound,
+    BridgeNotImplemented,
+    BridgeNotYet,
+    StreamMalformed,
+)
 from cu.node.bridge.gateway import GatewayClient, TxMeta
 from cu.node.bridge.net import RetryPolicy, check_base_url
 from cu.node.bridge.remote import ProcessInfo, Progress, RemoteProcess, load_process
 from cu.node.bridge.store import BridgeStore
 from cu.node.bridge.su import PAGE_SIZE, SuClient
 from cu.node.cron import parse_crons
-from cu.node.errors import NodeError
+from cu.node.errors import BadInput, Invalid
 from cu.node.limits import module_limits
 from cu.node.store import ResultRow
 
@@ -158,11 +167,11 @@ class BridgeService:
         tx = self.gateway.transaction(pid)
         scheduler = tx.tag("Scheduler")
         if not scheduler:
-            raise BridgeError(404, f"process {pid} has no Scheduler tag: cannot locate its scheduler")
+            raise BridgeNotFound(f"process {pid} has no Scheduler tag: cannot locate its scheduler")
         try:
             return check_base_url(self.gateway.scheduler_url(scheduler), "Scheduler-Location Url")
         except ValueError as exc:
-            raise BridgeError(502, str(exc)) from None
+            raise StreamMalformed(str(exc)) from None
 
     # -- warm state ---------------------------------------------------------------------------------------
     def _load(self, pid: str) -> _Warm:
@@ -185,7 +194,7 @@ class BridgeService:
         try:
             module = Module.load(wasm, fmt, cache_dir=self.config.cache_dir)
         except EngineError as exc:
-            raise NodeError(422, f"Module {info.module_id} cannot be loaded: {exc}") from None
+            raise Invalid(f"Module {info.module_id} cannot be loaded: {exc}") from None
         limits = {"memory_limit": mem, "compute_limit": compute, "timeout_s": self.config.eval_timeout_s}
         remote = RemoteProcess(info, su, self.gateway, self.config.page_size)
         w = _Warm(info=info, remote=remote, module=module, instance=None, env=info.env(), limits=limits,
@@ -307,7 +316,7 @@ class BridgeService:
                 # the process message is nonce 0 and its id is the process id, which the SU route reads as a page
                 meta = (0, None) if message_id == pid else w.remote.su.message_meta(pid, message_id)
                 if meta is None:
-                    raise BridgeError(404, f"Message {message_id} is not scheduled on process {pid}")
+                    raise BridgeNotFound(f"Message {message_id} is not scheduled on process {pid}")
                 nonce, ts = meta
                 progress = self.compute(pid, to_nonce=nonce, to_ts=ts)
                 row = self.store.result_by_message(pid, message_id)
@@ -315,12 +324,12 @@ class BridgeService:
                     return row.body
                 skip = self.store.skipped(pid, message_id)
                 if skip is None and nonce <= progress.nonce:
-                    raise BridgeError(425, f"message at nonce {nonce} precedes the checkpoint process {pid} was "
+                    raise BridgeNotYet(f"message at nonce {nonce} precedes the checkpoint process {pid} was "
                                            f"started from; its result was not computed here")
             if skip is not None:
-                raise BridgeError(404, f"Message {message_id} at nonce {skip[0]} of {pid} was not evaluated: it is "
+                raise BridgeNotFound(f"Message {message_id} at nonce {skip[0]} of {pid} was not evaluated: it is "
                                        f"a duplicate of an earlier message (dedup key {skip[1]})")
-            raise BridgeError(500, f"evaluation of {message_id} produced no result")
+            raise BridgeInternal(f"evaluation of {message_id} produced no result")
 
     def _now(self, pid: str) -> _Warm:
         """Everything scheduled, then crons up to the SU's current timestamp (as the legacy CU reads "latest")."""
@@ -366,12 +375,12 @@ class BridgeService:
         """Uploads the current memory as a legacy-format checkpoint; returns its data item id. Only at a scheduled
         message (not after crons), where the legacy tags describe the position completely."""
         if self.signer is None:
-            raise BridgeError(501, "writing Arweave checkpoints needs a wallet (signer)")
+            raise BridgeNotImplemented("writing Arweave checkpoints needs a wallet (signer)")
         with self._lock(pid):
             w = self._warm_state(pid)
             p = w.progress
             if p.nonce < 0 or p.crons_done:
-                raise BridgeError(409, f"{pid} is not at a scheduled message (nonce {p.nonce}, "
+                raise BridgeConflict(f"{pid} is not at a scheduled message (nonce {p.nonce}, "
                                        f"{p.crons_done} crons after it): no checkpoint written")
             memory = w.instance.memory()
             info = ckpt.CheckpointInfo(pid=pid, module=w.info.module_id, nonce=p.nonce, ordinate=str(p.nonce),
@@ -442,7 +451,7 @@ class BridgeService:
             return {"rows": [list(asdict(r).values()) for r in rows], "more": more}
         if op == "bridge_seq_for":
             return {"seq": self.seq_for(pid, int(args["timestamp"]), int(args["nonce"]), args.get("cron"))}
-        raise NodeError(400, f"unknown bridge operation {op!r}")
+        raise BadInput(f"unknown bridge operation {op!r}")
 
 
 def _pair(v: Any) -> tuple[int, int] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cu.node.bridge.errors import StreamError
+from cu.node.bridge.errors import StreamMalformed, StreamMissing
 from cu.node.bridge.net import HttpClient, RetryPolicy, check_base_url, q
 
 PAGE_SIZE = 1000
@@ -21,7 +21,7 @@ def _int(value: Any, what: str) -> int:
     try:
         return int(str(value).strip())
     except (TypeError, ValueError):
-        raise StreamError(502, f"SU returned a non-numeric {what}: {value!r}") from None
+        raise StreamMalformed(f"SU returned a non-numeric {what}: {value!r}") from None
 
 
 class SuClient:
@@ -33,9 +33,9 @@ class SuClient:
         """`GET /processes/{pid}`: {process_id, owner{address,key}, tags, block, timestamp, data, anchor, signature}."""
         obj = self.http.get_json(f"{self.base}/processes/{q(pid)}", allow_404=True)
         if obj is None:
-            raise StreamError(404, f"Process {pid} not found on scheduler {self.base}")
+            raise StreamMissing(f"Process {pid} not found on scheduler {self.base}")
         if not isinstance(obj, dict) or not isinstance(obj.get("tags"), list) or not isinstance(obj.get("owner"), dict):
-            raise StreamError(502, f"scheduler {self.base} returned a malformed process record for {pid}")
+            raise StreamMalformed(f"scheduler {self.base} returned a malformed process record for {pid}")
         return obj
 
     def page(self, pid: str, *, from_: str | None, to: str | None, limit: int = PAGE_SIZE) -> SuPage:
@@ -50,14 +50,14 @@ class SuClient:
         obj = self.http.get_json(url)
         if not isinstance(obj, dict) or not isinstance(obj.get("edges"), list) \
                 or not isinstance(obj.get("page_info"), dict):
-            raise StreamError(502, f"scheduler {self.base} returned a malformed page for {pid}")
+            raise StreamMalformed(f"scheduler {self.base} returned a malformed page for {pid}")
         return SuPage(edges=obj["edges"], has_next_page=bool(obj["page_info"].get("has_next_page")))
 
     def timestamp(self, pid: str) -> tuple[int, int]:
         """`GET /timestamp?process-id=` -> (timestamp ms, block height)."""
         obj = self.http.get_json(f"{self.base}/timestamp?process-id={q(pid)}")
         if not isinstance(obj, dict):
-            raise StreamError(502, f"scheduler {self.base} returned a malformed timestamp")
+            raise StreamMalformed(f"scheduler {self.base} returned a malformed timestamp")
         return _int(obj.get("timestamp"), "timestamp"), _int(obj.get("block_height"), "block_height")
 
     def message_meta(self, pid: str, message_id: str) -> tuple[int, int] | None:
@@ -66,7 +66,7 @@ class SuClient:
         if obj is None:
             return None
         if not isinstance(obj, dict):
-            raise StreamError(502, f"scheduler {self.base} returned a malformed message record")
+            raise StreamMalformed(f"scheduler {self.base} returned a malformed message record")
         if isinstance(obj.get("assignment"), dict):
             tags = {t.get("name"): t.get("value") for t in obj["assignment"].get("tags") or [] if isinstance(t, dict)}
             return _int(tags.get("Nonce"), "Nonce"), _int(tags.get("Timestamp"), "Timestamp")
