@@ -306,10 +306,10 @@ def engine_baseline(wasm: bytes, cache: Path, n: int = 300) -> float:
 def evaluator_socket_round_trips(data_dir: Path, pid: str, n: int = 400) -> tuple[float, float]:
     """p50 ms of the evaluator's two operations of a round trip, called directly on its Unix socket (no HTTP):
     schedule (durable, acknowledged after the fsync) and result."""
+    from cu.node.client import over_socket
     from cu.node.items import item_meta
-    from cu.node.service import SocketClient
     from cu.node.store import ScheduleOp
-    sock = SocketClient(data_dir / "evaluator.sock")
+    sock = over_socket(data_dir / "evaluator.sock")
     key = Ed25519Key.generate()
     sched, res = [], []
     for i in range(n):
@@ -319,7 +319,7 @@ def evaluator_socket_round_trips(data_dir: Path, pid: str, n: int = 400) -> tupl
         t0 = time.perf_counter()
         sock.submit(op)
         t1 = time.perf_counter()
-        body = sock.call("result", pid=pid, message=item.id)["body"]
+        body = sock.result(pid, item.id)
         t2 = time.perf_counter()
         assert json.loads(body)["Output"] == f"m{i}"
         sched.append(t1 - t0)

@@ -12,10 +12,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cu.engine.cli",
     "cu.codec.cli",
     "attestation.cli",
-    "attestation.verify_cli",
+    "cu.verify.cli",
     "attestation.measure_cli",
-    "cu.node.cli",
+    "cu.serve.cli",
 )
+NATIVE_MODULE = "cu._native"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,12 +25,22 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # area not present in this build
+        except ImportError as exc:
+            if isinstance(exc, ModuleNotFoundError) and exc.name == name:  # area not present in this build
+                continue
+            if not _native_available():  # needs the C++ extension: a pure-Python install still has `aocu verify`
                 continue
             raise
         module.register(sub)
     return parser
+
+
+def _native_available() -> bool:
+    try:
+        importlib.import_module(NATIVE_MODULE)
+    except ImportError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

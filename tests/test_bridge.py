@@ -328,27 +328,23 @@ def test_cron_walk_matches_ticking(seed):
 
 
 def test_node_hook(world, standin, tmp_path, cache_dir):
-    from cu.node.bridge.node_hook import bridge_from_node, is_remote
+    from cu.node.bridge.node_hook import bridge_from_node
     from cu.node.config import NodeConfig
 
     plain = NodeConfig.from_mapping({"data_dir": tmp_path / "plain"})
-    assert bridge_from_node(plain) is None
-
-    class NoProcesses:
-        def process(self, pid):
-            return None
-
-    assert not is_remote(NoProcesses(), plain, world.pid)
-    cfg = NodeConfig.from_mapping({"data_dir": tmp_path / "n", "gateway": standin.url, "su_url": standin.url})
-    assert is_remote(NoProcesses(), cfg, world.pid)
+    assert bridge_from_node(plain) is None and not plain.bridge_enabled
+    cfg = NodeConfig.from_mapping({"data_dir": tmp_path / "n", "bridge": {"gateway": standin.url,
+                                                                          "su_url": standin.url}})
+    assert cfg.bridge_enabled
+    # the evaluator process gets the settings as JSON: the round trip keeps them
+    assert NodeConfig.from_mapping(json.loads(json.dumps(cfg.to_mapping()))).bridge == cfg.bridge
     b = bridge_from_node(cfg)
     assert b is not None and b.config.su_url == standin.url and b.config.memory_max == cfg.memory_max
     target = world.edges[5]
-    out = b.call("bridge_result", {"pid": world.pid, "message": target.message.id})
-    assert json.loads(out["body"])["Output"] is not None
-    page = b.call("bridge_results_page", {"pid": world.pid, "after": None, "until": None, "descending": True,
-                                          "limit": 2, "crons_only": False, "skip_errors": False})
-    assert len(page["rows"]) == 2 and page["more"]
+    assert json.loads(b.result(world.pid, target.message.id))["Output"] is not None
+    rows, more = b.results_page(world.pid, after=None, until=None, descending=True, limit=2, crons_only=False,
+                                skip_errors=False)
+    assert len(rows) == 2 and more
     b.shutdown()
 
 

@@ -35,7 +35,7 @@ def client(tmp_path, node_wallet):
     app = create_app({"data_dir": tmp_path / "node", "tee": "sim", "max_body": 64 * 1024, "eager": False,
                       "wallet": node_wallet})
     yield app.test_client()
-    app.extensions["aocu"].core.stop()
+    app.extensions["aocu"].dispatcher.stop()
 
 
 def _upload(client, wallet, tags=MODULE_TAGS, data=b"\0asm\1\0\0\0"):
@@ -77,7 +77,7 @@ def test_post_processor_hook_sees_every_response(tmp_path, node_wallet):
     assert c.get("/result/x").headers["X-Test-Post"] == "1"   # errors too
     assert seen == [("/health", 200), ("/result/x", 400)]
     assert c.get("/").headers["X-Aocu-Tee"].startswith("none")
-    app.extensions["aocu"].core.stop()
+    app.extensions["aocu"].dispatcher.stop()
 
 
 def test_ingest_su_reads_and_gateway(client, wallet):

@@ -1,4 +1,4 @@
-"""The crank (cu/node/service.py): a message whose result nobody reads is still evaluated and stored shortly
+"""The crank (cu/node/core.py): a message whose result nobody reads is still evaluated and stored shortly
 after its acknowledgement, and a read that comes first evaluates it on the reading request's thread."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import pytest
 
 from cu.codec.ans104 import DataItem
 from cu.codec.wallet import ArweaveWallet, Ed25519Key
+from cu.node.client import embedded
 from cu.node.config import NodeConfig
+from cu.node.dispatch import Dispatcher
 from cu.node.ingest import Scheduler
-from cu.node.service import EmbeddedClient, EvaluatorCore
 from tests.modules.build import build
 
 
@@ -21,10 +22,10 @@ def node(tmp_path):
     def make(crank_delay_s: float):
         cfg = NodeConfig.from_mapping({"data_dir": tmp_path / str(crank_delay_s), "tee": "none",
                                        "evaluator": "embedded", "crank_delay_s": crank_delay_s})
-        core = EvaluatorCore(cfg)
+        core = Dispatcher.open(cfg)
         core.start()
-        client = EmbeddedClient(core)
-        sched = Scheduler(cfg, core.store, core.identity, submit=client.submit)
+        client = embedded(core)
+        sched = Scheduler(cfg, core.store, core.core.identity, submit=client.submit)
         wallet = ArweaveWallet.generate()
         module = DataItem.create(wallet, data=build("lua32").read_bytes(), tags=[
             ("Data-Protocol", "ao"), ("Type", "Module"), ("Module-Format", "wasm32-unknown-emscripten2"),
@@ -36,7 +37,7 @@ def node(tmp_path):
         sched.ingest(proc.to_bytes())
         made.append(core)
         return core, client, sched, proc.id
-    made: list[EvaluatorCore] = []
+    made: list[Dispatcher] = []
     yield make
     for core in made:
         core.stop()
@@ -62,10 +63,10 @@ def test_a_read_before_the_crank_is_due_evaluates_on_the_reading_thread(node):
     core, client, sched, pid = node(30.0)      # the crank would wait 30 s
     acc = sched.ingest(_message(pid, "read at once"))
     t0 = time.monotonic()
-    body = client.call("result", pid=pid, message=acc.id)["body"]
+    body = client.result(pid, acc.id)
     assert json.loads(body)["Output"] == "read at once"
     assert time.monotonic() - t0 < 10
-    assert pid in core._due          # the crank still has it due, and will find nothing left to do
+    assert pid in core.core._due          # the crank still has it due, and will find nothing left to do
     # the result was written behind the reply
     deadline = time.monotonic() + 10
     while core.store.result_by_message(pid, acc.id) is None and time.monotonic() < deadline:

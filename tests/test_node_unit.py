@@ -240,7 +240,7 @@ def test_identity_persists(tmp_path):
 
 
 def test_tee_resolution(monkeypatch):
-    from cu.node import cli
+    from cu.serve import cli
     monkeypatch.setattr(cli, "TEE_DEVICES", {"snp": ("/nonexistent/sev-guest",), "tdx": ("/nonexistent/tdx",)})
     assert cli.resolve_tee("auto") == "none"          # refuses to pretend
     assert cli.resolve_tee("sim") == "sim"

@@ -29,24 +29,27 @@ def json_error(status: int, message: str) -> Response:
 def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
     """Builds the node app. `config.evaluator == "embedded"` evaluates inside this process (tests, one
     process); "socket" talks to the evaluator process that `aocu serve` runs next to the gunicorn workers."""
+    from cu.node.client import embedded, over_socket
+    from cu.node.dispatch import Dispatcher
     from cu.node.ingest import Scheduler
     from cu.node.items import Identity
-    from cu.node.service import EmbeddedClient, EvaluatorCore, SocketClient
     from cu.node.store_sqlite import SqliteStore
 
     cfg = config if isinstance(config, NodeConfig) else NodeConfig.from_mapping(config)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(cfg.db_path)
     identity = Identity.load(cfg.data_dir, cfg.wallet)
-    core = None
+    dispatcher = None
     if cfg.evaluator == "embedded":
-        core = EvaluatorCore(cfg, store, identity)
-        core.start()
-        client: Any = EmbeddedClient(core)
+        dispatcher = Dispatcher.open(cfg, store, identity)
+        dispatcher.start()
+        client = embedded(dispatcher)
     else:
-        client = SocketClient(cfg.socket_path, reply_timeout_s=cfg.busy_s)  # type: ignore[arg-type]
+        assert cfg.socket_path is not None
+        client = over_socket(cfg.socket_path, reply_timeout_s=cfg.busy_s)
     state = NodeApp(config=cfg, store=store, identity=identity,
-                    scheduler=Scheduler(cfg, store, identity, submit=client.submit), evaluator=client, core=core)
+                    scheduler=Scheduler(cfg, store, identity, submit=client.submit), evaluator=client,
+                    dispatcher=dispatcher)
 
     app = Flask("aocu")
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body

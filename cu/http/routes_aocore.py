@@ -137,7 +137,7 @@ def compute(pid: str, path: str = "") -> Response:
     if entry is None:
         raise NotFound(f"slot {slot} of process {pid} is not scheduled")
     set_result_identity(ResultId(process=pid, slot=slot, message=entry.message_id))
-    body = st.evaluator.call("result", pid=pid, message=entry.message_id)["body"]
+    body = st.evaluator.result(pid, entry.message_id)
     if not path.strip("/"):
         return Response(body, mimetype="application/json")
     return _answer(json.loads(body), path)
@@ -148,19 +148,19 @@ def compute(pid: str, path: str = "") -> Response:
 def now(pid: str, path: str = "") -> Response:
     st = node()
     _require_process(pid)
-    out = st.evaluator.call("now", pid=pid)
-    res = out.get("result")
-    results = json.loads(res["body"]) if res else None
-    set_result_identity(ResultId(process=pid, slot=out["slot"]))
-    doc = {"process": pid, "slot": out["slot"], "timestamp": out["timestamp"],
-           "block-height": out["block_height"], "results": results, "cache": out["cache"]}
-    if out["cache"] is None:
+    out = st.evaluator.now(pid)
+    res = out.result
+    results = json.loads(res.body) if res else None
+    set_result_identity(ResultId(process=pid, slot=out.slot))
+    doc = {"process": pid, "slot": out.slot, "timestamp": out.timestamp,
+           "block-height": out.block_height, "results": results, "cache": out.cache}
+    if out.cache is None:
         doc["cache-error"] = ("patch cache unavailable: the process was restored from a checkpoint written "
                               "without it; it is rebuilt when the process is next evaluated from the start")
         if path.strip("/").split("/")[0] == "cache":
             raise Unavailable(doc["cache-error"])
     if res is not None:
-        doc["result-slot"] = res["slot"]
-        if res.get("cron"):
-            doc["result-cron"] = res["cron"]
+        doc["result-slot"] = res.slot
+        if res.cron:
+            doc["result-cron"] = res.cron
     return _answer(doc, path)

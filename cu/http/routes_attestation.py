@@ -8,10 +8,10 @@ from typing import Any
 
 from flask import Blueprint, Response, g, request
 
-from attestation.response import check_identity_value
 from cu.node.errors import BadInput, Unavailable
 from cu.node.evidence_service import EvidenceError, parse_nonce
 from cu.node.signer import ResultId, ResultSigner
+from cu.wire.response import check_identity_value
 
 bp = Blueprint("attestation", __name__)
 

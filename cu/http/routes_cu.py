@@ -1,26 +1,24 @@
-"""Legacy CU routes (AO-ABI §13): /result, /results, /dry-run, /state, /cron.
+"""Legacy CU routes (docs/HTTP-API.md): /result, /results, /dry-run, /state, /cron.
 
-A route naming a process that is not scheduled on this node goes to the legacynet bridge when `aocu serve
---gateway` configured one (the `bridge_*` evaluator operations); otherwise it is a 404 as before."""
+A route naming a process that is not scheduled on this node is computed by the legacynet bridge when `aocu serve
+--gateway` configured one; the evaluator's dispatcher decides that, not these routes."""
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
 from flask import Blueprint, Response, request
 
+from cu.http import cursors
 from cu.http.routes_ops import dumps
 from cu.http.state import node
-from cu.node.bridge.node_hook import is_remote
-from cu.node.errors import BadInput, Busy, CoreError, LimitExceeded, NotFound, NotImplementedHere
-from cu.node.evaluator import result_cursor
+from cu.node import rpc
+from cu.node.errors import BadInput, Busy, LimitExceeded, NotFound, NotImplementedHere
 from cu.node.store import ResultRow
 
 bp = Blueprint("cu", __name__)
 
-BIG = 1 << 62
 
 
 def _pid_param() -> str:
@@ -39,46 +37,25 @@ def _json(body: bytes, status: int = 200) -> Response:
 def result(message_id: str) -> Response:
     st = node()
     pid = _pid_param()
-    op = "result"
-    if is_remote(st.store, st.config, pid):
-        op = "bridge_result"
-    elif not st.take_fresh(message_id):
+    if not st.take_fresh(message_id):
         row = st.store.result_by_message(pid, message_id)
         if row is not None:
             return _json(row.body)
     try:
-        return _json(st.evaluator.call(op, pid=pid, message=message_id)["body"])
-    except CoreError as exc:
-        if not isinstance(exc, Busy) or "no-busy" in request.args:
+        return _json(st.evaluator.result(pid, message_id))
+    except Busy:
+        if "no-busy" in request.args:
             raise
         # the legacy CU's busy answer; the evaluation continues and a later request gets the result
         return _json(dumps({"message": f'Evaluation of process "{pid}" to "{message_id}" is in progress.'}), 202)
 
 
-def _bound(pid: str, value: str | None, descending: bool, *, inclusive: bool,
-           remote: bool = False) -> tuple[int, int] | None:
-    """A cursor (base64 JSON {timestamp, ordinate, cron}) or a timestamp -> a (timestamp, seq) bound."""
+def _bound(value: str | None) -> rpc.Bound | None:
+    """A `from`/`to` parameter: a cursor (base64 JSON {timestamp, ordinate, cron}) or a timestamp."""
     if value is None or value == "":
         return None
-    if value.lstrip("-").isdigit():
-        ts = int(value)
-        if inclusive:
-            return (ts, -1) if descending else (ts, BIG)
-        return (ts, -1) if descending else (ts, BIG)
-    try:
-        obj = json.loads(base64.b64decode(value + "=" * (-len(value) % 4), validate=False))
-        ts = int(obj["timestamp"])
-        ordinate = int(obj["ordinate"])
-        cron = obj.get("cron")
-    except (ValueError, KeyError, TypeError):
-        raise BadInput(f"invalid cursor {value!r}") from None
-    if remote:
-        seq = node().evaluator.call("bridge_seq_for", pid=pid, timestamp=ts, nonce=ordinate, cron=cron)["seq"]
-    else:
-        seq = node().store.seq_for(pid, ts, ordinate, cron)
-    if seq is None:
-        return (ts, -1) if descending else (ts, BIG)
-    return (ts, seq)
+    cur = cursors.decode(value)
+    return rpc.Bound(cur.timestamp, cur.ordinate, cur.cron)
 
 
 def _limit(default: int, maximum: int | None) -> int:
@@ -104,56 +81,27 @@ def _connection(rows: list[ResultRow], has_next: bool, sort: str) -> dict[str, A
             node_["Error"] = body["Error"]
         if "GasUsed" in body:
             node_["GasUsed"] = body["GasUsed"]
-        edges.append({"cursor": result_cursor(r, sort), "node": node_})
+        edges.append({"cursor": cursors.encode(r, sort), "node": node_})
     return {"pageInfo": {"hasNextPage": has_next}, "edges": edges}
-
-
-def _require_process(pid: str) -> bool:
-    """True when the process is computed by the legacynet bridge, False when it is scheduled here."""
-    st = node()
-    if is_remote(st.store, st.config, pid):
-        return True
-    if st.store.process(pid) is None:
-        raise NotFound(f"Process {pid} not found")
-    return False
-
-
-def _page(pid: str, remote: bool, *, after: tuple[int, int] | None, until: tuple[int, int] | None,
-          descending: bool, limit: int, crons_only: bool, skip_errors: bool) -> tuple[list[ResultRow], bool]:
-    st = node()
-    if not remote:
-        return st.store.results_page(pid, after=after, until=until, descending=descending, limit=limit,
-                                     crons_only=crons_only, skip_errors=skip_errors)
-    out = st.evaluator.call("bridge_results_page", pid=pid, after=after, until=until, descending=descending,
-                            limit=limit, crons_only=crons_only, skip_errors=skip_errors)
-    return [ResultRow(*row) for row in out["rows"]], bool(out["more"])
 
 
 @bp.get("/results/<pid>")
 def results(pid: str) -> Response:
-    st = node()
-    remote = _require_process(pid)
     sort = (request.args.get("sort") or "ASC").upper()
     if sort not in ("ASC", "DESC"):
         raise BadInput("sort must be ASC or DESC")
-    desc = sort == "DESC"
-    if not remote:
-        st.evaluator.call("flush")   # results evaluated moments ago may still be queued for writing
-    rows, more = _page(
-        pid, remote, after=_bound(pid, request.args.get("from"), desc, inclusive=False, remote=remote),
-        until=_bound(pid, request.args.get("to"), desc, inclusive=True, remote=remote), descending=desc,
-        limit=_limit(25, 1000), crons_only=False, skip_errors=True)
+    rows, more = node().evaluator.results_page(
+        pid, after=_bound(request.args.get("from")), until=_bound(request.args.get("to")),
+        descending=sort == "DESC", limit=_limit(25, 1000), crons_only=False, skip_errors=True)
     return _json(dumps(_connection(rows, more, sort)))
 
 
 @bp.get("/cron/<pid>")
 def crons(pid: str) -> Response:
     st = node()
-    remote = _require_process(pid)
-    st.evaluator.call("bridge_cron" if remote else "cron", pid=pid)
-    rows, more = _page(
-        pid, remote, after=_bound(pid, request.args.get("from"), False, inclusive=False, remote=remote),
-        until=_bound(pid, request.args.get("to"), False, inclusive=True, remote=remote), descending=False,
+    st.evaluator.cron(pid)
+    rows, more = st.evaluator.results_page(
+        pid, after=_bound(request.args.get("from")), until=_bound(request.args.get("to")), descending=False,
         limit=_limit(500, 1000), crons_only=True, skip_errors=False)
     return _json(dumps(_connection(rows, more, "ASC")))
 
@@ -162,7 +110,8 @@ def crons(pid: str) -> Response:
 def dry_run() -> Response:
     st = node()
     pid = _pid_param()
-    remote = _require_process(pid)
+    if not st.config.bridge_enabled and st.store.process(pid) is None:
+        raise NotFound(f"Process {pid} not found")     # before the body is read, as the legacy CU answers
     if request.args.get("to"):
         raise NotImplementedHere("dry-run against an earlier message (to=) is not implemented: dry-runs use the "
                              "latest state")
@@ -177,17 +126,16 @@ def dry_run() -> Response:
         raise BadInput("dry-run body must be JSON") from None
     if not isinstance(body, dict):
         raise BadInput("dry-run body must be a JSON object")
-    return _json(st.evaluator.call("bridge_dry_run" if remote else "dry_run", pid=pid, body=body)["body"])
+    return _json(st.evaluator.dry_run(pid, body))
 
 
 @bp.get("/state/<pid>")
 def state(pid: str) -> Response:
     st = node()
-    remote = _require_process(pid)
     if request.args.get("to"):
         raise NotImplementedHere("state at an earlier timestamp (to=) is not implemented: /state serves the latest")
-    out = st.evaluator.call("bridge_state" if remote else "state", pid=pid)
-    resp = Response(out["body"], mimetype="application/octet-stream")
-    for k, v in out.get("headers", {}).items():
+    out = st.evaluator.state(pid)
+    resp = Response(out.body, mimetype="application/octet-stream")
+    for k, v in out.headers.items():
         resp.headers[k] = v
     return resp

@@ -43,8 +43,8 @@ def metrics() -> Response:
     for table, n in st.store.stats().items():
         lines.append(f'aocu_store_rows{{table="{table}"}} {n}')
     try:
-        ev = st.evaluator.call("metrics")
-        m = ev.get("metrics", {})
+        ev = st.evaluator.metrics()
+        m = ev.metrics
         lines += [
             f"aocu_evaluations_total {int(m.get('evaluations', 0))}",
             f"aocu_evaluation_seconds_total {float(m.get('eval_seconds', 0.0)):.6f}",
@@ -57,8 +57,8 @@ def metrics() -> Response:
             f"aocu_recompute_mismatch_total {int(m.get('recompute_mismatch', 0))}",
             f"aocu_checkpoint_restores_total {int(m.get('restores', 0))}",
             f"aocu_checkpoint_restore_failures_total {int(m.get('restore_failures', 0))}",
-            f"aocu_warm_processes {int(ev.get('warm', 0))}",
-            f"aocu_crank_queue {int(ev.get('queued', 0))}",
+            f"aocu_warm_processes {ev.warm}",
+            f"aocu_crank_queue {ev.queued}",
             "aocu_evaluator_up 1",
         ]
     except CoreError:

@@ -7,11 +7,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from flask import Flask, Request, Response, current_app
 
+from cu.node.client import EvaluatorClient
 from cu.node.config import NodeConfig
+from cu.node.dispatch import Dispatcher
 from cu.node.ingest import Scheduler
 from cu.node.items import Identity
 from cu.node.store_sqlite import SqliteStore
@@ -55,8 +56,8 @@ class NodeApp:
     store: SqliteStore
     identity: Identity
     scheduler: Scheduler
-    evaluator: Any                 # EmbeddedClient | SocketClient: .call(op, **args)
-    core: Any = None               # the EvaluatorCore when embedded
+    evaluator: EvaluatorClient
+    dispatcher: Dispatcher | None = None     # the evaluator itself when embedded (tests, one process)
     metrics: Metrics = field(default_factory=Metrics)
     post_processors: list[PostProcessor] = field(default_factory=list)
     worker_pid: int = field(default_factory=os.getpid)

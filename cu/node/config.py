@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from cu.node.bridge.config import BridgeConfig
 
 TEE_CHOICES = ("auto", "snp", "tdx", "sim", "none")
 
@@ -32,16 +34,18 @@ class NodeConfig:
     crank_delay_s: float = 0.02
     evaluator: str = "embedded"            # embedded (in this process) | socket (separate evaluator process)
     socket_path: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    bridge: BridgeConfig | None = None     # the legacynet bridge (`aocu serve --gateway URL ...`), or None
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any] | None) -> NodeConfig:
         values = dict(values or {})
-        extra = dict(values.pop("extra", None) or {})  # to_mapping() round trip keeps the extras
         names = {f.name for f in fields(cls)}
-        known = {k: v for k, v in values.items() if k in names}
-        cfg = cls(**known)
-        cfg.extra = extra | {k: v for k, v in values.items() if k not in names}
+        unknown = sorted(k for k in values if k not in names)
+        if unknown:
+            raise ValueError(f"unknown node setting(s): {', '.join(unknown)}")
+        cfg = cls(**values)
+        if isinstance(cfg.bridge, dict):
+            cfg.bridge = BridgeConfig.from_mapping(cfg.bridge)
         cfg.data_dir = Path(cfg.data_dir)
         if cfg.wallet is not None:
             cfg.wallet = Path(cfg.wallet)
@@ -59,8 +63,14 @@ class NodeConfig:
         out: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
+            if isinstance(v, BridgeConfig):
+                v = v.to_mapping()
             out[f.name] = str(v) if isinstance(v, Path) else v
         return out
+
+    @property
+    def bridge_enabled(self) -> bool:
+        return self.bridge is not None
 
     @property
     def db_path(self) -> Path:

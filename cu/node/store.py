@@ -213,4 +213,8 @@ class Store(abc.ABC):
     def stats(self) -> dict[str, int]: ...
 
     @abc.abstractmethod
+    def flush(self) -> None:
+        """Every write queued so far (write-behind results) is in the store when this returns."""
+
+    @abc.abstractmethod
     def close(self) -> None: ...

@@ -153,6 +153,11 @@ class SqliteStore(Store):
             raise res
         return res
 
+    def flush(self) -> None:
+        """Returns once every write queued so far (write-behind results included) is committed: an empty job
+        goes through the same group writer, which commits in queue order."""
+        self._write(lambda _c: None, False)
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:

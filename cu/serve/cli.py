@@ -1,20 +1,17 @@
-"""`aocu serve`: gunicorn workers serving the Flask app, next to one evaluator process for the data dir."""
+"""`aocu serve`: gunicorn workers serving the Flask app (cu.http), next to one evaluator process for the data dir
+(cu.node.service, supervised by supervisor.py)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import signal
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
-from typing import Any
 
 from cu.node.config import TEE_CHOICES, NodeConfig
+from cu.serve.gunicorn_app import run_gunicorn
+from cu.serve.supervisor import Supervisor
 
 log = logging.getLogger("aocu.serve")
 
@@ -74,40 +71,11 @@ def resolve_tee(requested: str) -> str:
     return requested
 
 
-def _listening(path: Path) -> bool:
-    import socket
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(str(path))
-            return True
-        except OSError:
-            return False    # absent, or a stale file left by an evaluator that died
-
-
-def _start_evaluator(config: NodeConfig) -> subprocess.Popen:
-    env = dict(os.environ)
-    # The evaluator imports the same `cu` as this process: its package root via PYTHONPATH, and -P so that
-    # the working directory (e.g. a source checkout without the built extension) is not put first on sys.path.
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
-    proc = subprocess.Popen([sys.executable, "-P", "-m", "cu.node.service", json.dumps(config.to_mapping()),
-                             str(os.getpid())], env=env)
-    deadline = time.monotonic() + 30
-    assert config.socket_path is not None
-    while not _listening(config.socket_path):
-        if proc.poll() is not None:
-            raise SystemExit(f"aocu serve: the evaluator exited with status {proc.returncode}")
-        if time.monotonic() > deadline:
-            proc.terminate()
-            raise SystemExit("aocu serve: the evaluator did not start within 30 s")
-        time.sleep(0.02)
-    return proc
-
-
-def _bridge_settings(args: argparse.Namespace) -> dict:
+def _bridge_settings(args: argparse.Namespace) -> dict | None:
     if not args.gateway:
         if args.graphql or args.su_url or args.bridge_allow or args.bridge_deny or args.checkpoint_owners:
             raise SystemExit("aocu serve: the bridge flags need --gateway URL")
-        return {}
+        return None
     out: dict = {"gateway": args.gateway.rstrip("/")}
     for key, value in (("graphql", args.graphql), ("su_url", args.su_url), ("bridge_allow", args.bridge_allow),
                        ("bridge_deny", args.bridge_deny), ("checkpoint_owners", args.checkpoint_owners)):
@@ -133,73 +101,16 @@ def serve(args: argparse.Namespace) -> int:
         "eval_timeout_s": args.eval_timeout, "busy_s": args.busy_after, "evaluator": "socket",
         "crank_delay_s": args.crank_delay,
         "module_cache": Path(args.module_cache).resolve() if args.module_cache else None,
-        **_bridge_settings(args),
+        "bridge": _bridge_settings(args),
     })
     # keys exist before the workers race to create them
     from cu.node.items import Identity
     Identity.load(config.data_dir, config.wallet)
     from cu.node.store_sqlite import SqliteStore
     SqliteStore(config.db_path).close()
-    sup = _Supervisor(config)
+    sup = Supervisor(config)
     try:
-        _run_gunicorn(config, args)
+        run_gunicorn(config, args)
     finally:
         sup.stop()
     return 0
-
-
-class _Supervisor:
-    """Keeps the evaluator process running next to the gunicorn master; restarts it if it dies (its state
-    is rebuilt from the store: checkpoints + log)."""
-
-    def __init__(self, config: NodeConfig) -> None:
-        self.config = config
-        self.proc = _start_evaluator(config)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="aocu-evaluator-supervisor", daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        while not self._stopping.wait(0.5):
-            if self.proc.poll() is not None and not self._stopping.is_set():
-                log.error("the evaluator exited with status %s; restarting it", self.proc.returncode)
-                try:
-                    self.proc = _start_evaluator(self.config)
-                except SystemExit as exc:
-                    log.error("%s", exc)
-                    time.sleep(2)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        proc = self.proc
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)   # checkpoints warm processes on the way out
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def _run_gunicorn(config: NodeConfig, args: argparse.Namespace) -> None:
-    from gunicorn.app.base import BaseApplication
-
-    mapping = config.to_mapping()
-
-    class App(BaseApplication):
-        def load_config(self) -> None:
-            opts: dict[str, Any] = {
-                "bind": args.bind, "workers": args.workers, "threads": args.threads,
-                "worker_class": "cu.http.worker.KeepAliveThreadWorker" if args.threads > 1 else "sync", "timeout": 120,
-                "graceful_timeout": 30, "keepalive": 5, "accesslog": None, "errorlog": "-",
-                "loglevel": "warning" if args.quiet else "info", "proc_name": "aocu",
-                # one control socket per user would collide between nodes; nothing here uses it
-                "control_socket_disable": True,
-            }
-            for k, v in opts.items():
-                self.cfg.set(k, v)
-
-        def load(self) -> Any:
-            from cu.http import create_app
-            return create_app(NodeConfig.from_mapping(mapping))
-
-    App().run()

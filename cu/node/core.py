@@ -1,0 +1,201 @@
+"""The evaluator core: the one place a data dir's messages are scheduled and evaluated. It owns the store's
+group commit (one fsync for every write queued meanwhile) and the crank thread, which evaluates newly scheduled
+messages nobody reads and delivers their outbox, like the legacy MU cranking results after it forwards a
+message. Requests reach it through `cu.node.dispatch.Dispatcher`."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from cu.node.config import NodeConfig
+from cu.node.errors import NotFound, Unavailable
+from cu.node.evaluator import Evaluator
+from cu.node.items import Identity
+from cu.node.store import LogEntry, ScheduleOp, StoreError
+from cu.node.store_sqlite import Job, SqliteStore
+
+log = logging.getLogger("aocu.evaluator")
+
+MAX_GROUP = 256          # ops per group commit
+# Write-behind results (served from memory until stored) ride along with the next scheduling commit, or are
+# committed by the crank thread this long after they were queued, whichever comes first.
+WRITE_BEHIND_S = 0.005
+
+
+class EvaluatorCore:
+    """Evaluator + crank queue. All evaluation of a data dir happens in exactly one EvaluatorCore."""
+
+    def __init__(self, config: NodeConfig, store: SqliteStore | None = None, identity: Identity | None = None,
+                 ) -> None:
+        self.config = config
+        self.store = store or SqliteStore(config.db_path)
+        self.identity = identity or Identity.load(config.data_dir, config.wallet)
+        self.evaluator = Evaluator(config, self.store, self.identity)
+        self.evaluator.on_delivery = self.notify
+        self._due: dict[str, float] = {}         # pid -> monotonic time its crank is due
+        self._flush_at: float | None = None       # when queued write-behind results must be committed
+        self._crank_cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._commit_q: queue.Queue[tuple[Job, bool, Future]] = queue.Queue()
+        self._commit_lock = threading.Lock()
+        self._deferred = threading.local()
+        self.store.writer = self._group_write
+        self.store.async_writer = self._group_write_deferred
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._crank, name="aocu-crank", daemon=True)
+        self._thread.start()
+        # messages acknowledged before a stop may not have been evaluated yet
+        for pid in self.store.all_processes():
+            proc = self.store.process(pid)
+            last = self.store.last_result(pid)
+            if proc is not None and (last is None or last.nonce < proc.nonce):
+                self.notify(pid)
+
+    # group commit, leader-based: the first writer to find the store idle commits everything queued so far
+    # in one transaction (one fsync) on its own thread; writers arriving meanwhile queue and are committed by
+    # it or by the next leader. No writer thread, so no extra thread hand-offs on the acknowledgement path.
+    def _group_write(self, jobs: list[Job], durable: bool) -> list[Any]:
+        futs: list[Future] = []
+        for job in jobs:
+            fut: Future = Future()
+            self._commit_q.put((job, durable, fut))
+            futs.append(fut)
+        self._lead()
+        out: list[Any] = []
+        for fut in futs:
+            try:
+                out.append(fut.result(timeout=120))
+            except Exception as exc:  # noqa: BLE001 - returned in place, as transact() does
+                out.append(exc)
+        return out
+
+    def _lead(self) -> None:
+        while True:
+            if not self._commit_lock.acquire(blocking=False):
+                return              # the current leader re-checks the queue after it finishes
+            try:
+                batch: list[tuple[Job, bool, Future]] = []
+                while len(batch) < MAX_GROUP:
+                    try:
+                        batch.append(self._commit_q.get_nowait())
+                    except queue.Empty:
+                        break
+                if batch:
+                    self._commit(batch)
+            finally:
+                self._commit_lock.release()
+            if self._commit_q.empty():
+                return
+
+    def _commit(self, batch: list[tuple[Job, bool, Future]]) -> None:
+        t0 = time.perf_counter()
+        try:
+            results = self.store.transact([job for job, _, _ in batch], any(d for _, d, _ in batch))
+        except Exception as exc:  # noqa: BLE001 - the whole transaction failed: nothing acknowledged
+            log.error("group commit of %d writes failed: %s", len(batch), exc)
+            for _, _, fut in batch:
+                fut.set_exception(Unavailable(f"could not write to the store: {exc}"))
+            return
+        m = self.evaluator.metrics
+        m["commits"] = m.get("commits", 0) + 1
+        m["commit_writes"] = m.get("commit_writes", 0) + len(batch)
+        m["commit_seconds"] = m.get("commit_seconds", 0.0) + time.perf_counter() - t0
+        for (_, _, fut), res in zip(batch, results, strict=True):
+            if isinstance(res, Exception):
+                fut.set_exception(res)
+            else:
+                fut.set_result(res)
+
+    def _group_write_deferred(self, job: Job, durable: bool, done: Callable[[Any], None]) -> None:
+        """Write-behind: queued now; committed with the next scheduling commit or by the crank thread within
+        WRITE_BEHIND_S (at once when many are queued), never on the thread answering a request."""
+        fut: Future = Future()
+        fut.add_done_callback(lambda f: done(f.exception() or f.result()))
+        self._commit_q.put((job, durable, fut))
+        due = time.monotonic() + (WRITE_BEHIND_S if self._commit_q.qsize() < MAX_GROUP // 4 else 0.0)
+        with self._crank_cv:
+            if self._flush_at is None or due < self._flush_at:
+                self._flush_at = due
+                self._crank_cv.notify()
+
+    def schedule(self, op: ScheduleOp, *, defer_notify: bool = False) -> tuple[LogEntry, bool]:
+        (res,) = self.store.schedule_batch([op], int(time.time() * 1000), self.config.block_height,
+                                           self.identity.build_assignment)
+        if isinstance(res, Exception):
+            raise NotFound(str(res)) if isinstance(res, StoreError) else res
+        if res[1]:
+            if op.kind == "message" and op.item is not None:
+                self.evaluator.remember(res[0], op.item)
+            if defer_notify:
+                # cranked after the acknowledgement is sent: evaluation must not hold the GIL before it
+                self._deferred.__dict__.setdefault("pids", []).append(res[0].pid)
+            else:
+                self.notify(res[0].pid, self.config.crank_delay_s)
+        return res
+
+    def flush_deferred(self) -> None:
+        """After a request's reply is sent: its crank notifications."""
+        for pid in self._deferred.__dict__.pop("pids", []):
+            self.notify(pid, self.config.crank_delay_s)
+
+    def notify(self, pid: str, delay_s: float = 0.0) -> None:
+        """Evaluate `pid`'s unevaluated messages (and deliver their outbox) `delay_s` from now at the latest."""
+        if not self.config.eager:
+            return
+        due = time.monotonic() + delay_s
+        with self._crank_cv:
+            cur = self._due.get(pid)
+            if cur is not None and cur <= due:
+                return
+            self._due[pid] = due
+            self._crank_cv.notify()
+
+    def _next_due(self) -> tuple[list[str], bool] | None:
+        """(processes whose crank is due, whether queued write-behind results are due), or None to stop."""
+        with self._crank_cv:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                ready = [pid for pid, due in self._due.items() if due <= now]
+                flush = self._flush_at is not None and self._flush_at <= now
+                if ready or flush:
+                    for pid in ready:
+                        del self._due[pid]
+                    if flush:
+                        self._flush_at = None
+                    return ready, flush
+                times = list(self._due.values()) + ([self._flush_at] if self._flush_at is not None else [])
+                self._crank_cv.wait(min(times) - now if times else None)
+        return None
+
+    def _crank(self) -> None:
+        while (work := self._next_due()) is not None:
+            ready, flush = work
+            if flush:
+                self._lead()
+            for pid in ready:
+                try:
+                    self.evaluator.settle([pid])
+                except Exception as exc:  # noqa: BLE001 - the crank must survive any one process failing
+                    log.error("evaluation of %s failed: %s", pid, exc)
+
+    def queued(self) -> int:
+        """Processes waiting for the crank."""
+        with self._crank_cv:
+            return len(self._due)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._crank_cv:
+            self._crank_cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.evaluator.shutdown()           # checkpoints (and any queued write-behind results) are written
+        self._lead()

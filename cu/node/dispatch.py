@@ -1,0 +1,138 @@
+"""The evaluator process's dispatcher: answers each typed request (`cu.node.rpc`) from the evaluator core, or
+from the legacynet bridge when the request names a process that is not scheduled on this node and `aocu serve
+--gateway` configured one. Callers never say which: local vs bridged is decided here, once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from cu.node import rpc
+from cu.node.bridge.node_hook import bridge_from_node
+from cu.node.bridge.service import BridgeService
+from cu.node.config import NodeConfig
+from cu.node.core import EvaluatorCore
+from cu.node.errors import NotFound
+from cu.node.items import Identity
+from cu.node.store_sqlite import SqliteStore
+
+BIG = 1 << 62
+
+
+class Dispatcher:
+    def __init__(self, core: EvaluatorCore, bridge: BridgeService | None = None) -> None:
+        self.core = core
+        self.bridge = bridge
+        self._handlers: dict[type, Callable[[Any], Any]] = {
+            rpc.Schedule: self._schedule, rpc.Result: self._result, rpc.DryRun: self._dry_run,
+            rpc.State: self._state, rpc.Cron: self._cron, rpc.Checkpoint: self._checkpoint, rpc.Now: self._now,
+            rpc.ResultsPage: self._results_page, rpc.Flush: self._flush, rpc.Notify: self._notify,
+            rpc.Metrics: self._metrics,
+        }
+
+    @classmethod
+    def open(cls, config: NodeConfig, store: SqliteStore | None = None, identity: Identity | None = None,
+             ) -> Dispatcher:
+        """The evaluator of a data dir: its core and, with `config.bridge`, the legacynet bridge."""
+        core = EvaluatorCore(config, store, identity)
+        return cls(core, bridge_from_node(config, core.identity))
+
+    @property
+    def store(self) -> SqliteStore:
+        return self.core.store
+
+    def start(self) -> None:
+        self.core.start()
+
+    def stop(self) -> None:
+        self.core.stop()
+        if self.bridge is not None:
+            self.bridge.shutdown()
+
+    def handle(self, req: Any) -> Any:
+        handler = self._handlers.get(type(req))
+        if handler is None:
+            raise TypeError(f"not an evaluator request: {type(req).__name__}")
+        return handler(req)
+
+    def after_reply(self) -> None:
+        """After a request's reply is sent: the crank notifications it deferred."""
+        self.core.flush_deferred()
+
+    def _bridged(self, pid: str) -> BridgeService | None:
+        """The bridge when `pid` is not scheduled here and a bridge is configured, else None (local)."""
+        if self.bridge is not None and self.store.process(pid) is None:
+            return self.bridge
+        return None
+
+    # handlers --------------------------------------------------------------------------------------------
+    def _schedule(self, req: rpc.Schedule) -> rpc.Scheduled:
+        entry, fresh = self.core.schedule(req.op, defer_notify=True)
+        return rpc.Scheduled(entry, fresh)
+
+    def _result(self, req: rpc.Result) -> rpc.Body:
+        bridge = self._bridged(req.pid)
+        ev = self.core.evaluator
+        return rpc.Body(bridge.result(req.pid, req.message_id) if bridge else ev.result(req.pid, req.message_id))
+
+    def _dry_run(self, req: rpc.DryRun) -> rpc.Body:
+        bridge = self._bridged(req.pid)
+        ev = self.core.evaluator
+        return rpc.Body(bridge.dry_run(req.pid, req.body) if bridge else ev.dry_run(req.pid, req.body))
+
+    def _state(self, req: rpc.State) -> rpc.StateReply:
+        bridge = self._bridged(req.pid)
+        mem, headers = bridge.state(req.pid) if bridge else self.core.evaluator.state(req.pid)
+        return rpc.StateReply(mem, headers)
+
+    def _cron(self, req: rpc.Cron) -> rpc.Done:
+        bridge = self._bridged(req.pid)
+        if bridge:
+            bridge.cron(req.pid)
+        else:
+            self.core.evaluator.up_to_now(req.pid)
+        return rpc.Done()
+
+    def _checkpoint(self, req: rpc.Checkpoint) -> rpc.Done:
+        self.core.evaluator.checkpoint(req.pid)
+        return rpc.Done()
+
+    def _now(self, req: rpc.Now) -> rpc.NowReply:
+        """AO-Core `/now`: evaluate up to the newest slot, then the patch cache and the latest stored result."""
+        out = self.core.evaluator.now(req.pid)
+        self.store.flush()
+        row = self.store.last_result(req.pid)
+        last = None if row is None else rpc.LastResult(row.nonce, row.cron, row.message_id, row.body.decode("utf-8"))
+        return rpc.NowReply(out["slot"], out["timestamp"], out["block_height"], out["cache"], last)
+
+    def _results_page(self, req: rpc.ResultsPage) -> rpc.Page:
+        bridge = self._bridged(req.pid)
+        if bridge is None:
+            if self.store.process(req.pid) is None:
+                raise NotFound(f"Process {req.pid} not found")
+            self.store.flush()     # results evaluated moments ago may still be queued for writing
+        src: Any = bridge or self.store
+
+        def bound(b: rpc.Bound | None) -> tuple[int, int] | None:
+            if b is None:
+                return None
+            seq = None if b.ordinate is None else src.seq_for(req.pid, b.timestamp, b.ordinate, b.cron)
+            if seq is None:
+                return (b.timestamp, -1) if req.descending else (b.timestamp, BIG)
+            return (b.timestamp, seq)
+        rows, more = src.results_page(req.pid, after=bound(req.after), until=bound(req.until),
+                                      descending=req.descending, limit=req.limit, crons_only=req.crons_only,
+                                      skip_errors=req.skip_errors)
+        return rpc.Page(rows, more)
+
+    def _flush(self, _req: rpc.Flush) -> rpc.Done:
+        self.store.flush()
+        return rpc.Done()
+
+    def _notify(self, req: rpc.Notify) -> rpc.Done:
+        self.core.notify(req.pid)
+        return rpc.Done()
+
+    def _metrics(self, _req: rpc.Metrics) -> rpc.MetricsReply:
+        ev = self.core.evaluator
+        return rpc.MetricsReply({k: float(v) for k, v in ev.metrics.items()}, ev.warm(), self.core.queued())

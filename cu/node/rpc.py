@@ -1,0 +1,255 @@
+"""The evaluator RPC: one typed protocol between the HTTP workers and the evaluator process.
+
+Each request is a frozen dataclass naming its reply type; requests and replies cross the Unix socket as
+msgpack arrays built from the dataclasses' fields (`encode`/`decode`, derived once per type from the type
+hints), and in-process (embedded) calls pass the objects themselves. Errors travel as their domain kind
+(`cu.node.errors`), never as an HTTP status."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+from cu.node.store import LogEntry, ResultRow, ScheduleOp
+
+R = TypeVar("R")
+
+
+class Request(Generic[R]):
+    """Base of every request; `reply` is the reply dataclass the dispatcher answers it with."""
+
+    reply: ClassVar[type]
+
+
+# replies ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Done:
+    pass
+
+
+@dataclass(frozen=True)
+class Body:
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    entry: LogEntry
+    fresh: bool           # False: the message was scheduled before (duplicate post); `entry` is the original
+
+
+@dataclass(frozen=True)
+class StateReply:
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class MetricsReply:
+    metrics: dict[str, float]
+    warm: int
+    queued: int
+
+
+@dataclass(frozen=True)
+class LastResult:
+    slot: int
+    cron: str | None
+    message: str | None
+    body: str
+
+
+@dataclass(frozen=True)
+class NowReply:
+    slot: int
+    timestamp: int
+    block_height: int
+    cache: dict[str, Any] | None       # None: the patch@1.0 cache cannot be known (see Evaluator.now)
+    result: LastResult | None
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[ResultRow]
+    more: bool
+
+
+# requests --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Schedule(Request[Scheduled]):
+    op: ScheduleOp
+    reply: ClassVar[type] = Scheduled
+
+
+@dataclass(frozen=True)
+class Result(Request[Body]):
+    """The result of a scheduled message (evaluating up to it first)."""
+    pid: str
+    message_id: str
+    reply: ClassVar[type] = Body
+
+
+@dataclass(frozen=True)
+class DryRun(Request[Body]):
+    pid: str
+    body: dict[str, Any]
+    reply: ClassVar[type] = Body
+
+
+@dataclass(frozen=True)
+class State(Request[StateReply]):
+    pid: str
+    reply: ClassVar[type] = StateReply
+
+
+@dataclass(frozen=True)
+class Cron(Request[Done]):
+    """Evaluate the process up to now, crons included."""
+    pid: str
+    reply: ClassVar[type] = Done
+
+
+@dataclass(frozen=True)
+class Checkpoint(Request[Done]):
+    pid: str
+    reply: ClassVar[type] = Done
+
+
+@dataclass(frozen=True)
+class Now(Request[NowReply]):
+    pid: str
+    reply: ClassVar[type] = NowReply
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A `/results` page bound as the client gave it: a timestamp, or a cursor's (timestamp, ordinate, cron)."""
+    timestamp: int
+    ordinate: int | None = None
+    cron: str | None = None
+
+
+@dataclass(frozen=True)
+class ResultsPage(Request[Page]):
+    pid: str
+    after: Bound | None
+    until: Bound | None
+    descending: bool
+    limit: int
+    crons_only: bool
+    skip_errors: bool
+    reply: ClassVar[type] = Page
+
+
+@dataclass(frozen=True)
+class Flush(Request[Done]):
+    """Returns once every write queued so far (write-behind results) is in the store."""
+    reply: ClassVar[type] = Done
+
+
+@dataclass(frozen=True)
+class Notify(Request[Done]):
+    pid: str
+    reply: ClassVar[type] = Done
+
+
+@dataclass(frozen=True)
+class Metrics(Request[MetricsReply]):
+    reply: ClassVar[type] = MetricsReply
+
+
+REQUESTS: tuple[type, ...] = (Schedule, Result, DryRun, State, Cron, Checkpoint, Now, ResultsPage, Flush, Notify,
+                              Metrics)
+_BY_NAME: dict[str, type] = {cls.__name__: cls for cls in REQUESTS}
+
+
+# wire codec ------------------------------------------------------------------------------------------------
+Enc = Callable[[Any], Any]
+Dec = Callable[[Any], Any]
+
+
+def _identity(v: Any) -> Any:
+    return v
+
+
+@dataclass
+class _Codecs:
+    enc: dict[Any, Enc] = field(default_factory=dict)
+    dec: dict[Any, Dec] = field(default_factory=dict)
+
+
+_CODECS = _Codecs()
+_SCALARS = (int, str, bool, float)
+
+
+def _codec(tp: Any) -> tuple[Enc, Dec]:
+    """(encoder, decoder) between a value of type `tp` and its msgpack form."""
+    got = _CODECS.enc.get(tp)
+    if got is not None:
+        return got, _CODECS.dec[tp]
+    enc, dec = _build(tp)
+    _CODECS.enc[tp], _CODECS.dec[tp] = enc, dec
+    return enc, dec
+
+
+def _build(tp: Any) -> tuple[Enc, Dec]:
+    if tp is Any or tp in _SCALARS or tp is type(None):
+        return _identity, _identity
+    if tp is bytes:
+        return _identity, bytes
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"unsupported union {tp}")
+        e, d = _codec(inner[0])
+        return (lambda v: None if v is None else e(v)), (lambda v: None if v is None else d(v))
+    if origin is list:
+        e, d = _codec(args[0])
+        if e is _identity and d is _identity:
+            return _identity, list
+        return (lambda v: [e(x) for x in v]), (lambda v: [d(x) for x in v])
+    if origin is tuple:
+        pairs = [_codec(a) for a in args]
+        return (lambda v: [pe(x) for (pe, _), x in zip(pairs, v, strict=True)],
+                lambda v: tuple(pd(x) for (_, pd), x in zip(pairs, v, strict=True)))
+    if origin is dict:
+        return _identity, dict
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        names = [f.name for f in dataclasses.fields(tp)]
+        parts = [(n, *_codec(hints[n])) for n in names]
+
+        def enc(v: Any) -> list[Any]:
+            return [e(getattr(v, n)) for n, e, _ in parts]
+
+        def dec(v: list[Any]) -> Any:
+            return tp(*[d(x) for (_, _, d), x in zip(parts, v, strict=True)])
+        return enc, dec
+    raise TypeError(f"no wire form for {tp!r}")
+
+
+def encode_request(req: Any) -> list[Any]:
+    return [type(req).__name__, _codec(type(req))[0](req)]
+
+
+def decode_request(wire: Any) -> Any:
+    try:
+        name, body = wire
+        cls = _BY_NAME[name]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"unknown evaluator request {str(wire)[:80]!r}") from None
+    return _codec(cls)[1](body)
+
+
+def encode_reply(reply: Any) -> Any:
+    return _codec(type(reply))[0](reply)
+
+
+def decode_reply(req_type: type, wire: Any) -> Any:
+    return _codec(req_type.reply)[1](wire)
