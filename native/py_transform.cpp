@@ -44,7 +44,7 @@ void aocu_register_transform(py::module_& m) {
             run(wasm, [](const uint8_t* p, size_t n) { return aocu::transform::translate_legacy_eh(p, n); }));
       },
       py::arg("wasm"),
-      "Translate legacy exception handling to try_table/throw_ref/exnref (AO-ABI §10); modules without "
+      "Translate legacy exception handling to try_table/throw_ref/exnref (see docs/ABI.md); modules without "
       "legacy opcodes are returned unchanged");
   t.def(
       "meter",
@@ -53,6 +53,6 @@ void aocu_register_transform(py::module_& m) {
             run(wasm, [i64](const uint8_t* p, size_t n) { return aocu::transform::meter(p, n, i64); }));
       },
       py::arg("wasm"), py::arg("i64"),
-      "The @permaweb/wasm-metering rewrite (AO-ABI §8): imports metering.usegas((i64|i32)) and charges "
+      "The @permaweb/wasm-metering rewrite (see docs/ABI.md): imports metering.usegas((i64|i32)) and charges "
       "every code segment before it runs");
 }

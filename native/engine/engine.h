@@ -65,7 +65,7 @@ class CompiledModule {
   std::vector<std::pair<std::string, std::string>> exports_;
 };
 
-// Export names per family (format 1 is minified, AO-ABI §3.1).
+// Export names per family (format 1 is minified; see docs/ABI.md, module formats).
 struct ExportNames {
   const char *memory, *ctors, *handle, *main, *table, *malloc, *errno_loc, *set_threw;
 };

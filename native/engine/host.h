@@ -1,5 +1,7 @@
 // Host-side state of one instance and the host functions (WASI preview1 in 32/64-bit pointer variants,
 // emscripten env imports, invoke_* trampolines, metering, WeaveDrive). No Python types here.
+// Implemented across host.cpp, host_time.cpp, host_fs.cpp, host_invoke.cpp, host_registry.cpp and
+// host_state.cpp; their shared internals are in host_internal.h.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -11,10 +13,11 @@
 
 namespace aocu::engine {
 
-// Format families (AO-ABI §1): the glue a Module-Format string selects.
+// Format families (docs/ABI.md, module formats): the glue a Module-Format string selects.
 enum Family : int { F1 = 1, F2 = 2, F3 = 3, F4 = 4, W64 = 5 };
 
-// Minimal deterministic in-memory filesystem (AO-ABI §5.1). Not in linear memory; saved in snapshots.
+// Minimal deterministic in-memory filesystem (docs/ABI.md, host imports). Not in linear memory; saved in
+// snapshots. Implemented in host_fs.cpp.
 struct MemFs {
   struct Node {
     bool dir = false;
@@ -56,7 +59,7 @@ struct HostState {
 
   // persistent
   int32_t temp_ret0 = 0;
-  double clock = 10000.0;  // AO-ABI §5.5 counter clock
+  double clock = 10000.0;  // counter clock, see docs/ABI.md (host imports)
   std::string urandom_key;  // 32 bytes, set per message
   uint64_t urandom_ctr = 0;
   MemFs fs;

@@ -1,4 +1,4 @@
-// Instance lifecycle (AO-ABI §2), handle() calling (§6), error rollback and state capture/restore.
+// Instance lifecycle, handle() calling (see docs/ABI.md), error rollback and state capture/restore.
 #include "engine/instance.h"
 
 #include <cmath>
@@ -296,7 +296,8 @@ CallResult Instance::raw_call(const std::string& msg, const std::string& env) {
   if (have_sp && !call(f_stack_save_, sp, 1, err)) ok = false;
   uint64_t pm = 0, pe = 0;
   if (ok) {
-    // AO-ABI §6: formats 1/2 reserve (UTF-16 length x 4) + 1, the others UTF-8 length + 1; msg first
+    // docs/ABI.md (message/env): formats 1/2 reserve (UTF-16 length x 4) + 1, the others UTF-8 length + 1;
+    // msg first
     bool js16 = fam_ == F1 || fam_ == F2;
     uint64_t sm = js16 ? utf16_len(msg) * 4 + 1 : msg.size() + 1;
     uint64_t se = js16 ? utf16_len(env) * 4 + 1 : env.size() + 1;

@@ -1,5 +1,5 @@
 // Legacy exception handling (try/catch/catch_all/rethrow/delegate) -> standardized exnref form
-// (try_table/throw_ref), following AO-ABI §10. Shape of the output:
+// (try_table/throw_ref), following docs/ABI.md. Shape of the output:
 //
 //   try bt B catch t1 H1 .. catch_all Hk end
 //     =>  block bt                                   ;; $o: the old try label (branches to it land here)

@@ -1,4 +1,4 @@
-// The @permaweb/wasm-metering rewrite (AO-ABI §8), reproduced op for op so GasUsed matches the reference:
+// The @permaweb/wasm-metering rewrite (see docs/ABI.md), reproduced op for op so GasUsed matches the reference:
 // import metering.usegas after the existing imports, shift function indices, and charge each straight-line
 // segment with `<t>.const (cost + 91); call usegas` before it.
 #include <array>

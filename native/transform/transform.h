@@ -10,11 +10,11 @@ namespace aocu::transform {
 // catch_all). `throw` alone is valid in the standardized form and does not count.
 bool has_legacy_eh(const uint8_t* wasm, size_t size);
 
-// Translates legacy exception handling to try_table/throw_ref/exnref (AO-ABI §10). Modules without legacy
-// opcodes are returned unchanged.
+// Translates legacy exception handling to try_table/throw_ref/exnref (see docs/ABI.md). Modules without
+// legacy opcodes are returned unchanged.
 std::vector<uint8_t> translate_legacy_eh(const uint8_t* wasm, size_t size);
 
-// The @permaweb/wasm-metering rewrite (AO-ABI §8): `i64` selects the meter type (wasm64 format) over i32.
+// The @permaweb/wasm-metering rewrite (see docs/ABI.md): `i64` selects the meter type (wasm64 format) over i32.
 std::vector<uint8_t> meter(const uint8_t* wasm, size_t size, bool i64);
 
 }  // namespace aocu::transform
