@@ -8,6 +8,9 @@ without the server. Public API:
     verify_evidence(blob_or_Evidence, ...) -> VerificationReport        (detects the kind)
     Policy.from_file / Policy.from_json, TrustStore.default().with_simulated(root)
     providers.get_provider(kind, data_dir).get_evidence(report_data64) -> Evidence
+
+Evidence only: signed, attested results are cu.wire.response (wire format) and cu.verify (`aocu verify`), built
+on this package. `attestation.sim` (the simulated TEE) is simulation support for `--tee sim` and tests.
 """
 
 from .errors import AttestationError, NotAvailable, ParseError, PolicyError, ProviderError

@@ -1,4 +1,4 @@
-"""What `aocu evidence verify` (attestation.cli) and `aocu verify` (attestation.verify_cli) share: reading
+"""What `aocu evidence verify` (attestation.cli) and `aocu verify` (cu.verify.cli) share: reading
 input files, the `--at` time, and the policy and trust store built from `--policy`, `--allow-simulated` and
 `--data-dir`.
 """

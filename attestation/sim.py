@@ -4,6 +4,9 @@ Byte-exact report/quote structures signed by locally generated chains whose ever
 No verifier trusts them unless the root is added with TrustStore.with_simulated() and the policy allows simulated
 evidence. The builders are parametrised by name prefix so tests can also forge look-alike (unprefixed) chains and
 show that the pins reject them.
+
+Simulation support, kept apart from verification: only the `sim` providers (lazily, for `--tee sim`) and the
+tests import this module; no verifier does (tests/test_verify_standalone.py).
 """
 
 from __future__ import annotations

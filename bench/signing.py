@@ -25,11 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from attestation.policy import Policy  # noqa: E402
 from attestation.providers import get_provider  # noqa: E402
-from attestation.response import RawResponse, verify_response  # noqa: E402
 from attestation.trust import TrustStore  # noqa: E402
 from cu.node.evidence_service import EvidenceService  # noqa: E402
 from cu.node.identity import NodeIdentity, security_config  # noqa: E402
 from cu.node.signer import ResultId, ResultSigner  # noqa: E402
+from cu.verify.response import verify_response  # noqa: E402
+from cu.verify.transport import RawResponse  # noqa: E402
 
 PID = "Xn" + "a" * 41
 MID = "Mm" + "b" * 41

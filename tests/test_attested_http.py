@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 import tests.test_node_e2e as e2e
-from attestation.response import fetch, parse_raw_response, to_curl_bytes
 from cu.codec.ans104 import DataItem
 from cu.codec.wallet import ArweaveWallet, Ed25519Key
 from cu.hashing import b64url
-from cu.node.evaluator import merge_patch, patches_of
+from cu.node.eval.patches import merge_patch, patches_of
 from cu.node.signer import signature_base, signature_params
+from cu.verify.transport import fetch, parse_raw_response, to_curl_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 

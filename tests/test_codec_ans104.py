@@ -339,7 +339,10 @@ def test_fuzz_item_parse_mutated(pos, value, cut):
             item = DataItem.parse(candidate)
         except CodecError:
             continue
-        assert isinstance(item.verify(), bool)
+        try:
+            assert isinstance(item.verify(), bool)
+        except CodecError as exc:      # a signature type that parses but that this node cannot verify
+            assert "is not implemented" in str(exc)
         assert DataItem.parse(item.to_bytes()).to_bytes() == item.to_bytes()
 
 

@@ -16,13 +16,6 @@ import pytest
 
 from attestation.binding import fresh_report_data, key_binding_report_data
 from attestation.providers import get_provider
-from attestation.response import (
-    ANS104_LIMITS,
-    EndorsedNode,
-    canonical_json,
-    parse_attestation_header,
-    report_data_of,
-)
 from cu.codec import rfc9421
 from cu.codec.ans104 import DataItem
 from cu.codec.digest import verify_content_digest
@@ -39,6 +32,8 @@ from cu.node.identity import (
     security_config,
 )
 from cu.node.signer import ResultId, ResultSigner
+from cu.verify.endorsements import EndorsedNode, report_data_of
+from cu.wire.response import ANS104_LIMITS, canonical_json, parse_attestation_header
 
 BODY = json.dumps({"Output": {"data": "hello"}, "Messages": [], "Spawns": [], "Assignments": [],
                    "GasUsed": 1234}).encode()

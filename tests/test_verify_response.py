@@ -1,4 +1,4 @@
-"""`aocu verify` and attestation.response: signed, attested results from a simulated node (signer + evidence
+"""`aocu verify` and cu.verify: signed, attested results from a simulated node (signer + evidence
 service with the simulated TEE) verify; every tampering fails with the failing check named.
 HTTP end to end through the node's routes is added with the route wiring (node engineer)."""
 
@@ -21,20 +21,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from attestation.policy import Policy
-from attestation.response import (
-    RawResponse,
-    attestation_header,
-    canonical_json,
-    parse_attestation_header,
-    parse_raw_response,
-    to_curl_bytes,
-    verify_response,
-)
 from attestation.trust import TrustStore
 from cu.cli import main as aocu
 from cu.codec import rfc9421
 from cu.codec.ans104 import DataItem
 from cu.node.signer import ResultId
+from cu.verify.response import verify_response
+from cu.verify.transport import RawResponse, parse_raw_response, to_curl_bytes
+from cu.wire.response import attestation_header, canonical_json, parse_attestation_header
 from tests.test_signing import BODY, MID, PID, SimNode, node_a, node_b, node_none, node_tdx, wallet_jwks  # noqa: F401
 
 NONCE = bytes.fromhex("5eed" * 16)

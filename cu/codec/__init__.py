@@ -3,7 +3,8 @@ ao-types, message ids and hashpaths. See docs/INTERNAL-API.md (`cu.codec`).
 
 Modules: ans104 (DataItem), tags (Avro), bundle, wallet (keys, addresses), secp256k1, rfc9421 (standard
 HTTP message signatures), digest (RFC 9530), sf (structured fields), httpsig (HyperBEAM dialect),
-structured (ao-types, multipart), commitment (ids, hashpaths), message (Message), cli.
+structured (ao-types, multipart), commitment (ids, hashpaths), message (Message), cli, hashes (pure-Python
+SHA-2, deep-hash, keccak): no module here imports the native extension.
 """
 
 from cu.codec.ans104 import SIG_CONFIG, DataItem

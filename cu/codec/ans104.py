@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from cu.codec import secp256k1, wallet
 from cu.codec.errors import CodecError
+from cu.codec.hashes import b64url, b64url_decode, deep_hash, sha256
 from cu.codec.tags import DEFAULT, Tag, TagLimits, decode_tags, encode_tags, normalize_tags
-from cu.hashing import b64url, b64url_decode, deep_hash, sha256
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 from cu.codec.ans104 import DataItem
 from cu.codec.bundle import is_bundle, parse_bundle
 from cu.codec.errors import CodecError
+from cu.codec.hashes import b64url
 from cu.codec.wallet import ArweaveWallet, Ed25519Key, Secp256k1Key, load_key
-from cu.hashing import b64url
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cu.codec.errors import CodecError
-from cu.hashing import b64url, b64url_decode, hashpath_next, sha256
+from cu.codec.hashes import b64url, b64url_decode, hashpath_next, sha256
 
 HMAC_TYPE = "hmac-sha256"
 DEVICE_HTTPSIG = "httpsig@1.0"

@@ -18,9 +18,9 @@ from cu.codec import sf
 from cu.codec.commitment import DEVICE_ANS104, DEVICE_HTTPSIG, HMAC_TYPE, Commitment
 from cu.codec.digest import content_digest, verify_content_digest
 from cu.codec.errors import CodecError
+from cu.codec.hashes import b64url, sha256
 from cu.codec.rfc9421 import HTTPMessage, sign_message, verify_message  # noqa: F401 - re-exported
 from cu.codec.wallet import ArweaveWallet, Ed25519Key, ed25519_verify, rsa_pss_verify
-from cu.hashing import b64url, sha256
 
 DERIVED_NAMES = frozenset({"method", "target-uri", "authority", "scheme", "request-target", "path", "query",
                            "query-param"})
@@ -293,20 +293,3 @@ def decode_headers(signature_input: str, signature: str) -> list[Commitment]:
                               keyid=keyid, committer=committer, params=params, components=comps, label=label))
     return out
 
-
-def encode(message: object) -> tuple[list[tuple[str, str]], bytes]:
-    """HTTP (headers, body) for a `cu.codec.message.Message` or a structured dict."""
-    from cu.codec.message import Message
-
-    if not isinstance(message, Message):
-        if not isinstance(message, Mapping):
-            raise CodecError("httpsig.encode takes a Message or a structured mapping")
-        message = Message.from_structured(message)
-    return message.to_http()
-
-
-def decode(headers: Iterable[tuple[str, str | bytes]] | Mapping[str, str | bytes], body: bytes = b"") -> object:
-    """A `cu.codec.message.Message` from HTTP headers and body (commitments included, not yet verified)."""
-    from cu.codec.message import Message
-
-    return Message.from_http(headers, body)

@@ -30,8 +30,8 @@ from cu.codec.commitment import (
     accumulate,
 )
 from cu.codec.errors import CodecError
+from cu.codec.hashes import b64url, b64url_decode
 from cu.codec.tags import DEFAULT, TagLimits, decode_tags
-from cu.hashing import b64url, b64url_decode
 
 DATA_KEY_TAG = "ao-data-key"
 CARRIER_TAGS = ("signature", "signature-input")

@@ -14,7 +14,7 @@ import http_sfv
 
 from cu.codec import sf
 from cu.codec.errors import CodecError
-from cu.hashing import b64url, sha256
+from cu.codec.hashes import b64url, sha256
 
 MAX_HEADER = 4096
 MAX_PARTS = 1024

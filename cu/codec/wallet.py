@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from cu.codec import secp256k1
 from cu.codec.errors import CodecError
-from cu.hashing import b64url, sha256
+from cu.codec.hashes import b64url, sha256
 
 RSA_BITS = 4096
 RSA_E = 65537

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, request
 from cu.http import cursors
 from cu.http.routes_ops import dumps
 from cu.http.state import node
-from cu.node import rpc
+from cu.node import legacy, rpc
 from cu.node.errors import BadInput, Busy, LimitExceeded, NotFound, NotImplementedHere
 from cu.node.store import ResultRow
 
@@ -74,13 +74,7 @@ def _limit(default: int, maximum: int | None) -> int:
 def _connection(rows: list[ResultRow], has_next: bool, sort: str) -> dict[str, Any]:
     edges = []
     for r in rows:
-        body = json.loads(r.body)
-        node_: dict[str, Any] = {"Messages": body.get("Messages", []), "Assignments": body.get("Assignments", []),
-                                 "Spawns": body.get("Spawns", []), "Output": body.get("Output", "")}
-        if body.get("Error") is not None:
-            node_["Error"] = body["Error"]
-        if "GasUsed" in body:
-            node_["GasUsed"] = body["GasUsed"]
+        node_ = legacy.results_node(json.loads(r.body))
         edges.append({"cursor": cursors.encode(r, sort), "node": node_})
     return {"pageInfo": {"hasNextPage": has_next}, "edges": edges}
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attestation.response import canonical_json  # the verifier recomputes the same bytes
 from cu import __version__
 from cu.codec.errors import CodecError
 from cu.codec.wallet import ArweaveWallet, Ed25519Key
 from cu.hashing import b64url
+from cu.wire.response import canonical_json  # the verifier recomputes the same bytes
 
 WALLET_FILE = "wallet.json"
 ED25519_FILE = "ed25519.jwk"

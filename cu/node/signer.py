@@ -19,7 +19,14 @@ from typing import Any
 
 from attestation.evidence import Evidence
 from attestation.providers import get_provider
-from attestation.response import (
+from cu.codec import rfc9421
+from cu.codec.ans104 import DataItem
+from cu.codec.digest import content_digest
+from cu.node.evidence_service import EvidenceError, EvidenceService, parse_nonce
+from cu.node.identity import NodeIdentity, security_config
+from cu.wire.response import (
+    ANS104_CODEC,
+    ANS104_CONTENT_TYPE,
     ANS104_LIMITS,
     ATTESTATION_TAG,
     IDENTITY_HEADERS,
@@ -28,15 +35,8 @@ from attestation.response import (
     attestation_header,
     check_identity_value,
 )
-from cu.codec import rfc9421
-from cu.codec.ans104 import DataItem
-from cu.codec.digest import content_digest
-from cu.node.evidence_service import EvidenceError, EvidenceService, parse_nonce
-from cu.node.identity import NodeIdentity, security_config
 
 ALGS = ("ed25519", "rsa-pss-sha512")
-ANS104_CONTENT_TYPE = "application/ans104"
-ANS104_CODEC = "ans104@1.0"
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class ResultSigner:
             raise ValueError(f"bad HTTP status {status}")
         digest = hashlib.sha256(body).digest()
         headers = [("Content-Digest", content_digest_from(digest)), *result.headers(),
-                   ("Attestation", self._attestation(digest, attest_nonce))]
+                   (ATTESTATION_TAG, self._attestation(digest, attest_nonce))]
         components = ["@status", "content-digest", *(h.lower() for h, _ in headers[1:-1]), "attestation"]
         if alg == "ed25519":
             keyid = self.identity.keyid_ed25519

@@ -1,4 +1,5 @@
-"""`aocu verify URL | --response FILE`: check a signed, attested node result (registered by cu/cli.py).
+"""`aocu verify URL | --response FILE`: check a signed, attested node result (registered by cu/cli.py; `main`
+runs it alone). Imports no native code: a client needs only the pure-Python dependencies.
 
 Exit codes: 0 every check passed; 1 some check failed; 2 usage or input errors (unreadable file, no endorsements).
 Endorsements come from the node's GET /~attestation@1.0/evidence (the URL's node, or --node URL for a
@@ -14,17 +15,18 @@ import os
 import sys
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from .cli_common import add_simulated_arguments, read_input, trust_from_args
-from .errors import MAX_INPUT_BYTES, AttestationError
-from .response import (
+from attestation.cli_common import add_simulated_arguments, read_input, trust_from_args
+from attestation.errors import MAX_INPUT_BYTES, AttestationError
+from cu.verify.response import verify_response
+from cu.verify.transport import (
     MAX_RESPONSE,
     ResponseFormatError,
     fetch,
     fetch_endorsements,
     load_document,
     parse_raw_response,
-    verify_response,
 )
+from cu.wire.response import ANS104_CODEC
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -104,7 +106,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         extra = {k: _read(getattr(args, k), k) for k in ("vcek", "chain", "crl") if getattr(args, k)}
         if args.url is not None:
             url, expected = _with_nonce(args.url, expected, args.fresh)
-            headers = {"accept-codec": "ans104@1.0"} if args.codec == "ans104" else {}
+            headers = {"accept-codec": ANS104_CODEC} if args.codec == "ans104" else {}
             resp = fetch(url, headers=headers, timeout=args.timeout)
         else:
             if args.fresh:
@@ -128,3 +130,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         print(rep.format_text(verbose=args.verbose))
     return 0 if rep.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`aocu verify ...` on its own (same arguments and exit codes as through cu.cli)."""
+    parser = argparse.ArgumentParser(prog="aocu")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    args = parser.parse_args(["verify", *(sys.argv[1:] if argv is None else argv)])
+    return cmd_verify(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
