@@ -7,6 +7,7 @@ import fcntl
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -33,12 +34,24 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
     from cu.node.dispatch import Dispatcher
     from cu.node.ingest import Scheduler
     from cu.node.items import Identity
+    from cu.node.signer import build_signer, post_processor
     from cu.node.store_sqlite import SqliteStore
 
     cfg = config if isinstance(config, NodeConfig) else NodeConfig.from_mapping(config)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(cfg.db_path)
-    identity = Identity.load(cfg.data_dir, cfg.wallet)
+    from cu.node.identity import IdentityError, NodeIdentity, config_from_node_config
+    # workers start together: the first creates the keys (and simulated TEE state), the others load them
+    with open(cfg.data_dir / "signer.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            keys = NodeIdentity.load(cfg.data_dir, wallet_path=cfg.wallet, node_config=config_from_node_config(cfg))
+        except IdentityError as exc:
+            if cfg.wallet and not Path(cfg.wallet).exists():
+                raise FileNotFoundError(str(exc)) from exc
+            raise
+        signer = build_signer(cfg.data_dir, cfg.tee, identity=keys)
+    identity = Identity.of(keys)
     dispatcher = None
     if cfg.evaluator == "embedded":
         dispatcher = Dispatcher.open(cfg, store, identity)
@@ -66,12 +79,6 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
         routes_ops,
         routes_su,
     )
-    from cu.node.identity import config_from_node_config
-    from cu.node.signer import build_signer, post_processor
-    # workers start together: the first creates the (simulated) TEE state and keys, the others load them
-    with open(cfg.data_dir / "signer.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        signer = build_signer(cfg.data_dir, cfg.tee, wallet_path=cfg.wallet, node_config=config_from_node_config(cfg))
     app.extensions[routes_attestation.SIGNER_KEY] = signer
     state.post_processors.append(post_processor(signer, routes_attestation.identify))
 

@@ -17,8 +17,8 @@ from attestation.errors import AttestationError
 from attestation.evidence import Evidence
 from attestation.providers import Provider
 from cu.node.identity import NodeIdentity
+from cu.wire.response import DOCUMENT_FORMAT
 
-DOCUMENT_FORMAT = "aocu-endorsements/1"
 TEE_LABELS = ("snp", "tdx", "sim-snp", "sim-tdx", "none")
 MAX_NONCE = 64
 KEY_BINDING = 'SHA-512("aocu/key-binding/v1" 0x00 || n || ed25519_pub || epoch_u64_be || node_config_sha256)'

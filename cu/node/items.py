@@ -5,12 +5,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cu.codec.ans104 import DataItem
 from cu.codec.errors import CodecError
 from cu.codec.wallet import ArweaveWallet, Ed25519Key
 from cu.hashing import b64url
 from cu.node.store import ItemMeta
+
+if TYPE_CHECKING:
+    from cu.node.identity import NodeIdentity
 
 __all__ = ["CodecError", "DataItem", "Identity", "anchor_text", "item_meta", "item_tags"]
 
@@ -61,6 +65,11 @@ class Identity:
             if wallet_path and not Path(wallet_path).exists():
                 raise FileNotFoundError(str(exc)) from exc
             raise
+        return cls.of(ni)
+
+    @classmethod
+    def of(cls, ni: NodeIdentity) -> Identity:
+        """The scheduler's and MU's view of keys already loaded (one load per process)."""
         return cls(wallet=ni.wallet, ed25519=ni.ed25519)
 
     @property

@@ -209,11 +209,14 @@ def build_signer(
     *,
     wallet_path: str | Path | None = None,
     node_config: dict[str, Any] | None = None,
+    identity: NodeIdentity | None = None,
 ) -> ResultSigner:
-    """Identity (keys generated on first start) + evidence provider for `tee` (snp, tdx, sim, sim-snp,
-    sim-tdx, none) + key-binding evidence, ready to sign. `node_config`: see identity.config_from_node_config."""
-    identity = NodeIdentity.load(data_dir, wallet_path=wallet_path,
-                                 node_config=node_config if node_config is not None else security_config(tee))
+    """Identity (keys generated on first start; or `identity`, already loaded) + evidence provider for `tee`
+    (snp, tdx, sim, sim-snp, sim-tdx, none) + key-binding evidence, ready to sign. `node_config`: see
+    identity.config_from_node_config."""
+    if identity is None:
+        identity = NodeIdentity.load(data_dir, wallet_path=wallet_path,
+                                     node_config=node_config if node_config is not None else security_config(tee))
     return ResultSigner(EvidenceService(get_provider(tee, data_dir), identity))
 
 
