@@ -1,6 +1,7 @@
-"""Arweave checkpoints in the legacy CU's format (AO-ABI §14, servers/cu/src/effects/ao-process.js): an ANS-104
-data item whose data is the gzip (level 9) of the raw linear memory, tagged with the SHA-256 of the uncompressed
-memory and the evaluation position; and the conversion between raw memory and an engine instance."""
+"""Arweave checkpoints in the legacy CU's format (docs/ABI.md (SU API consumed by the CU, and checkpoints); the
+legacy CU's servers/cu/src/effects/ao-process.js): an ANS-104 data item whose data is the gzip (level 9) of the
+raw linear memory, tagged with the SHA-256 of the uncompressed memory and the evaluation position; and the
+conversion between raw memory and an engine instance."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from cu.codec.ans104 import DataItem
 from cu.node.bridge.errors import BridgeTooLarge, StreamInvalid
 
 WASM_PAGE = 65536
-MAX_MEMORY = 1 << 34            # 16 GiB: the largest heap any Module-Format reports (AO-ABI §1)
+# 16 GiB: the largest heap any Module-Format reports (docs/ABI.md (Module-Format strings))
+MAX_MEMORY = 1 << 34
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,8 @@ def encode_memory_image(memory: bytes) -> bytes:
 
 def instance_from_memory(module: Any, memory: bytes, **limits: Any) -> Any:
     """A fresh instance of `module` whose linear memory is `memory` — what the legacy loader does with a
-    checkpoint: instantiate (globals, host state of a fresh instance), then copy the memory in (AO-ABI §2).
+    checkpoint: instantiate (globals, host state of a fresh instance), then copy the memory in (docs/ABI.md
+    (Instance lifecycle)).
     Needs an engine API taking raw memory; until `cu.engine` has one this goes through `Snapshot`'s state tuple."""
     from cu.engine import Instance, Snapshot
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cu.hashing import su_hash_chain
-from cu.node import legacy
 from cu.node.bridge import normalise
 from cu.node.bridge.crons import Cron, CronFire, cron_fires, parse_crons
 from cu.node.bridge.errors import StreamInvalid, StreamMalformed, StreamMissing
@@ -19,6 +18,7 @@ from cu.node.bridge.gateway import Block, GatewayClient, TxMeta
 from cu.node.bridge.normalise import Scheduled
 from cu.node.bridge.su import PAGE_SIZE, SuClient
 from cu.node.cron import CronError
+from cu.node.eval.modules import process_env
 
 HASH_CHAIN_MIN_HEIGHT = 1_440_000      # the legacy CU checks hash chains only for processes from this block on
 BLOCK_LOOKAHEAD_MS = 6 * 3600 * 1000   # block metadata fetched ahead of the cron walk
@@ -84,9 +84,8 @@ class ProcessInfo:
 
     def env(self) -> bytes:
         owner = normalise.owner_address({"address": self.module.owner_address, "key": self.module.owner_key})
-        return legacy.dumps(legacy.env_object(pid=self.pid, process_owner=self.owner, process_tags=self.tags,
-                                              module_id=self.module_id, module_owner=owner,
-                                              module_tags=self.module.tags))
+        return process_env(pid=self.pid, process_owner=self.owner, process_tags=self.tags, module_id=self.module_id,
+                           module_owner=owner, module_tags=self.module.tags)
 
 
 def load_process(pid: str, su: SuClient, gateway: GatewayClient) -> ProcessInfo:

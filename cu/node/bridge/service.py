@@ -2,23 +2,24 @@
 
 It owns, per remote process, one warm engine instance and the stream position (`Progress`); results, dedup keys
 and progress are committed together in one SQLite transaction per batch, and engine snapshots are stored in the
-same database. A failing SU or gateway ends the call with a clear 503 after bounded retries, everything evaluated
-before the failure stays committed, and the next call continues from exactly that position."""
+same database. A failing SU or gateway ends the call with a clear `Unavailable` (UpstreamError) after bounded
+retries, everything evaluated before the failure stays committed, and the next call continues from exactly that
+position. Loading modules, evaluating one message, its result row and the read-only dry-run are the local
+evaluator's (`cu.node.eval`); the stream, dedup and progress bookkeeping are the bridge's own."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import threading
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from cu.node import legacy
 from cu.node.bridge import checkpoint as ckpt
 from cu.node.bridge import normalise
+from cu.node.bridge.config import BridgeConfig
 from cu.node.bridge.errors import (
     AccessDenied,
     BridgeConflict,
@@ -30,69 +31,17 @@ from cu.node.bridge.errors import (
     StreamMalformed,
 )
 from cu.node.bridge.gateway import GatewayClient, TxMeta
-from cu.node.bridge.net import RetryPolicy, check_base_url
+from cu.node.bridge.net import check_base_url
 from cu.node.bridge.remote import ProcessInfo, Progress, RemoteProcess, load_process
 from cu.node.bridge.store import BridgeStore
-from cu.node.bridge.su import PAGE_SIZE, SuClient
+from cu.node.bridge.su import SuClient
 from cu.node.cron import parse_crons
-from cu.node.errors import BadInput, Invalid
-from cu.node.limits import module_limits
+from cu.node.eval.locks import KeyedLocks
+from cu.node.eval.modules import ModuleCache, engine, instance_limits
+from cu.node.eval.runner import Runner, dry_run_on, result_row
 from cu.node.store import ResultRow
 
 log = logging.getLogger("aocu.bridge")
-
-
-@dataclass
-class BridgeConfig:
-    gateway_url: str
-    graphql_url: str | None = None
-    su_url: str | None = None                  # overrides the scheduler location of every remote process
-    su_overrides: dict[str, str] = field(default_factory=dict)   # per-process scheduler URL overrides
-    uploader_url: str | None = None            # checkpoint uploads (default: the gateway)
-    allow: frozenset[str] | None = None        # only these processes (None = any)
-    deny: frozenset[str] = frozenset()
-    checkpoint_owners: tuple[str, ...] = ()    # trusted Arweave checkpoint signers; empty = never adopt
-    rebuild_dedup: bool = True                 # after adopting a checkpoint, rebuild dedup keys from SU metadata
-    snapshot_every: int = 200                  # evaluations between local engine snapshots
-    batch: int = 64                            # results per commit
-    page_size: int = PAGE_SIZE
-    memory_max: int = 1024 * 1024 * 1024
-    compute_max: int = 9_000_000_000_000
-    eval_timeout_s: float | None = 30.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    cache_dir: Path | None = None              # compiled-module cache
-
-    def __post_init__(self) -> None:
-        self.gateway_url = check_base_url(self.gateway_url, "--gateway")
-        if self.graphql_url:
-            self.graphql_url = check_base_url(self.graphql_url, "--graphql")
-        if self.su_url:
-            self.su_url = check_base_url(self.su_url, "--su-url")
-        self.su_overrides = {pid: check_base_url(url, f"scheduler override of {pid}")
-                             for pid, url in self.su_overrides.items()}
-
-    @classmethod
-    def from_mapping(cls, extra: dict[str, Any]) -> BridgeConfig | None:
-        """From `NodeConfig.extra` (`gateway`, `graphql`, `su_url`, `su_overrides` ("PID=URL,..." or a dict),
-        `bridge_allow`, `bridge_deny`, `checkpoint_owners`, `uploader`); None when no gateway is configured."""
-        gw = extra.get("gateway")
-        if not gw:
-            return None
-
-        def ids(v: Any) -> frozenset[str] | None:
-            if v is None or v == "":
-                return None
-            items = v.split(",") if isinstance(v, str) else list(v)
-            return frozenset(s.strip() for s in items if s.strip())
-
-        overrides = extra.get("su_overrides") or {}
-        if isinstance(overrides, str):          # "PID=URL,PID=URL"
-            overrides = dict(item.split("=", 1) for item in overrides.split(",") if "=" in item)
-        return cls(gateway_url=gw, graphql_url=extra.get("graphql"), su_url=extra.get("su_url"),
-                   su_overrides={str(k).strip(): str(v).strip() for k, v in dict(overrides).items()},
-                   uploader_url=extra.get("uploader"), allow=ids(extra.get("bridge_allow")),
-                   deny=ids(extra.get("bridge_deny")) or frozenset(),
-                   checkpoint_owners=tuple(ids(extra.get("checkpoint_owners")) or ()))
 
 
 @dataclass
@@ -135,10 +84,11 @@ class BridgeService:
         self.signer = signer                   # Arweave wallet for checkpoints we write
         self._sus: dict[str, SuClient] = {}
         self._warm: dict[str, _Warm] = {}
-        self._guard = threading.Lock()
-        self._locks: dict[str, threading.RLock] = {}
+        self._lock = KeyedLocks()              # one per process: self._lock(pid)
         self.metrics: dict[str, float] = {"evaluations": 0, "eval_seconds": 0.0, "duplicates_skipped": 0,
                                           "snapshots": 0, "recompute_mismatch": 0, "upstream_errors": 0}
+        self.runner = Runner(self.metrics)
+        self._modules = ModuleCache(config.cache_dir, self._wasm)
 
     # -- routing ------------------------------------------------------------------------------------------
     def allowed(self, pid: str) -> bool:
@@ -147,10 +97,6 @@ class BridgeService:
     def _check(self, pid: str) -> None:
         if not self.allowed(pid):
             raise AccessDenied(pid)
-
-    def _lock(self, pid: str) -> threading.RLock:
-        with self._guard:
-            return self._locks.setdefault(pid, threading.RLock())
 
     def _su(self, url: str) -> SuClient:
         su = self._sus.get(url)
@@ -174,9 +120,15 @@ class BridgeService:
             raise StreamMalformed(str(exc)) from None
 
     # -- warm state ---------------------------------------------------------------------------------------
-    def _load(self, pid: str) -> _Warm:
-        from cu.engine import EngineError, Instance, Module, Snapshot
+    def _wasm(self, module_id: str) -> bytes:
+        wasm = self.store.module(module_id)
+        if wasm is None:
+            wasm = self.gateway.raw(module_id)
+            self.store.put_module(module_id, wasm)
+        return wasm
 
+    def _load(self, pid: str) -> _Warm:
+        eng = engine()
         meta = self.store.process_meta(pid)
         if meta is None:
             su = self._su(self.locate(pid))
@@ -185,31 +137,23 @@ class BridgeService:
         else:
             info = _info_from_json(meta)
             su = self._su(info.su_url)
-        fmt, mem, compute = module_limits(pid, info.tags, info.module.tags, memory_max=self.config.memory_max,
-                                          compute_max=self.config.compute_max)
-        wasm = self.store.module(info.module_id)
-        if wasm is None:
-            wasm = self.gateway.raw(info.module_id)
-            self.store.put_module(info.module_id, wasm)
-        try:
-            module = Module.load(wasm, fmt, cache_dir=self.config.cache_dir)
-        except EngineError as exc:
-            raise Invalid(f"Module {info.module_id} cannot be loaded: {exc}") from None
-        limits = {"memory_limit": mem, "compute_limit": compute, "timeout_s": self.config.eval_timeout_s}
+        fmt, limits = instance_limits(pid, info.tags, info.module.tags, memory_max=self.config.memory_max,
+                                      compute_max=self.config.compute_max, timeout_s=self.config.eval_timeout_s)
+        module = self._modules.get(info.module_id, fmt)
         remote = RemoteProcess(info, su, self.gateway, self.config.page_size)
         w = _Warm(info=info, remote=remote, module=module, instance=None, env=info.env(), limits=limits,
                   progress=Progress())
         snap = self.store.snapshot(pid)
         if snap is not None:
             try:
-                w.instance = Instance.restore(module, Snapshot.from_bytes(snap[1]), **limits)
+                w.instance = eng.Instance.restore(module, eng.Snapshot.from_bytes(snap[1]), **limits)
                 w.progress, w.origin = snap[0], "snapshot"
-            except EngineError as exc:
+            except eng.EngineError as exc:
                 log.warning("snapshot of %s unusable (%s); starting over", pid, exc)
         if w.instance is None and self.config.checkpoint_owners and self.store.progress(pid) is None:
             self._adopt_checkpoint(w)
         if w.instance is None:
-            w.instance = Instance(module, **limits)
+            w.instance = eng.Instance(module, **limits)
         return w
 
     def _warm_state(self, pid: str) -> _Warm:
@@ -258,16 +202,11 @@ class BridgeService:
                         self.metrics["duplicates_skipped"] += 1
                         skipped.append((e.message_id or "", e.nonce, e.dedup_key or ""))
                     else:
-                        t0 = time.perf_counter()
-                        raw = w.instance.handle(legacy.dumps(e.msg), w.env)
-                        self.metrics["evaluations"] += 1
-                        self.metrics["eval_seconds"] += time.perf_counter() - t0
+                        raw = self.runner.handle(w, legacy.dumps(e.msg))
                         w.since_snapshot += 1
                         if e.save:
-                            result = legacy.merge_result(raw)
-                            rows.append(ResultRow(pid, e.progress.seq, e.nonce, e.cron, e.message_id, e.timestamp,
-                                                  e.block_height, result.get("Error") is not None,
-                                                  legacy.dumps(legacy.result_view(result))))
+                            rows.append(result_row(pid, e.progress.seq, e.nonce, e.cron, e.message_id, e.timestamp,
+                                                   e.block_height, legacy.merge_result(raw)))
                     w.progress = e.progress
                     if len(rows) >= self.config.batch:
                         flush()
@@ -353,8 +292,6 @@ class BridgeService:
                                          "Last-Block-Height": str(w.progress.last_height)}
 
     def dry_run(self, pid: str, body: Any) -> bytes:
-        from cu.node.evaluator import dry_run_on
-
         with self._lock(pid):
             w = self._now(pid)
             return dry_run_on(w, body, pid=pid, timestamp=w.progress.last_ts, block_height=w.progress.last_height)
@@ -430,29 +367,3 @@ class BridgeService:
             self.store.put_snapshot(pid, w.progress, w.instance.snapshot().to_bytes())
             log.info("process %s starts from Arweave checkpoint %s at nonce %d", pid, tx.id, info.nonce)
             return
-
-    # -- the evaluator-process operations (same dispatch style as EvaluatorCore.call) -------------------------------
-    def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        pid = args["pid"]
-        if op == "bridge_result":
-            return {"body": self.result(pid, args["message"])}
-        if op == "bridge_dry_run":
-            return {"body": self.dry_run(pid, args["body"])}
-        if op == "bridge_state":
-            mem, headers = self.state(pid)
-            return {"body": mem, "headers": headers}
-        if op == "bridge_cron":
-            self.cron(pid)
-            return {}
-        if op == "bridge_results_page":
-            rows, more = self.results_page(pid, after=_pair(args.get("after")), until=_pair(args.get("until")),
-                                           descending=bool(args["descending"]), limit=int(args["limit"]),
-                                           crons_only=bool(args["crons_only"]), skip_errors=bool(args["skip_errors"]))
-            return {"rows": [list(asdict(r).values()) for r in rows], "more": more}
-        if op == "bridge_seq_for":
-            return {"seq": self.seq_for(pid, int(args["timestamp"]), int(args["nonce"]), args.get("cron"))}
-        raise BadInput(f"unknown bridge operation {op!r}")
-
-
-def _pair(v: Any) -> tuple[int, int] | None:
-    return None if v is None else (int(v[0]), int(v[1]))

@@ -1,0 +1,103 @@
+"""The patch@1.0 cache (AO-Core direct state reads, `/now`): per process, the deep merge of every state patch its
+results emitted. Saved next to every checkpoint (same seq), so that a process restored from a checkpoint has it
+too; restored without it, the cache is unknown (None) until the process is evaluated from the start again."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("aocu.evaluator")
+
+PATCH_DEVICE = "patch@1.0"
+# message fields that address or describe a patch message rather than being state
+PATCH_RESERVED = frozenset({"device", "target", "anchor", "tags", "data-protocol", "variant", "type", "reference",
+                            "patch-from", "patch-to"})
+
+
+class PatchCache:
+    def __init__(self, data_dir: str | Path) -> None:
+        self.dir = Path(data_dir) / "patch-cache"
+        self._cache: dict[str, dict[str, Any]] = {}     # pid -> merged patch@1.0 state
+        self._unknown: set[str] = set()                 # restored from a checkpoint without its patch cache
+
+    def apply(self, pid: str, raw: Any) -> None:
+        """Merges the patches of one raw result (before the legacy merge drops `Patches`)."""
+        if not isinstance(raw, dict) or raw.get("Error") is not None:
+            return
+        patches = patches_of(raw)
+        if not patches:
+            return
+        cache = self._cache.setdefault(pid, {})
+        for p in patches:
+            merge_patch(cache, p)
+
+    def get(self, pid: str) -> dict[str, Any] | None:
+        """A copy of the cache of `pid`, or None when it cannot be known."""
+        return None if pid in self._unknown else json.loads(json.dumps(self._cache.get(pid, {})))
+
+    def _path(self, pid: str) -> Path:
+        return self.dir / f"{pid}.json"
+
+    def reset(self, pid: str) -> None:
+        """Every message of `pid` is evaluated again from the start."""
+        self._cache.pop(pid, None)
+        self._unknown.discard(pid)
+
+    def save(self, pid: str, seq: int) -> None:
+        path = self._path(pid)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(json.dumps({"seq": seq, "unknown": pid in self._unknown,
+                                       "cache": self._cache.get(pid, {})}))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("patch cache of %s at seq %d not saved: %s", pid, seq, exc)
+
+    def load(self, pid: str, seq: int) -> None:
+        """The cache saved with the checkpoint at `seq` (unknown when there is none)."""
+        self.reset(pid)
+        try:
+            obj = json.loads(self._path(pid).read_text())
+            ok = obj.get("seq") == seq and isinstance(obj.get("cache"), dict) and not obj.get("unknown")
+        except (OSError, ValueError, AttributeError):
+            ok = False
+        if ok:
+            self._cache[pid] = obj["cache"]
+        else:
+            self._unknown.add(pid)
+            log.warning("patch cache of %s at checkpoint seq %d unavailable: /now serves no cache", pid, seq)
+
+
+def patches_of(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """AOS state patches of a raw result: `Patches` entries, and outbox messages addressed to the patch@1.0
+    device (`Send({device = 'patch@1.0', ...})`: a `device` field or tag)."""
+    out: list[dict[str, Any]] = [p for p in raw.get("Patches") or [] if isinstance(p, dict)]
+    for m in raw.get("Messages") or []:
+        if not isinstance(m, dict):
+            continue
+        fields = {k: v for k, v in m.items() if k != "Tags"}
+        for t in m.get("Tags") or []:
+            if isinstance(t, dict) and isinstance(t.get("name"), str):
+                fields.setdefault(t["name"], t.get("value"))
+        if any(k.lower() == "device" and v == PATCH_DEVICE for k, v in fields.items()):
+            out.append(fields)
+    return out
+
+
+def merge_patch(cache: dict[str, Any], patch: dict[str, Any]) -> None:
+    """Deep-merges one patch into the process's cache (tables merge key by key, other values replace)."""
+    _deep_merge(cache, {k: v for k, v in patch.items() if isinstance(k, str) and k.lower() not in PATCH_RESERVED})
+
+
+def _deep_merge(cache: dict[str, Any], patch: dict[str, Any]) -> None:
+    for k, v in patch.items():
+        cur = cache.get(k)
+        if isinstance(v, dict) and isinstance(cur, dict):
+            _deep_merge(cur, v)
+        else:
+            cache[k] = json.loads(json.dumps(v))

@@ -1,0 +1,127 @@
+"""Warm local processes: the warm-instance LRU with one lock per process (`WarmSet`), and loading a process's
+warm state from the store (`ProcessLoader`: from its latest checkpoint, or from the start)."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from cu.node import cron
+from cu.node.errors import NotFound
+from cu.node.eval.checkpoints import Checkpoints
+from cu.node.eval.locks import KeyedLocks
+from cu.node.eval.modules import ModuleCache, engine, instance_limits, process_env
+from cu.node.eval.patches import PatchCache
+from cu.node.eval.state import ProcState
+
+if TYPE_CHECKING:
+    from cu.node.config import NodeConfig
+    from cu.node.store_sqlite import SqliteStore
+
+
+class WarmSet:
+    """The warm processes, least recently used first, at most `max_warm` of them once idle (permaweb/ao#837):
+    `load(pid)` builds a missing one, `retire(pid)` (called holding the process's lock) checkpoints one about to
+    be dropped."""
+
+    def __init__(self, max_warm: int, load: Callable[[str], ProcState], retire: Callable[[str], None]) -> None:
+        self.max_warm = max_warm
+        self.lock = KeyedLocks()
+        self._load = load
+        self._retire = retire
+        self._guard = threading.Lock()
+        self._procs: OrderedDict[str, ProcState] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._procs)
+
+    def __getitem__(self, pid: str) -> ProcState:
+        return self._procs[pid]
+
+    def get(self, pid: str) -> ProcState | None:
+        """The warm state of `pid` if there is one (its recency unchanged)."""
+        return self._procs.get(pid)
+
+    def items(self) -> list[tuple[str, ProcState]]:
+        with self._guard:
+            return list(self._procs.items())
+
+    def state(self, pid: str) -> ProcState:
+        """The warm state of `pid`, loaded when it is not warm (call with the process's lock held)."""
+        with self._guard:
+            st = self._procs.get(pid)
+            if st is not None:
+                self._procs.move_to_end(pid)
+                return st
+        st = self._load(pid)
+        with self._guard:
+            self._procs[pid] = st
+        self.evict()
+        return st
+
+    def drop(self, pid: str) -> None:
+        """Forgets the warm state of `pid` (it no longer matches the store: rebuilt from a checkpoint next)."""
+        with self._guard:
+            self._procs.pop(pid, None)
+
+    def trim(self) -> None:
+        if len(self._procs) > self.max_warm:
+            self.evict()      # retried here: an instance busy at load time is idle now
+
+    def evict(self) -> None:
+        """Beyond `max_warm` instances, checkpoints and drops the least recently used ones that are idle."""
+        with self._guard:
+            oldest = list(self._procs)[: max(0, len(self._procs) - self.max_warm)]
+        for pid in oldest:
+            lock = self.lock(pid)
+            if not lock.acquire(blocking=False):
+                continue
+            try:
+                st = self._procs.get(pid)
+                if st is None:
+                    continue
+                if st.since_checkpoint:
+                    self._retire(pid)
+                with self._guard:
+                    self._procs.pop(pid, None)
+            finally:
+                lock.release()
+
+
+class ProcessLoader:
+    """The warm state of a local process, from the store: its module loaded, limits and env, its instance restored
+    from the latest checkpoint (with the patch cache saved next to it) or fresh."""
+
+    def __init__(self, config: NodeConfig, store: SqliteStore, modules: ModuleCache, checkpoints: Checkpoints,
+                 patches: PatchCache) -> None:
+        self.config = config
+        self.store = store
+        self.modules = modules
+        self.checkpoints = checkpoints
+        self.patches = patches
+
+    def load(self, pid: str) -> ProcState:
+        eng = engine()
+        proc = self.store.process(pid)
+        if proc is None:
+            raise NotFound(f"Process {pid} not found")
+        module_meta = self.store.item_meta(proc.module)
+        if module_meta is None:
+            raise NotFound(f"Module {proc.module} not found")
+        fmt, limits = instance_limits(pid, proc.tags, module_meta.tags, memory_max=self.config.memory_max,
+                                      compute_max=self.config.compute_max, timeout_s=self.config.eval_timeout_s)
+        module = self.modules.get(proc.module, fmt)
+        env = process_env(pid=pid, process_owner=proc.owner, process_tags=proc.tags, module_id=proc.module,
+                          module_owner=module_meta.owner, module_tags=module_meta.tags)
+        st = ProcState(pid=pid, module_id=proc.module, module=module, instance=None, env=env,
+                       crons=cron.parse_crons(proc.tags), owner=proc.owner, process_ts=proc.timestamp,
+                       process_height=proc.block_height, limits=limits, last_height=proc.block_height)
+        self.checkpoints.restore(st)
+        if st.instance is None:
+            st.instance = eng.Instance(module, **limits)
+            self.patches.reset(pid)     # every message is evaluated again from the start
+        last = self.store.last_result(pid)
+        st.stored_seq = last.seq if last is not None else -1
+        return st
