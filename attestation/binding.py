@@ -1,4 +1,4 @@
-"""REPORT_DATA bindings of ARCHITECTURE.md ("Signed, attested results"), for producers and verifiers alike."""
+"""REPORT_DATA bindings of docs/WIRE-FORMAT.md, for producers and verifiers alike."""
 
 from __future__ import annotations
 

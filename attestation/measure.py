@@ -1,4 +1,4 @@
-"""Expected launch measurements -> reference values (the policy file of ARCHITECTURE.md).
+"""Expected launch measurements -> reference values (the policy file of docs/POLICY.md).
 
 SEV-SNP: computed with sev-snp-measure's API, so the value equals what its own CLI prints for the same inputs
 (OVMF, kernel/initrd/cmdline for measured direct boot, vCPU count and type, guest features, VMM type).
@@ -164,7 +164,7 @@ def snp_measurement(
 
 
 def reference_values(*, snp_measurements: list[bytes] | None = None, mrtd: list[bytes] | None = None) -> dict:
-    """A policy document (ARCHITECTURE.md format) pinning the measurements; every other key keeps its strict
+    """A policy document (docs/POLICY.md format) pinning the measurements; every other key keeps its strict
     default, so the file is ready for `aocu verify --policy` and `aocu evidence verify --policy`."""
     doc: dict = {}
     if snp_measurements:

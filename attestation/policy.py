@@ -1,16 +1,26 @@
-"""Policy / reference-values file (ARCHITECTURE.md): strict defaults, every key validated and named in errors.
+"""Policy / reference-values file (docs/POLICY.md): strict defaults, every key validated and named in errors.
 
-Keys beyond the documented set (all optional, strict or neutral defaults) are listed in EXTRA_SNP_KEYS /
-EXTRA_TDX_KEYS and in attestation/README.md. Unknown keys are an error so that a typo never relaxes a check.
+The accepted format is the JSON Schema `attestation/policy.schema.json` (package data; docs/policy.schema.json is
+the same file). A document is validated against it first, so an error names the JSON path and the reason in one
+line; the parsing below then builds the dataclasses (and re-checks everything, for callers that pass Python
+objects). Unknown keys are an error at every level so that a typo never relaxes a check.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from .errors import MAX_INPUT_BYTES, PolicyError
+
+SCHEMA_FILE = "policy.schema.json"
+_HEX = re.compile(r"[0-9A-Fa-f]*")
+_ABI = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})")
 
 TCB_STATUSES = (
     "UpToDate",
@@ -92,17 +102,25 @@ class Policy:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Policy:
+        """Read, validate against the schema and parse; PolicyError("policy FILE: <json path>: <reason>")."""
         p = Path(path)
-        if p.stat().st_size > MAX_INPUT_BYTES:
-            raise PolicyError(f"{path}: policy file larger than {MAX_INPUT_BYTES} bytes")
         try:
-            obj = json.loads(p.read_bytes())
+            if p.stat().st_size > MAX_INPUT_BYTES:
+                raise PolicyError(f"policy {path}: larger than {MAX_INPUT_BYTES} bytes")
+            raw = p.read_bytes()
+        except OSError as exc:
+            raise PolicyError(f"policy {path}: cannot read it ({exc.strerror or exc})") from None
+        try:
+            obj = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PolicyError(f"{path}: not valid JSON ({exc})") from None
-        return cls.from_json(obj)
+            raise PolicyError(f"policy {path}: not valid JSON ({exc})") from None
+        return cls.from_json(obj, source=str(path))
 
     @classmethod
-    def from_json(cls, obj: object) -> Policy:
+    def from_json(cls, obj: object, *, source: str | None = None) -> Policy:
+        """Validate `obj` (a decoded JSON document) against the schema, then parse it. `source` names the file
+        in error messages."""
+        validate(obj, source)
         if not isinstance(obj, dict):
             raise PolicyError("policy: top level must be a JSON object")
         _no_unknown(obj, ("snp", "tdx", "allow_simulated", "$schema", "comment", "_comment"), "policy")
@@ -111,6 +129,90 @@ class Policy:
             tdx=_tdx(obj.get("tdx", {})),
             allow_simulated=_bool(obj, "allow_simulated", False, "allow_simulated"),
         )
+
+
+# -- schema validation ------------------------------------------------------------------------------
+
+
+def schema() -> dict[str, Any]:
+    """The policy JSON Schema (draft 2020-12) shipped as package data."""
+    return json.loads(_schema_text())
+
+
+@lru_cache(maxsize=1)
+def _schema_text() -> str:
+    return resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    import jsonschema  # imported on first use: verifying without --policy does not pay for it
+
+    base = jsonschema.Draft202012Validator
+    # JSON Schema's "integer" admits 1.0; the parser below does not, so the schema check must not either.
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _c, v: isinstance(v, int) and not isinstance(v, bool)
+    )
+    return jsonschema.validators.extend(base, type_checker=checker)(schema())
+
+
+# Which error to report when one value breaks several keywords: the most basic first.
+_RANK = {"type": 0, "additionalProperties": 1, "enum": 2, "pattern": 3, "minLength": 4, "maxLength": 4}
+_TYPE_WORDS = {
+    "object": "an object",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "boolean": "true or false",
+    "null": "null",
+    "number": "a number",
+}
+
+
+def validate(obj: object, source: str | None = None) -> None:
+    """PolicyError with one line, "policy[ FILE]: <json path>: <reason>", for the first schema violation."""
+    errors = list(_validator().iter_errors(obj))
+    if not errors:
+        return
+    first = errors[0]
+    err = min(
+        (e for e in errors if e.absolute_path == first.absolute_path), key=lambda e: _RANK.get(e.validator, 9)
+    )
+    where = f"policy {source}" if source else "policy"
+    raise PolicyError(f"{where}: {err.json_path}: {_reason(err)}")
+
+
+def _reason(err: Any) -> str:
+    kw, sch, inst = err.validator, err.schema, err.instance
+    if kw == "type":
+        types = [sch["type"]] if isinstance(sch["type"], str) else sch["type"]
+        words = [_TYPE_WORDS.get(t, t) for t in types]
+        what = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+        return "the top level must be a JSON object" if not err.absolute_path else f"must be {what}"
+    if kw == "additionalProperties":
+        allowed = list(sch.get("properties", {}))
+        unknown = [k for k in inst if k not in allowed]
+        shown = ", ".join(a for a in allowed if not a.startswith("_"))
+        return f"unknown key {unknown[0]!r} (allowed: {shown})"
+    if kw == "enum":
+        return f"{inst!r} is not one of {', '.join(map(str, err.validator_value))}"
+    if kw in ("minLength", "maxLength") and sch.get("pattern") == "^[0-9A-Fa-f]*$":
+        n = sch["minLength"]
+        return f"must be {n // 2} bytes ({n} hex digits), got {len(inst)} characters"
+    if kw == "pattern":
+        if sch["pattern"] == "^[0-9A-Fa-f]*$":
+            return "must be hex digits only (0-9, a-f, A-F; no spaces or 0x prefix)"
+        if "minimum_abi" in err.absolute_path:
+            return 'must be "MAJOR.MINOR" (decimal numbers), e.g. "1.55"'
+        return f"must match {sch['pattern']}"
+    if kw in ("minimum", "maximum"):
+        return f"must be an integer in [{sch.get('minimum', 0)}, {sch.get('maximum')}]"
+    if kw == "minItems":
+        return "must not be an empty list"
+    return err.message
+
+
+# -- parsing --------------------------------------------------------------------------------------
 
 
 def _no_unknown(obj: dict, allowed: tuple[str, ...], where: str) -> None:
@@ -138,10 +240,9 @@ def _int(obj: dict, key: str, default: int, path: str, hi: int = 2**64 - 1) -> i
 def _hex(v: object, size: int, path: str) -> bytes:
     if not isinstance(v, str):
         raise PolicyError(f"{path}: must be a hex string of {size} bytes")
-    try:
-        b = bytes.fromhex(v)
-    except ValueError:
-        raise PolicyError(f"{path}: not valid hex") from None
+    if not _HEX.fullmatch(v) or len(v) % 2:
+        raise PolicyError(f"{path}: not valid hex")
+    b = bytes.fromhex(v)
     if len(b) != size:
         raise PolicyError(f"{path}: must be {size} bytes ({2 * size} hex digits), got {len(b)}")
     return b
@@ -174,7 +275,11 @@ def _snp(obj: object) -> SnpPolicy:
     vmpl = obj.get("vmpl", base.vmpl)
     if isinstance(vmpl, int) and not isinstance(vmpl, bool):
         vmpl = [vmpl]
-    if not isinstance(vmpl, list) or not vmpl or not all(isinstance(x, int) and 0 <= x <= 3 for x in vmpl):
+    if (
+        not isinstance(vmpl, list)
+        or not vmpl
+        or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 3 for x in vmpl)
+    ):
         raise PolicyError("snp.vmpl: must be a non-empty list of integers 0-3")
     mt = obj.get("minimum_tcb", {})
     if not isinstance(mt, dict):
@@ -187,10 +292,10 @@ def _snp(obj: object) -> SnpPolicy:
     if not isinstance(products, list) or not products or not all(p in SNP_PRODUCTS for p in products):
         raise PolicyError(f"snp.products: must be a non-empty list drawn from {list(SNP_PRODUCTS)}")
     abi = obj.get("minimum_abi", "0.0")
-    try:
-        major, minor = (int(x) for x in str(abi).split("."))
-    except ValueError:
-        raise PolicyError('snp.minimum_abi: must be "MAJOR.MINOR"') from None
+    m = _ABI.fullmatch(abi) if isinstance(abi, str) else None
+    if m is None:
+        raise PolicyError('snp.minimum_abi: must be "MAJOR.MINOR"')
+    major, minor = int(m.group(1)), int(m.group(2))
     return SnpPolicy(
         measurement=_hex_list(obj, "measurement", 48, "snp.measurement"),
         host_data=_opt_hex(obj, "host_data", 32, "snp.host_data"),

@@ -1,6 +1,6 @@
 """AMD SEV-SNP ATTESTATION_REPORT (versions 2, 3, 4, 5): parsing, TCB layouts, product detection, cert tables.
 
-Layout and rules: ../shared/docs/ATTESTATION.md §1. All fields little-endian; the signed range is [0, 0x2A0).
+Layout and rules: docs/ATTESTATION.md (SEV-SNP report). All fields little-endian; the signed range is [0, 0x2A0).
 """
 
 from __future__ import annotations
@@ -317,7 +317,7 @@ def parse_report(data: bytes) -> SnpReport:
 
 
 def format_errors(report: SnpReport) -> list[str]:
-    """Structural rules of ATTESTATION.md §2.2 step 1 (beyond what parse_report already enforces)."""
+    """Structural rules of docs/ATTESTATION.md (SEV-SNP report, step 1) (beyond what parse_report already enforces)."""
     errs = []
     if report.signature_algo != 1:
         errs.append(f"SIGNATURE_ALGO {report.signature_algo} (only 1 = ECDSA P-384/SHA-384)")

@@ -1,4 +1,4 @@
-"""Intel TDX quote v4/v5 parsing and the PCK certificate SGX extension (ATTESTATION.md §3)."""
+"""Intel TDX quote v4/v5 parsing and the PCK certificate SGX extension (docs/ATTESTATION.md, TDX quote)."""
 
 from __future__ import annotations
 

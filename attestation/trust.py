@@ -18,7 +18,7 @@ from . import chaincache
 from .certs import check_validity, cn, load_any, spki_sha256
 from .result import VerificationReport
 
-# SHA-256 of the DER SubjectPublicKeyInfo (ATTESTATION.md §2.2, vectors INDEX.md §3).
+# SHA-256 of the DER SubjectPublicKeyInfo (docs/ATTESTATION.md, Trust anchors).
 PINNED_SPKI: dict[str, str] = {
     "ARK-Milan": "9f056bee44377e29308cb5ffa895bdfb62d18881fa6bed8d6f075b0204089cb9",
     "ARK-Genoa": "429a69c9422aa258ee4d8db5fcda9c6470ef15f8cd5a9cebd6cbc7d90b863831",

@@ -1,4 +1,4 @@
-"""SEV-SNP report verification, offline, every check named (ATTESTATION.md §2.2)."""
+"""SEV-SNP report verification, offline, every check named (docs/ATTESTATION.md, SEV-SNP report)."""
 
 from __future__ import annotations
 

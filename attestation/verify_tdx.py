@@ -1,4 +1,4 @@
-"""Intel TDX quote verification, offline, every check named (ATTESTATION.md §3.2)."""
+"""Intel TDX quote verification, offline, every check named (docs/ATTESTATION.md, TDX quote)."""
 
 from __future__ import annotations
 

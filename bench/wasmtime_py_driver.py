@@ -1,5 +1,5 @@
 """Baseline for bench/engine.py: the same AO module driven by wasmtime-py from Python, the way a Python CU
-would do it without a native core (AO-ABI §2/§6 flow, host imports as Python callables).
+would do it without a native core (docs/ABI.md flow: Instance lifecycle, Calling handle; host imports as Python callables).
 
 Only imports on the path of ordinary messages are implemented for real; any other import raises when
 called, so a benchmark that strays off that path fails loudly instead of measuring a stub.
@@ -147,7 +147,7 @@ class PyDriver:
         }
         return table.get(name, not_implemented)
 
-    # -- one message (AO-ABI §6) -------------------------------------------------------------------------
+    # -- one message (docs/ABI.md, Calling handle) -------------------------------------------------------------------------
     def call(self, msg: bytes, env: bytes) -> bytes:
         st = self.store
         st.set_fuel(9_000_000_000_000_000)

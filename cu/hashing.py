@@ -20,7 +20,7 @@ __all__ = ["b64url", "b64url_decode", "deep_hash", "hashpath_next", "keccak256",
 
 
 def su_hash_chain(prev_assignment_id: str | None, prev_hash_chain: str | None, process_id: str) -> str:
-    """Legacy SU hash chain (AO-ABI §11): first message hashes the process id alone."""
+    """Legacy SU hash chain (docs/ABI.md, Hash chain): first message hashes the process id alone."""
     if prev_assignment_id is None:
         return b64url(_native.hash.su_hash_chain(b64url_decode(process_id), b""))
     if prev_hash_chain is None:

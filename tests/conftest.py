@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to the shared reference material and the project's own build caches."""
+"""Shared test fixtures: the attestation vectors copied into tests/vectors and the project's own build caches."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("AOCU_SHARED", REPO.parent / "shared"))
-VECTORS = SHARED / "vectors"
+VECTORS = REPO / "tests" / "vectors"      # real SNP reports, TDX quotes and chains (tests/vectors/INDEX.md)
 CACHE = Path(os.environ.get("AOCU_TEST_CACHE", REPO / "tests" / ".cache"))
 
 
 @pytest.fixture(scope="session")
 def vectors() -> Path:
     if not VECTORS.is_dir():
-        raise RuntimeError(f"attestation vectors not found at {VECTORS} (set AOCU_SHARED)")
+        raise RuntimeError(f"attestation vectors not found at {VECTORS}")
     return VECTORS
 
 

@@ -1,4 +1,4 @@
-"""SEV-SNP: every vector in ../shared/vectors/sev gets the outcome INDEX.md lists at 2025-06-01T00:00:00Z."""
+"""SEV-SNP: every vector in the SEV vector directory (tests/vectors/sev) gets the outcome INDEX.md lists at 2025-06-01T00:00:00Z."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Intel TDX: the vectors of ../shared/vectors/tdx at 2023-07-01T01:00:00Z, the gtg mutation table, collateral."""
+"""Intel TDX: the vectors of the TDX vector directory (tests/vectors/tdx) at 2023-07-01T01:00:00Z, the gtg mutation table, collateral."""
 
 from __future__ import annotations
 

@@ -162,7 +162,7 @@ def test_ed25519_httpsig_commitment_and_hmac_only_ids():
     assert uid == unsigned.id == Message({"b": "2", "a": "1"}).id  # committed keys are sorted
     assert unsigned.commit(None).id == uid
     assert Message({"a": "1", "b": "2"}).unsigned_id("constant:ao") != uid
-    # HMAC commitment id is the HMAC over the HyperBEAM base with key "ao" (CODECS.md §3.1)
+    # HMAC commitment id is the HMAC over the HyperBEAM base with key "ao" (docs/CODECS.md, httpsig@1.0: Committing)
     base = b'"a": 1\n"b": 2\n"@signature-params": ("a" "b");alg="hmac-sha256";keyid="ao"'
     assert uid == b64url(hmac.new(b"ao", base, hashlib.sha256).digest())
 
@@ -176,7 +176,7 @@ def test_hyperbeam_signature_base_shape():
                     b'"@signature-params": ("content-digest" "@method" "@path" "zeta");alg="hmac-sha256";'
                     b'created=5;keyid="ao";nonce="n"')
     si, _ = __import__("cu.codec.httpsig", fromlist=["encode_headers"]).encode_headers(made)
-    # on the wire the parameter order is alg, keyid, tag, created, expires, nonce (CODECS.md §3.4)
+    # on the wire the parameter order is alg, keyid, tag, created, expires, nonce (docs/CODECS.md, Header encoding)
     assert si.endswith('("content-digest" "method" "path" "zeta");alg="hmac-sha256";keyid="ao";created=5;nonce="n"')
     assert base64.b64decode("LXEWQrcmsEQBYnyp+6wy9chTD7GQPMTbAiWHF5IaSIE=") == hashlib.sha256(b"x").digest()
 

@@ -1,4 +1,4 @@
-"""`aocu run` (ARCHITECTURE.md command-line contract) on a WAT test module."""
+"""`aocu run` (docs/ABI.md, Calling handle) on a WAT test module."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ def msg(action: str, data: str = "", **extra) -> dict:
 
 
 # every recipe under its own Module-Format, plus the format-4 module under the wasm32 -metering format
-# (load-time metering rewrite, AO-ABI §8)
+# (load-time metering rewrite, docs/ABI.md (Limits and gas))
 CASES = [(name, MODULES[name].module_format) for name in sorted(MODULES)]
 CASES.append(("lua32-lazy", "wasm32-unknown-emscripten-metering"))
 
@@ -122,7 +122,7 @@ def test_gas_reporting(lua_module):
     if mod.format.endswith("-metering"):
         assert big["GasUsed"] > small > 0
     else:
-        assert big["GasUsed"] == small == 0  # AO-ABI §8: non-metering formats report 0
+        assert big["GasUsed"] == small == 0  # docs/ABI.md (Limits and gas): non-metering formats report 0
         assert inst.last_fuel_used > 0
 
 

@@ -30,7 +30,7 @@ def wallet() -> ArweaveWallet:
     return ArweaveWallet.generate()
 
 
-# --- AO-ABI §7.1 normalisation ---------------------------------------------------------------------
+# --- docs/ABI.md (Message, env and result) normalisation ---------------------------------------------------------------------
 
 def test_scheduled_message_key_order_and_from_rules():
     tags = [("Action", "Eval"), ("From", "spoof"), ("Owner", "spoof"), ("From-Process", "P2"), ("X", "é")]
@@ -82,7 +82,7 @@ def test_merge_result_normalises_like_the_legacy_cu():
     assert list(view) == ["Messages", "Assignments", "Spawns", "Output", "GasUsed", "Error"]
 
 
-# --- crons (AO-ABI §12) --------------------------------------------------------------------------
+# --- crons (docs/ABI.md, Crons) --------------------------------------------------------------------------
 
 def test_cron_parsing_and_generation():
     crons = cron.parse_crons([("Cron-Interval", "5-seconds"), ("Cron-Tag-Action", "Tick"),
@@ -113,7 +113,7 @@ def test_block_crons_fire_on_a_new_block():
     assert [(f.timestamp, f.block_height) for f in fires] == [(0, 12)]
 
 
-# --- limits (AO-ABI §8) ---------------------------------------------------------------------------
+# --- limits (docs/ABI.md, Limits and gas) ---------------------------------------------------------------------------
 
 def test_limits():
     assert parse_bytes("1-gb") == 1 << 30
@@ -159,7 +159,7 @@ def test_hash_chain_and_slots(tmp_path, wallet):
     assert not again.fresh and again.entry.nonce == 3           # re-posting is idempotent
     entries = store.log_range(proc.id, 0, 10)
     assert [e.nonce for e in entries] == [0, 1, 2, 3, 4, 5]
-    # AO-ABI §11: first HC = H(pid), next = H(prev assignment id || prev HC)
+    # docs/ABI.md (Hash chain): first HC = H(pid), next = H(prev assignment id || prev HC)
     assert entries[0].hash_chain == hashing.b64url(hashing.sha256(hashing.b64url_decode(proc.id)))
     for prev, cur in zip(entries, entries[1:], strict=False):
         expect = hashing.b64url(hashing.sha256(hashing.b64url_decode(prev.assignment_id)

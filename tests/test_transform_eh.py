@@ -1,4 +1,4 @@
-"""Legacy exception handling -> exnref translation (AO-ABI §10).
+"""Legacy exception handling -> exnref translation (docs/ABI.md, Legacy exception handling).
 
 Oracles: the original module run natively by V8 (node 20 still implements the legacy opcodes) and
 binaryen's `wasm-opt --translate-to-exnref` run in wasmtime. The translated module must validate in

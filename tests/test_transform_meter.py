@@ -1,4 +1,4 @@
-"""The metering rewrite (AO-ABI §8): hand-computed costs, index shifting, refusals, and byte equality with
+"""The metering rewrite (docs/ABI.md, Limits and gas): hand-computed costs, index shifting, refusals, and byte equality with
 the reference implementation (@permaweb/wasm-metering, under tests/peers)."""
 
 from __future__ import annotations

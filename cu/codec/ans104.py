@@ -1,4 +1,4 @@
-"""ANS-104 data items: parse, serialize, sign, verify (CODECS.md §1)."""
+"""ANS-104 data items: parse, serialize, sign, verify (docs/CODECS.md, ANS-104 data items)."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ class DataItem:
 
     # -- signatures ------------------------------------------------------------------------------
     def signature_data(self) -> bytes:
-        """Deep hash of the deployed 8-element list (CODECS.md §1.3)."""
+        """Deep hash of the deployed 8-element list (docs/CODECS.md, ANS-104 data items)."""
         return deep_hash([
             b"dataitem", b"1", str(self.signature_type).encode(), self.owner,
             self.target or b"", self.anchor or b"", self.raw_tags, self.data,
@@ -273,7 +273,7 @@ class DataItem:
 def signature_data_for(signature_type: int, owner: bytes, target: bytes | None, anchor: bytes | None,
                        raw_tags: bytes, data: bytes) -> bytes:
     """The deep hash an item would be signed over, from loose parts (e.g. the legacy CU dedup hash:
-    empty owner, type 1 — AO-ABI.md)."""
+    empty owner, type 1 — docs/ABI.md, SU API consumed by the CU)."""
     return deep_hash([b"dataitem", b"1", str(signature_type).encode(), owner, target or b"", anchor or b"",
                       raw_tags, data])
 

@@ -1,4 +1,4 @@
-"""ANS-104 bundles (CODECS.md §1.5): 32-byte LE count, N x (32-byte LE size, 32-byte id), items."""
+"""ANS-104 bundles (docs/CODECS.md, Bundles): 32-byte LE count, N x (32-byte LE size, 32-byte id), items."""
 
 from __future__ import annotations
 

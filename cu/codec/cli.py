@@ -1,4 +1,4 @@
-"""`aocu item show|verify|sign` and `aocu wallet new|show` (ARCHITECTURE.md, command line)."""
+"""`aocu item show|verify|sign` and `aocu wallet new|show` (README.md, "Using it")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Commitments (signatures over a message) and HyperBEAM identity arithmetic (AO-ABI.md §15.2)."""
+"""Commitments (signatures over a message) and HyperBEAM identity arithmetic (docs/CODECS.md, Ids and hashpaths)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""httpsig@1.0 as HyperBEAM implements it (CODECS.md §3): commitments over message fields, the
+"""httpsig@1.0 as HyperBEAM implements it (docs/CODECS.md, httpsig@1.0): commitments over message fields, the
 HyperBEAM signature base, and the Signature/Signature-Input header encoding.
 
 Also re-exports the standards form (`sign_message` / `verify_message` over `HTTPMessage`) from
@@ -27,7 +27,7 @@ DERIVED_NAMES = frozenset({"method", "target-uri", "authority", "scheme", "reque
 BASE_PARAMS = ("alg", "bundle", "created", "expires", "keyid", "nonce", "tag")
 WIRE_ORDER = ("alg", "keyid", "tag", "created", "expires", "nonce")
 NOT_COMMITTABLE = frozenset({"signature", "signature-input", "commitments", "priv"})
-HMAC_KEYS = ("ao", "constant:ao")  # 2025 and 2026 HyperBEAM (CODECS.md §4.4)
+HMAC_KEYS = ("ao", "constant:ao")  # 2025 and 2026 HyperBEAM (docs/CODECS.md, httpsig@1.0: Committing)
 MAX_COMMITMENTS = 32
 MAX_COMPONENTS = 1024
 SIG_TYPES = ("rsa-pss-sha512", "ed25519", HMAC_TYPE)
@@ -55,7 +55,7 @@ def _params_for_base(params: Iterable[tuple[str, object]]) -> list[tuple[str, ob
 
 def hb_base(fields: Mapping[str, bytes], components: Iterable[str], params: Iterable[tuple[str, object]]) -> bytes:
     """HyperBEAM's base: bare lowercase names on the lines, '@' only for derived names in the params
-    list, parameters sorted alphabetically (CODECS.md §3.3)."""
+    list, parameters sorted alphabetically (docs/CODECS.md, httpsig@1.0: Committing)."""
     low = lower_fields(fields)
     names = [c.lstrip("@").lower() for c in components]
     lines = []
@@ -180,7 +180,7 @@ def commit(
 
 
 def _wire_params(params: Iterable[tuple[str, object]]) -> list[tuple[str, object]]:
-    """Wire order: alg, keyid, tag, created, expires, nonce, then the rest (CODECS.md §3.4)."""
+    """Wire order: alg, keyid, tag, created, expires, nonce, then the rest (docs/CODECS.md, Header encoding)."""
     params = list(params)
     rank = {k: i for i, k in enumerate(WIRE_ORDER)}
     return sorted(params, key=lambda kv: rank.get(kv[0], len(WIRE_ORDER)))

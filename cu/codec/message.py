@@ -1,4 +1,4 @@
-"""The one message model both codecs convert to and from (CODECS.md §3, AO-ABI.md §15.2).
+"""The one message model both codecs convert to and from (docs/CODECS.md, httpsig@1.0).
 
 A `Message` is an ordered map of field name -> bytes (the wire-level values: HTTP header values or
 ANS-104 tag values, plus `body`/`data`) and a list of commitments. Keeping wire values means every

@@ -1,5 +1,5 @@
 """HyperBEAM structured messages <-> httpsig fields: ao-types and the header + multipart encoding
-(CODECS.md §3.5, `dev_codec_structured` / `dev_codec_httpsig_conv`).
+(docs/CODECS.md, Structured values; `dev_codec_structured` / `dev_codec_httpsig_conv`).
 
 Structured values: bytes/str (binary), int (integer), float, bool/None (atoms true/false/null),
 lists of those (list), nested dicts (messages). Keys are lowercased on the wire.

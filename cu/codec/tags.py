@@ -1,4 +1,4 @@
-"""ANS-104 tags: the Apache Avro `array<record{name: bytes, value: bytes}>` block (CODECS.md §1.4)."""
+"""ANS-104 tags: the Apache Avro `array<record{name: bytes, value: bytes}>` block (docs/CODECS.md, Tags)."""
 
 from __future__ import annotations
 

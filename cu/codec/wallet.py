@@ -1,4 +1,4 @@
-"""Keys that sign ANS-104 items and httpsig commitments (CODECS.md §2).
+"""Keys that sign ANS-104 items and httpsig commitments (docs/CODECS.md, Keys).
 
 Every key exposes `signature_type` (ANS-104), `owner` (the public key bytes an item carries),
 `address`, `sign(message)` and `verify(message, signature)` with the algorithm ANS-104 uses for
@@ -67,7 +67,7 @@ def rsa_public_key(n_bytes: bytes, e: int = RSA_E) -> rsa.RSAPublicKey:
 
 def rsa_pss_verify(n_bytes: bytes, message: bytes, signature: bytes, hash_name: str = "sha256") -> bool:
     """RSASSA-PSS with MGF1 of the same hash; the salt length is recovered (arweave-js, HyperBEAM and
-    Node all sign with different salt lengths: CODECS.md §1.2)."""
+    Node all sign with different salt lengths: docs/CODECS.md, ANS-104 data items)."""
     h = hashes.SHA256() if hash_name == "sha256" else hashes.SHA512()
     if len(signature) != len(n_bytes):
         return False

@@ -1,4 +1,4 @@
-"""`aocu run`: the loader on the command line (ARCHITECTURE.md). Each message line reaches `handle` byte for
+"""`aocu run`: the loader on the command line (docs/ABI.md, Calling handle). Each message line reaches `handle` byte for
 byte; one legacy-shape result line per message; memory carried across messages."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ _UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40, "p
 
 
 def parse_bytes(text: str) -> int:
-    """Plain digits, or a Memory-Limit style value ('1-gb', '512mb', binary units; AO-ABI §8)."""
+    """Plain digits, or a Memory-Limit style value ('1-gb', '512mb', binary units; docs/ABI.md, Limits and gas)."""
     t = text.strip().lower().replace("-", "", 1)
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|tb|pb)?", t)
     if not m:

@@ -1,4 +1,4 @@
-"""The 7 Module-Format strings (AO-ABI §1) and what each one selects in the engine."""
+"""The 7 Module-Format strings (docs/ABI.md, Module formats) and what each one selects in the engine."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from cu.engine.native import native
 @dataclass(frozen=True)
 class FormatSpec:
     name: str
-    family: int  # native family constant: glue family of AO-ABI §1
+    family: int  # native family constant: glue family, docs/ABI.md (Module formats)
     meter: str | None  # "i32"/"i64": binary rewritten by the metering transform at load (§8)
 
 

@@ -1,4 +1,4 @@
-"""Instance: one AO process on the native engine; `handle` evaluates one message (AO-ABI §6–§7)."""
+"""Instance: one AO process on the native engine; `handle` evaluates one message (docs/ABI.md: Calling handle; Message, env and result)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _json_bytes(value: bytes | str | dict) -> bytes:
 
 
 def _as_list(v: Any) -> list:
-    # Lua JSON encoders emit an empty table as {} (AO-ABI §7.3)
+    # Lua JSON encoders emit an empty table as {} (docs/ABI.md, Message, env and result)
     if v is None or v == {}:
         return []
     if isinstance(v, list):

@@ -40,7 +40,7 @@ def _transform(wasm: bytes, spec: FormatSpec, digest: str) -> bytes:
         if spec.meter:
             if t is None or not hasattr(t, "meter"):
                 raise ModuleError(
-                    f"format {spec.name} needs the metering rewrite (AO-ABI §8), "
+                    f"format {spec.name} needs the metering rewrite (docs/ABI.md, Limits and gas), "
                     "which is not available in this build"
                 )
             out = t.meter(out, spec.meter == "i64")

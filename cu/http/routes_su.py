@@ -1,4 +1,4 @@
-"""SU read routes in the legacy page shapes (AO-ABI §14): /timestamp, /processes/{pid}, /{pid}, /{pid}/latest."""
+"""SU read routes in the legacy page shapes (docs/HTTP-API.md, su): /timestamp, /processes/{pid}, /{pid}, /{pid}/latest."""
 
 from __future__ import annotations
 

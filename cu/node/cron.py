@@ -1,4 +1,4 @@
-"""Cron messages per the legacy CU rules (AO-ABI §12)."""
+"""Cron messages per the legacy CU rules (docs/ABI.md, Crons)."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ class CronFire:
 
 def crons_between(crons: list[Cron], *, process_ts: int, process_height: int, left_ts: int, left_height: int,
                   right_ts: int, height: int, after_ts: int | None = None) -> list[CronFire]:
-    """Crons fired while stepping t from the left boundary by 1000 ms while t < right_ts (AO-ABI §12).
+    """Crons fired while stepping t from the left boundary by 1000 ms while t < right_ts (docs/ABI.md, Crons).
 
     `after_ts` skips steps at or before an already evaluated cron time, so a span may be evaluated in parts.
     Block crons fire when the walk crosses into a new block; this node's block height is fixed per span.

@@ -1,7 +1,7 @@
 """Attestation evidence for the node: key-binding evidence (at start and on rotation, cached) and fresh
 per-request evidence, plus the endorsement document of `GET /~attestation@1.0/evidence`.
 
-REPORT_DATA formulas are attestation.binding's (ARCHITECTURE.md "Signed, attested results"). With tee
+REPORT_DATA formulas are attestation.binding's (docs/WIRE-FORMAT.md, REPORT_DATA bindings). With tee
 `none` there is no evidence: the document and every response say so, nothing is faked.
 """
 

@@ -1,4 +1,4 @@
-"""Legacy CU message/env/result normalisation (AO-ABI §7): exact key order, JS-compatible compact JSON."""
+"""Legacy CU message/env/result normalisation (docs/ABI.md, Message, env and result): exact key order, JS-compatible compact JSON."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 Tag = tuple[str, str]
 
-# Zod `messageSchema` key order (AO-ABI §7.1); JSON.stringify omits undefined keys.
+# Zod `messageSchema` key order (docs/ABI.md, Message, env and result); JSON.stringify omits undefined keys.
 MESSAGE_KEYS: tuple[str, ...] = (
     "Id", "Signature", "Data", "Owner", "Target", "Anchor", "From", "Forwarded-By", "Tags", "Epoch", "Nonce",
     "Timestamp", "Block-Height", "Hash-Chain", "Cron", "Read-Only",
@@ -38,7 +38,7 @@ def text(data: bytes) -> str:
 def scheduled_message(*, msg_id: str, signature: str, data: bytes, owner: str, target: str, anchor: str | None,
                       tags: list[Tag], epoch: int, nonce: int, timestamp: int, block_height: int,
                       hash_chain: str) -> dict[str, Any]:
-    """The message object the legacy CU evaluates for a scheduled message or assignment (AO-ABI §7.1)."""
+    """The message object the legacy CU evaluates for a scheduled message or assignment (docs/ABI.md, Message, env and result)."""
     from_process = first_tag(tags, "From-Process")
     msg: dict[str, Any] = {
         "Id": msg_id,
@@ -89,7 +89,7 @@ def _coerce_number(value: Any, name: str) -> int | float:
 
 
 def dry_run_message(body: Any, *, pid: str, timestamp: int, block_height: int) -> dict[str, Any]:
-    """Dry-run message (AO-ABI §7.1 / §13): defaults, then the body, then From and Read-Only; Zod key order."""
+    """Dry-run message (docs/ABI.md: Message, env and result; Legacy CU/SU/MU API): defaults, then the body, then From and Read-Only; Zod key order."""
     if not isinstance(body, dict):
         raise ValueError("dry-run body must be a JSON object")
     for key in ("Id", "Signature", "Owner", "Target", "Anchor"):
@@ -133,7 +133,7 @@ def env_object(*, pid: str, process_owner: str, process_tags: list[Tag], module_
 
 
 def _as_list(value: Any) -> list[Any]:
-    # Lua JSON encoders may emit an empty array as {} (AO-ABI §7.3)
+    # Lua JSON encoders may emit an empty array as {} (docs/ABI.md, Message, env and result)
     if isinstance(value, list):
         return value
     if isinstance(value, dict) and not value:
@@ -144,7 +144,7 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def merge_result(raw: dict[str, Any]) -> dict[str, Any]:
-    """The legacy CU's result merge (AO-ABI §7.3): lists default [], Output to string/object, Patches dropped."""
+    """The legacy CU's result merge (docs/ABI.md, Message, env and result): lists default [], Output to string/object, Patches dropped."""
     if raw.get("Error") is not None:
         err = raw["Error"]
         out: dict[str, Any] = {"Error": err if isinstance(err, str) else json.dumps(err)}

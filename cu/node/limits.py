@@ -1,4 +1,4 @@
-"""Module admission checks of the legacy CU (AO-ABI §1, §8)."""
+"""Module admission checks of the legacy CU (docs/ABI.md: Module formats; Limits and gas)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ class NotFound(StoreError):
 @dataclass(frozen=True)
 class ItemMeta:
     id: str
-    owner: str                 # owner address (AO-ABI §7.1 rule)
+    owner: str                 # owner address (docs/ABI.md, Message, env and result)
     owner_key: bytes
     target: str
     anchor: str | None

@@ -1,5 +1,5 @@
 """The signed, attested result as it travels: shared by the signer (cu.node.signer, cu.node.evidence_service)
-and the verifier (cu.verify). ARCHITECTURE.md "Signed, attested results".
+and the verifier (cu.verify). See docs/WIRE-FORMAT.md.
 
   Content-Digest: sha-256=:<b64 SHA-256(body)>:                               (RFC 9530)
   Ao-Process: <pid>   Ao-Slot: <n>   Ao-Message: <id>                         (those that identify the result)

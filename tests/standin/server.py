@@ -1,5 +1,5 @@
-"""The stand-in legacy SU + Arweave gateway over HTTP on 127.0.0.1 (routes and shapes of AO-ABI.md §14 and
-ARCHITECTURE.md's gateway subset), with outage injection.
+"""The stand-in legacy SU + Arweave gateway over HTTP on 127.0.0.1 (routes and shapes of docs/ABI.md, "SU API consumed by the CU, and checkpoints", and
+docs/HTTP-API.md's gateway subset), with outage injection.
 
 SU:      GET /processes/{pid} · GET /{pid}?process-id=&from=&to=&limit= (cursor = assignment timestamp; from
          exclusive, to inclusive) · GET /{messageId}?process-id= · GET /{pid}/latest · GET /timestamp?process-id=

@@ -2,7 +2,7 @@
 messages, pushed messages with From-Process, a re-pushed duplicate, pure assignments incl. a duplicate assignment
 and an `Exclude: Data` one, time and block crons), block metadata, and the module/process data on the gateway.
 
-It also derives, independently of cu.node.bridge, the message stream the legacy CU evaluates for it (AO-ABI §7,
+It also derives, independently of cu.node.bridge, the message stream the legacy CU evaluates for it (docs/ABI.md, Message, env and result;
 §11, §12 written out directly, crons ticked second by second as the reference JavaScript does): the tests evaluate
 that stream with `aocu run` and compare with what the bridge computed."""
 
@@ -18,7 +18,7 @@ from typing import Any
 from cu.codec.ans104 import DataItem
 from cu.codec.wallet import Ed25519Key
 
-ORIGIN_TS = 1_730_000_000_123          # ms, with a fraction so cron ticks keep it (AO-ABI §12)
+ORIGIN_TS = 1_730_000_000_123          # ms, with a fraction so cron ticks keep it (docs/ABI.md, Crons)
 ORIGIN_HEIGHT = 1_500_000              # >= 1,440,000: hash chains are checked
 BLOCK_SECONDS = 120
 ZERO_ANCHOR = "0" * 32
@@ -144,7 +144,7 @@ class World:
             tags = [("Data-Protocol", "ao"), ("Variant", "ao.TN.1"), ("Type", "Message"), ("Action", action),
                     ("Ref", str(i))]     # ed25519 signatures are deterministic: keep every message id distinct
             if i % 37 == 0:
-                tags.append(("From", "spoofed"))       # removed before evaluation (AO-ABI §7.1)
+                tags.append(("From", "spoofed"))       # removed before evaluation (docs/ABI.md, Message, env and result)
             m = DataItem.create(self.owner_key, data=data, target=self.pid, tags=tags,
                                 anchor=f"{i:032d}" if i % 3 else None)
             self._push(m, ts)
@@ -194,7 +194,7 @@ class World:
                                exclude_data=exclude_data, duplicate=duplicate))
 
     def _fix_heights(self) -> None:
-        """Block heights from the block list, then the assignments with the legacy SU hash chain (AO-ABI §11)."""
+        """Block heights from the block list, then the assignments with the legacy SU hash chain (docs/ABI.md, Hash chain)."""
         prev_aid: str | None = None
         prev_hc: str | None = None
         for e in self.edges:

@@ -1,4 +1,4 @@
-"""Cron messages between two boundaries of a legacy stream, with block metadata from the gateway (AO-ABI §12;
+"""Cron messages between two boundaries of a legacy stream, with block metadata from the gateway (docs/ABI.md, Crons;
 `cronMessagesBetweenWith` in servers/cu/src/domain/lib/loadMessages.js).
 
 The legacy CU ticks t from the left boundary by 1000 ms while t < right; at each tick it first crosses at most one

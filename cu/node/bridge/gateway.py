@@ -1,4 +1,4 @@
-"""Arweave gateway client: GraphQL (`transactions`, `blocks`) and `/raw/{id}` (AO-ABI §14), plus the uploader
+"""Arweave gateway client: GraphQL (`transactions`, `blocks`) and `/raw/{id}` (docs/ABI.md, SU API consumed by the CU, and checkpoints), plus the uploader
 used for checkpoints (`POST {uploader}/tx/arweave`)."""
 
 from __future__ import annotations

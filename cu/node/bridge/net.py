@@ -1,7 +1,7 @@
 """HTTP with bounded retries for the bridge's upstreams (legacy SU, gateway). Stdlib only.
 
 Retries are bounded by attempts and by a total deadline, so a dead upstream gives a clear 503 quickly instead of
-the legacy CU's silent ~15 s backoff per call (AO-ABI §16, permaweb/ao#864)."""
+the legacy CU's silent ~15 s backoff per call (permaweb/ao#864)."""
 
 from __future__ import annotations
 

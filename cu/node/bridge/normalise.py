@@ -1,4 +1,4 @@
-"""Legacy CU message normalisation for messages read from a legacy SU (AO-ABI §7.1, ao-su.js `mapNode`,
+"""Legacy CU message normalisation for messages read from a legacy SU (docs/ABI.md, Message, env and result; ao-su.js `mapNode`,
 hydrateMessages.js): key order, owner address, From/Forwarded-By, assignment hydration, dedup deep hash."""
 
 from __future__ import annotations

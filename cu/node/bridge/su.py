@@ -1,4 +1,4 @@
-"""Client of the legacy SU API as the legacy CU consumes it (AO-ABI §14, servers/cu/src/effects/ao-su.js)."""
+"""Client of the legacy SU API as the legacy CU consumes it (docs/ABI.md, SU API consumed by the CU, and checkpoints; servers/cu/src/effects/ao-su.js)."""
 
 from __future__ import annotations
 
