@@ -523,7 +523,7 @@ def test_flask_post_processor_signs_routes(node_a: SimNode) -> None:
     """The hook the node's app runs after each request (cu.http.state.PostProcessor), on a minimal app."""
     from flask import Flask, Response, request
 
-    from cu.node.signer import post_processor
+    from cu.http.signing import post_processor
 
     app = Flask("t")
 

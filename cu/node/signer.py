@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from attestation.providers import get_provider
 from cu.codec import rfc9421
 from cu.codec.ans104 import DataItem
 from cu.codec.digest import content_digest
-from cu.node.evidence_service import EvidenceError, EvidenceService, parse_nonce
+from cu.node.evidence_service import EvidenceService, parse_nonce
 from cu.node.identity import NodeIdentity, security_config
 from cu.wire.response import (
     ANS104_CODEC,
@@ -168,41 +166,6 @@ def sign_result(
     return SignedResult(status, body, signer.sign(status, body, result, attest_nonce=nonce, alg=alg))
 
 
-def post_processor(
-    signer: ResultSigner, identify: Callable[[Any, Any], ResultId | None]
-) -> Callable[[Any, Any], Any]:
-    """A response post-processor (cu.http.state.PostProcessor: (request, response) -> response) that signs
-    every response `identify(request, response)` names a result for; others pass untouched. Duck-typed on
-    Flask/werkzeug objects (request.args/.headers, response.get_data/.set_data/.headers/.status_code) so
-    cu.node does not import the HTTP layer. A bad `attest-nonce` turns the response into a 400, a TEE
-    failure into a 503 (both signed, with key binding)."""
-
-    def process(request: Any, response: Any) -> Any:
-        result = identify(request, response)
-        if result is None or getattr(response, "is_streamed", False):
-            return response
-        body = response.get_data()
-        status = response.status_code
-        ctype = response.headers.get("Content-Type", "application/json")
-        try:
-            out = sign_result(signer, status, body, result, attest_nonce=request.args.get("attest-nonce"),
-                              accept_codec=request.headers.get("accept-codec"), content_type=ctype)
-        except (ValueError, EvidenceError) as exc:
-            status = 400 if isinstance(exc, ValueError) else 503
-            body = json.dumps({"error": str(exc)}).encode()
-            ctype = "application/json"
-            out = SignedResult(status, body, signer.sign(status, body, result))
-        response.status_code = out.status
-        response.set_data(out.body)
-        if out.body is not body:
-            response.headers["Content-Type"] = dict(out.headers).get("Content-Type", ctype)
-        for k, v in out.headers:
-            response.headers[k] = v
-        return response
-
-    return process
-
-
 def build_signer(
     data_dir: str | Path,
     tee: str,
@@ -240,4 +203,4 @@ def content_digest_from(sha256_digest: bytes) -> str:
 
 
 __all__ = ["ALGS", "ANS104_CODEC", "ANS104_CONTENT_TYPE", "ResultId", "ResultSigner", "SignedResult", "build_signer",
-           "content_digest", "content_digest_from", "post_processor", "sign_result", "signature_base", "signature_params"]
+           "content_digest", "content_digest_from", "sign_result", "signature_base", "signature_params"]

@@ -1,0 +1,50 @@
+"""Signing every result response on its way out: the response post-processor that wraps cu.node.signer (which
+responses are results is decided by `identify`, cu/http/routes_attestation.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from cu.http.errors import status_for
+from cu.node.errors import BadInput, Unavailable
+from cu.node.evidence_service import EvidenceError
+from cu.node.signer import ResultId, ResultSigner, SignedResult, sign_result
+
+
+def post_processor(
+    signer: ResultSigner, identify: Callable[[Any, Any], ResultId | None],
+    accept_codec: Callable[[Any], str | None] = lambda request: request.headers.get("accept-codec"),
+) -> Callable[[Any, Any], Any]:
+    """A response post-processor (cu.http.state.PostProcessor: (request, response) -> response) that signs
+    every response `identify(request, response)` names a result for; others pass untouched. Duck-typed on
+    Flask/werkzeug objects (request.args/.headers, response.get_data/.set_data/.headers/.status_code) so
+    the hook stays testable without an app. A bad `attest-nonce` turns the response into a BadInput answer, a
+    TEE failure into Unavailable (statuses from cu.http.errors; both signed, with key binding). `accept_codec(request)`: the reply codec the request
+    asked for (the header by default; AO-Core requests may carry it as a signed tag)."""
+
+    def process(request: Any, response: Any) -> Any:
+        result = identify(request, response)
+        if result is None or getattr(response, "is_streamed", False):
+            return response
+        body = response.get_data()
+        status = response.status_code
+        ctype = response.headers.get("Content-Type", "application/json")
+        try:
+            out = sign_result(signer, status, body, result, attest_nonce=request.args.get("attest-nonce"),
+                              accept_codec=accept_codec(request), content_type=ctype)
+        except (ValueError, EvidenceError) as exc:
+            status = status_for(BadInput(str(exc)) if isinstance(exc, ValueError) else Unavailable(str(exc)))
+            body = json.dumps({"error": str(exc)}).encode()
+            ctype = "application/json"
+            out = SignedResult(status, body, signer.sign(status, body, result))
+        response.status_code = out.status
+        response.set_data(out.body)
+        if out.body is not body:
+            response.headers["Content-Type"] = dict(out.headers).get("Content-Type", ctype)
+        for k, v in out.headers:
+            response.headers[k] = v
+        return response
+
+    return process
