@@ -101,6 +101,12 @@ def _decode_key(keyid: str) -> bytes:
     return sf.relaxed_byteseq(k, "keyid")
 
 
+def public_key(keyid: str) -> bytes:
+    """The key bytes a signature commitment's keyid names (standard or url-safe base64, optional
+    `publickey:` prefix): the RSA modulus or the ed25519 public key."""
+    return _decode_key(keyid)
+
+
 def committed_keys(fields: Mapping[str, bytes], committed: Iterable[str] | None = None) -> list[str]:
     """Explicit list, else every key sorted (lowercase); `body` is represented by `content-digest`."""
     keys = [k.lower() for k in committed] if committed is not None else sorted(k.lower() for k in fields)
@@ -186,15 +192,19 @@ def _wire_params(params: Iterable[tuple[str, object]]) -> list[tuple[str, object
     return sorted(params, key=lambda kv: rank.get(kv[0], len(WIRE_ORDER)))
 
 
-def verify_commitment(fields: Mapping[str, bytes], c: Commitment) -> bool:
-    """Verify one httpsig commitment against the message fields (content-digest checked against body)."""
+def verify_commitment(fields: Mapping[str, bytes], c: Commitment, *, absent_body_ok: bool = False) -> bool:
+    """Verify one httpsig commitment against the message fields (content-digest checked against body).
+
+    `absent_body_ok`: a covered content-digest with no (or an empty) body is not checked against the body;
+    the signature still covers the content-digest value. ao-core-libs 0.0.9 sends signed requests without
+    their body although it signs a content-digest of it; a receiver that accepts them opts in here."""
     if c.device != DEVICE_HTTPSIG:
         raise CodecError(f"not an httpsig commitment: {c.device}")
     low = lower_fields(fields)
     names = [x.lstrip("@").lower() for x in c.components]
     if len(set(names)) != len(names):
         raise CodecError("duplicate component identifiers")
-    if "content-digest" in names and "content-digest" in low:
+    if "content-digest" in names and "content-digest" in low and not (absent_body_ok and not low.get("body")):
         if not verify_content_digest(low["content-digest"].decode("latin-1"), low.get("body", b"")):
             return False
     bases = [hb_base(fields, c.components, c.params)]

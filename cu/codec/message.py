@@ -97,11 +97,12 @@ class Message:
             raise CodecError(f"unknown commitment device {device}")
         return self
 
-    def verify_all(self) -> list[tuple[Commitment, bool]]:
+    def verify_all(self, *, absent_body_ok: bool = False) -> list[tuple[Commitment, bool]]:
+        """Each commitment with its verdict. `absent_body_ok`: see `cu.codec.httpsig.verify_commitment`."""
         out = []
         for c in self.commitments:
             if c.device == DEVICE_HTTPSIG:
-                ok = httpsig.verify_commitment(self.fields, c)
+                ok = httpsig.verify_commitment(self.fields, c, absent_body_ok=absent_body_ok)
             elif c.device == DEVICE_ANS104:
                 ok = self._verify_ans104(c)
             else:
@@ -109,9 +110,9 @@ class Message:
             out.append((c, ok))
         return out
 
-    def verify(self) -> bool:
+    def verify(self, *, absent_body_ok: bool = False) -> bool:
         """True iff there is at least one commitment and every commitment verifies."""
-        results = self.verify_all()
+        results = self.verify_all(absent_body_ok=absent_body_ok)
         return bool(results) and all(ok for _, ok in results)
 
     def committed_keys(self, *, signed_only: bool = True) -> set[str]:
@@ -124,7 +125,7 @@ class Message:
             if signed_only and not c.signed:
                 continue
             if c.device == DEVICE_ANS104 and isinstance(c.item, DataItem):
-                names = [k.lower() for k in _fields_from_item(c.item)[0]]
+                names = [k.lower() for k in _fields_from_item(c.item, _param_data_key(c))[0]]
             else:
                 names = [x.lstrip("@").lower() for x in c.components]
             for n in names:
@@ -151,15 +152,26 @@ class Message:
         if not item.verify():
             return False
         # the fields must say what the signed item says
-        expected = _fields_from_item(item)[0]
+        expected = _fields_from_item(item, _param_data_key(c))[0]
         return all(self.get(k) == v for k, v in expected.items())
 
     # -- ANS-104 ---------------------------------------------------------------------------------
     @classmethod
-    def from_ans104(cls, item: DataItem | bytes, *, limits: TagLimits = DEFAULT) -> Message:
+    def from_ans104(cls, item: DataItem | bytes, *, limits: TagLimits = DEFAULT,
+                    data_key: str | None = None) -> Message:
+        """The message an item stands for. `data_key` names the field that holds the item's data when the item
+        has no `ao-data-key` tag (default `data`); `body` keeps data that cannot be an HTTP header (binary,
+        multi-line, over 4096 bytes) in the httpsig body. The ans104 commitment records it (`data-key`), so
+        the item is still rebuilt byte for byte."""
         if not isinstance(item, DataItem):
             item = DataItem.parse(item, limits=limits)
-        fields, carried = _fields_from_item(item)
+        if data_key is not None and (data_key in ("", DATA_KEY_TAG) or data_key.lower() in CARRIER_TAGS):
+            raise CodecError(f"field {data_key!r} cannot hold the item data")
+        if data_key is not None and not item.data:
+            data_key = None     # empty data is no field at all under any key
+        if data_key is not None and any(n.decode("utf-8", "replace").lower() == data_key.lower() for n, _ in item.tags):
+            raise CodecError(f"the item has a tag named {data_key!r}: its data cannot go to that field")
+        fields, carried = _fields_from_item(item, data_key)
         msg = cls(fields)
         if carried:
             try:
@@ -170,7 +182,7 @@ class Message:
                 # a signed item that merely has tags with these names: keep them as ordinary fields
                 msg.fields["signature-input"], msg.fields["signature"] = carried
         if item.is_signed:
-            msg.commitments.append(_ans104_commitment(item, _data_key_of(item)))
+            msg.commitments.append(_ans104_commitment(item, _data_key_of(item, data_key)))
         return msg
 
     def to_ans104(self, signer: object | None = None, *, limits: TagLimits = DEFAULT) -> DataItem:
@@ -178,13 +190,13 @@ class Message:
         a new item (signed by `signer`, else unsigned) carrying any httpsig commitments as tags."""
         for c in self.commitments:
             if c.device == DEVICE_ANS104 and isinstance(c.item, DataItem) and signer is None and \
-                    self._verify_fields_match(c.item):
+                    self._verify_fields_match(c.item, _param_data_key(c)):
                 return c.item
         item = self._build_item(limits)
         return item.signed_by(signer) if signer is not None else item  # type: ignore[arg-type]
 
-    def _verify_fields_match(self, item: DataItem) -> bool:
-        expected = _fields_from_item(item)[0]
+    def _verify_fields_match(self, item: DataItem, data_key: str | None = None) -> bool:
+        expected = _fields_from_item(item, data_key)[0]
         ours = {k.lower() for k in self.fields} - set(CARRIER_TAGS)
         if ours != {k.lower() for k in expected}:
             return False
@@ -311,18 +323,29 @@ def _latin1(s: str) -> bool:
         return False
 
 
-def _data_key_of(item: DataItem) -> str:
+def _data_key_of(item: DataItem, default: str | None = None) -> str:
+    """The field holding the item's data: its `ao-data-key` tag, else `default` (else `data`)."""
     for n, v in item.tags:
         if n.decode("utf-8", "replace").lower() == DATA_KEY_TAG:
             return v.decode("utf-8", "replace")
-    return "data"
+    return default or "data"
 
 
-def _fields_from_item(item: DataItem) -> tuple[dict[str, bytes], tuple[bytes, bytes] | None]:
-    """Fields an item stands for, and the carried (signature-input, signature) tag values if any."""
+def _param_data_key(c: Commitment) -> str | None:
+    """The `data-key` an ans104 commitment records (None: the default, `data`)."""
+    for k, v in c.params:
+        if k == "data-key" and isinstance(v, str):
+            return v
+    return None
+
+
+def _fields_from_item(item: DataItem, default_data_key: str | None = None
+                      ) -> tuple[dict[str, bytes], tuple[bytes, bytes] | None]:
+    """Fields an item stands for, and the carried (signature-input, signature) tag values if any. The data goes
+    to the field its `ao-data-key` tag names, else `default_data_key` (else `data`)."""
     fields: dict[str, bytes] = {}
     si = sg = None
-    data_key = "data"
+    data_key = default_data_key or "data"
     for n, v in item.tags:
         name = n.decode("utf-8", "replace")
         low = name.lower()
@@ -346,7 +369,7 @@ def _fields_from_item(item: DataItem) -> tuple[dict[str, bytes], tuple[bytes, by
 
 
 def _ans104_commitment(item: DataItem, data_key: str = "data") -> Commitment:
-    fields = _fields_from_item(item)[0]
+    fields = _fields_from_item(item, data_key)[0]
     params: list[tuple[str, object]] = [("data-key", data_key)] if data_key != "data" else []
     return Commitment(DEVICE_ANS104, ANS104_TYPES.get(item.signature_type, f"ans104-type-{item.signature_type}"),
                       item.signature, list(fields), keyid=b64url(item.owner), committer=item.owner_address,

@@ -323,3 +323,41 @@ def _apply_types(out: dict, low: Mapping[str, bytes]) -> None:
     for k, t in types.items():
         if k in out and isinstance(out[k], bytes):
             out[k] = _typed(t, out[k])
+
+
+# -- helpers for receivers that keep the wire form ------------------------------------------------
+def encode_ao_types(types: Mapping[str, str]) -> bytes:
+    """An `ao-types` value as HyperBEAM's structured codec writes it: keys sorted, `key="type"` (SF strings),
+    joined by ", " (ao-core-libs writes SF tokens, `key=type`; `parse_ao_types` reads both)."""
+    return ", ".join(f"{_escape_key(k)}={sf.ser_string(t)}" for k, t in sorted(types.items())).encode()
+
+
+def multipart_boundary(content_type: bytes | None) -> str | None:
+    """The boundary of a `multipart/...` content-type, None for any other body."""
+    ctype = (content_type or b"").decode("latin-1")
+    if not ctype.strip().lower().startswith("multipart/"):
+        return None
+    m = re.search(r'boundary="?([^";]+)"?', ctype)
+    if not m:
+        raise CodecError("multipart content-type without boundary")
+    return m.group(1)
+
+
+def body_parts(content_type: bytes | None, body: bytes) -> list[tuple[str | None, dict[str, bytes], bytes]] | None:
+    """The parts of a multipart body as (name, part headers other than content-disposition, content), in body
+    order; the name is None for the `inline` part and keeps its case otherwise. None when the body is not
+    multipart (`content_type` has no multipart boundary)."""
+    boundary = multipart_boundary(content_type)
+    if boundary is None:
+        return None
+    out: list[tuple[str | None, dict[str, bytes], bytes]] = []
+    for hdrs, content in _split_multipart(body, boundary):
+        disp = hdrs.pop("content-disposition", b"")
+        if disp.strip().lower() == b"inline":
+            out.append((None, hdrs, content))
+            continue
+        nm = _NAME.search(disp)
+        if not nm:
+            raise CodecError("multipart part without a name")
+        out.append((nm.group(1).decode("utf-8"), hdrs, content))
+    return out

@@ -30,11 +30,12 @@ def json_error(status: int, message: str) -> Response:
 def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
     """Builds the node app. `config.evaluator == "embedded"` evaluates inside this process (tests, one
     process); "socket" talks to the evaluator process that `aocu serve` runs next to the gunicorn workers."""
+    from cu.http.signing import post_processor
     from cu.node.client import embedded, over_socket
     from cu.node.dispatch import Dispatcher
     from cu.node.ingest import Scheduler
     from cu.node.items import Identity
-    from cu.node.signer import build_signer, post_processor
+    from cu.node.signer import build_signer
     from cu.node.store_sqlite import SqliteStore
 
     cfg = config if isinstance(config, NodeConfig) else NodeConfig.from_mapping(config)
@@ -77,14 +78,17 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
         routes_gateway,
         routes_mu,
         routes_ops,
+        routes_process,
         routes_su,
     )
     app.extensions[routes_attestation.SIGNER_KEY] = signer
-    state.post_processors.append(post_processor(signer, routes_attestation.identify))
+    state.post_processors.append(post_processor(signer, routes_attestation.identify,
+                                                routes_attestation.reply_codec))
 
     app.register_blueprint(routes_ops.bp)
     app.register_blueprint(routes_attestation.bp)
     app.register_blueprint(routes_aocore.bp)
+    app.register_blueprint(routes_process.bp)
     app.register_blueprint(routes_gateway.bp)
     app.register_blueprint(routes_cu.bp)
     app.register_blueprint(routes_mu.bp)

@@ -26,7 +26,12 @@ from cu.node.signer import ResultId
 bp = Blueprint("aocore", __name__)
 
 ROUTES = [
-    "GET /~meta@1.0/info",
+    "GET /~meta@1.0/info[/KEY]",
+    "POST /push (spawn)",
+    "POST /{pid}~process@1.0/push",
+    "POST|GET /{pid}[~process@1.0]/compute/results={slot|message}",
+    "POST|GET /{pid}[~process@1.0]/slot/current",
+    "POST|GET /{pid}~process@1.0/as=execution/compute[&Tag=Value...]",
     "GET /~attestation@1.0/evidence[?nonce=HEX]",
     "POST /{pid}~process@1.0/schedule (codec-device: ans104@1.0)",
     "GET /{pid}~process@1.0/compute[/path]?slot=N",
@@ -37,6 +42,20 @@ MAX_PATH_DEPTH = 32
 
 def _json(obj: Any, status: int = 200) -> Response:
     return Response(dumps(obj), status=status, mimetype="application/json")
+
+
+@bp.get("/~meta@1.0/info/<key>")
+def meta_info_key(key: str) -> Response:
+    """One key of the node's info as the raw body (`address`: what the mainnet client uses as the scheduler)."""
+    info = json.loads(meta_info().get_data())
+    if key not in info:
+        raise NotFound(f"no key {key!r} in the node's info")
+    v = info[key]
+    if isinstance(v, (dict, list)):
+        return _json(v)
+    resp = Response(str(v), mimetype="text/plain")
+    resp.headers["ao-result"] = "body"
+    return resp
 
 
 @bp.get("/~meta@1.0/info")

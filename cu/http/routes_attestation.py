@@ -64,6 +64,15 @@ def set_result_identity(result: ResultId) -> None:
     g.aocu_result_id = result
 
 
+def set_reply_codec(codec: str | None) -> None:
+    """An AO-Core request whose reply codec was a signed tag of its message (not an HTTP header)."""
+    g.aocu_reply_codec = codec
+
+
+def reply_codec(req: Any) -> str | None:
+    return g.get("aocu_reply_codec") or req.headers.get("accept-codec")
+
+
 def identify(req: Any, _resp: Any) -> ResultId | None:
     """The identity a response is signed under, or None for responses that are not results."""
     rid = g.get("aocu_result_id")

@@ -1,4 +1,7 @@
-"""Ingest (MU role) and scheduling (SU role): verify, store, assign the next slot durably."""
+"""Ingest (MU role) and scheduling (SU role): verify, store, assign the next slot durably.
+
+Two codecs arrive: ANS-104 data items (`ingest`) and signed HTTP requests, httpsig@1.0 (`ingest_http`; what is
+verified and how it is stored: cu.node.signed_http). Both are stored as received and scheduled alike."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cu.node import cron, legacy
+from cu.node import cron, legacy, signed_http
 from cu.node.config import NodeConfig
 from cu.node.errors import BadInput, Internal, NotFound
 from cu.node.items import CodecError, DataItem, Identity, item_meta
@@ -73,10 +76,40 @@ class Scheduler:
         if kind == "Module":
             return self._module(item, meta, raw)
         if kind == "Process":
-            return self._spawn(item, meta, raw)
+            return self._spawn(item.tag("Module"), meta, raw)
         if kind == "Message":
-            return self._message(item, meta, raw)
+            return self._message(meta, raw)
         raise BadInput(f"Type tag must be Module, Process or Message (got {kind!r})")
+
+    # POST /{pid}~process@1.0/push, /push as httpsig@1.0 ------------------------------------------------
+    def ingest_http(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes, *,
+                    process: str | None = None) -> Accepted:
+        """A signed HTTP request (headers in the order received, raw values; transport headers may be left in,
+        see `signed_http.TRANSPORT_HEADERS`). Verified, stored as received, and scheduled: `type` Message on its
+        `target` (else `process`, the route's process id; both given must agree), `type` Process spawned (its id
+        is the message id; `process`, if given, must be that id)."""
+        rec = signed_http.receive(method, path, headers, body)
+        view = signed_http.legacy_view(rec.message)
+        fields = view.fields
+        protocol = fields.get("data-protocol")
+        if protocol is not None and protocol != b"ao":
+            raise BadInput("Data-Protocol must be 'ao'")
+        kind = fields.get("type", b"").decode("utf-8", "replace")
+        if kind == "Message":
+            target = view.target or process or ""
+            if not target:
+                raise BadInput("a type=Message message needs a target process (a signed `target` field)")
+            if process is not None and target != process:
+                raise BadInput(f"the message targets {target}, not {process}")
+            meta, raw = signed_http.stored_item(rec, view, kind=kind, target=target, now_ms=now_ms())
+            return self._message(meta, raw)
+        if kind == "Process":
+            if process is not None and process != rec.id:
+                raise BadInput(f"the process message's id is {rec.id}, not {process}")
+            meta, raw = signed_http.stored_item(rec, view, kind=kind, target=view.target, now_ms=now_ms())
+            module = fields.get("module")
+            return self._spawn(module.decode("utf-8", "replace") if module is not None else None, meta, raw)
+        raise BadInput(f"type must be Process or Message (got {kind!r})")
 
     def _module(self, item: DataItem, meta: ItemMeta, raw: bytes) -> Accepted:
         fmt = (item.tag("Module-Format") or "").strip()
@@ -85,10 +118,10 @@ class Scheduler:
         fresh = self.store.put_item(meta, raw, len(raw) - meta.size)
         return Accepted("Module", meta.id, None, fresh)
 
-    def _spawn(self, item: DataItem, meta: ItemMeta, raw: bytes) -> Accepted:
-        module_id = item.tag("Module")
+    def _spawn(self, module_id: str | None, meta: ItemMeta, raw: bytes) -> Accepted:
         if not module_id:
-            raise BadInput("No Module tag found on 'Process' DataItem")
+            raise BadInput("No Module tag found on 'Process' DataItem" if meta.codec != signed_http.CODEC else
+                           "a type=Process message needs a signed `module` field")
         module = self.store.item_meta(module_id)
         if module is None or module.kind != "Module":
             raise NotFound(f"Module {module_id} not found on this node (upload it first: POST / Type=Module)")
@@ -101,7 +134,7 @@ class Scheduler:
         entry, fresh = self._run(ScheduleOp("spawn", meta.id, meta.id, (meta, raw), module_id, has_crons))
         return Accepted("Process", meta.id, entry, fresh)
 
-    def _message(self, item: DataItem, meta: ItemMeta, raw: bytes) -> Accepted:
+    def _message(self, meta: ItemMeta, raw: bytes) -> Accepted:
         if not meta.target:
             raise BadInput("A Type=Message item needs a target process")
         # an unknown target fails inside the scheduling transaction (StoreError -> 404)

@@ -29,7 +29,8 @@ class ItemMeta:
     tags: list[Tag]
     kind: str                  # Module | Process | Message | Assignment | Other
     created_ms: int
-    size: int
+    size: int                  # length of the data (the last `size` bytes of the stored raw form)
+    codec: str = "ans104"      # ans104: raw = the data item; httpsig: raw = the signed HTTP message (signed_http)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,8 @@ class Store(abc.ABC):
     # items ---------------------------------------------------------------------------------------
     @abc.abstractmethod
     def put_item(self, meta: ItemMeta, raw: bytes) -> bool:
-        """Stores a data item; False if it was already stored."""
+        """Stores an item in its received form (`meta.codec`); False if it was already stored. The data is the
+        last `meta.size` bytes of `raw`."""
 
     @abc.abstractmethod
     def item_meta(self, item_id: str) -> ItemMeta | None: ...

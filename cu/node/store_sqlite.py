@@ -1,5 +1,9 @@
 """Embedded SQLite store (WAL). Log writes commit with synchronous=FULL, so an acknowledged message survives
-power loss; results and checkpoints use NORMAL (they can be recomputed from the log)."""
+power loss; results and checkpoints use NORMAL (they can be recomputed from the log).
+
+Items keep the form they were received in: `raw` is the ANS-104 data item (codec `ans104`) or the framed signed
+HTTP message (codec `httpsig`, see cu.node.signed_http); either way the data is `raw[data_offset:]`. Stores
+created before the `codec` column existed get it on open (every existing item is `ans104`)."""
 
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
     id TEXT PRIMARY KEY, raw BLOB NOT NULL, data_offset INTEGER NOT NULL, owner TEXT NOT NULL,
     owner_key BLOB NOT NULL, target TEXT NOT NULL, anchor TEXT, signature TEXT NOT NULL, tags TEXT NOT NULL,
-    kind TEXT NOT NULL, created INTEGER NOT NULL);
+    kind TEXT NOT NULL, created INTEGER NOT NULL, codec TEXT NOT NULL DEFAULT 'ans104');
 CREATE TABLE IF NOT EXISTS processes (
     id TEXT PRIMARY KEY, module TEXT NOT NULL, owner TEXT NOT NULL, tags TEXT NOT NULL,
     timestamp INTEGER NOT NULL, block_height INTEGER NOT NULL, nonce INTEGER NOT NULL,
@@ -82,6 +86,17 @@ class SqliteStore(Store):
         # (job, durable, on_done) without waiting; None = write synchronously
         self.async_writer: Callable[[Job, bool, Callable[[Any], None]], None] | None = None
         self._conn().executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """In-place upgrades of stores written by earlier versions (re-checked inside a write transaction, so
+        processes opening the same store at once upgrade it once)."""
+        if "codec" in {r[1] for r in self._conn().execute("PRAGMA table_info(items)")}:
+            return
+        with self._tx(durable=True) as c:
+            cols = {r[1] for r in c.execute("PRAGMA table_info(items)")}
+            if "codec" not in cols:
+                c.execute("ALTER TABLE items ADD COLUMN codec TEXT NOT NULL DEFAULT 'ans104'")
 
     # connections ----------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -168,32 +183,34 @@ class SqliteStore(Store):
     @staticmethod
     def _insert_item(c: sqlite3.Connection, meta: ItemMeta, raw: bytes, data_offset: int) -> bool:
         cur = c.execute(
-            "INSERT OR IGNORE INTO items VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR IGNORE INTO items (id, raw, data_offset, owner, owner_key, target, anchor, signature, tags, "
+            "kind, created, codec) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (meta.id, raw, data_offset, meta.owner, meta.owner_key, meta.target, meta.anchor, meta.signature,
-             _tags_json(meta.tags), meta.kind, meta.created_ms))
+             _tags_json(meta.tags), meta.kind, meta.created_ms, meta.codec))
         return cur.rowcount == 1
 
     def put_item(self, meta: ItemMeta, raw: bytes, data_offset: int | None = None) -> bool:
         off = len(raw) - meta.size if data_offset is None else data_offset
         return self._write(lambda c: self._insert_item(c, meta, raw, off), True)
 
+    _META = ("SELECT id, owner, owner_key, target, anchor, signature, tags, kind, created, length(raw) - data_offset, "
+             "codec")
+
     @staticmethod
     def _meta(row: tuple) -> ItemMeta:
-        (id_, owner, owner_key, target, anchor, signature, tags, kind, created, size) = row
+        (id_, owner, owner_key, target, anchor, signature, tags, kind, created, size, codec) = row
         return ItemMeta(id=id_, owner=owner, owner_key=bytes(owner_key), target=target, anchor=anchor,
-                        signature=signature, tags=_tags(tags), kind=kind, created_ms=created, size=size)
+                        signature=signature, tags=_tags(tags), kind=kind, created_ms=created, size=size,
+                        codec=codec)
 
     def item_meta(self, item_id: str) -> ItemMeta | None:
-        row = self._conn().execute(
-            "SELECT id, owner, owner_key, target, anchor, signature, tags, kind, created, "
-            "length(raw) - data_offset FROM items WHERE id=?", (item_id,)).fetchone()
+        row = self._conn().execute(self._META + " FROM items WHERE id=?", (item_id,)).fetchone()
         return self._meta(row) if row else None
 
     def item_with_data(self, item_id: str) -> tuple[ItemMeta, bytes] | None:
-        row = self._conn().execute(
-            "SELECT id, owner, owner_key, target, anchor, signature, tags, kind, created, "
-            "length(raw) - data_offset, substr(raw, data_offset + 1) FROM items WHERE id=?", (item_id,)).fetchone()
-        return (self._meta(row[:10]), bytes(row[10])) if row else None
+        row = self._conn().execute(self._META + ", substr(raw, data_offset + 1) FROM items WHERE id=?",
+                                   (item_id,)).fetchone()
+        return (self._meta(row[:11]), bytes(row[11])) if row else None
 
     def item_raw(self, item_id: str) -> bytes | None:
         row = self._conn().execute("SELECT raw FROM items WHERE id=?", (item_id,)).fetchone()

@@ -24,7 +24,7 @@ class RecentMessages:
             if len(self._ids) >= LIMIT:
                 self._by_nonce.clear()      # bounded: entries are normally consumed within milliseconds
                 self._ids.clear()
-            meta, raw = item
+            meta, raw = item    # the data is the last meta.size bytes of the stored form, whatever its codec
             self._by_nonce.setdefault(entry.pid, {})[entry.nonce] = (entry, (meta, raw[len(raw) - meta.size:]))
             self._ids[(entry.pid, entry.message_id)] = entry.nonce
 
