@@ -150,3 +150,69 @@ def test_unsigned_and_unknown_requests_get_clear_errors(sim, mainnet):
     assert status == 404 and b"slot 999" in body
     status, body, _ = _post(f"{url}/{pid}~process@1.0/push", b"garbage", {"codec-device": "ans104@1.0"})
     assert status == 400 and b"data item" in body
+
+
+def _peer_request(wallet, path: str, fields: dict) -> tuple[list[tuple[str, str]], bytes]:
+    """One request exactly as ao-core-libs signs it (fetch recorded, nothing sent)."""
+    from tests.test_codec_httpsig import node as run_peer
+    out = run_peer("aocore_peer.js", {"jwk": wallet.to_jwk(), "requests": [{"path": path, "fields": fields}]})
+    (r,) = out["requests"]
+    return [(k, v) for k, v in r["headers"]], base64.b64decode(r["body"])
+
+
+def _slot(url: str, pid: str) -> int:
+    return int(_post(f"{url}/{pid}/slot/current", b"", {})[1])
+
+
+def test_tampered_httpsig_push_is_refused_over_http_and_schedules_nothing(sim, mainnet, client_wallet):
+    url, pid = sim["node"].url, mainnet["processId"]
+    fields = {"Type": "Message", "Data-Protocol": "ao", "Variant": "ao.N.1", "target": pid, "Action": "Echo",
+              "data": "signed once", "require-codec": "application/json", "signing-format": "httpsig"}
+    headers, body = _peer_request(client_wallet, f"/{pid}~process@1.0/push", fields)
+    before = _slot(url, pid)
+    cases = {
+        "a signed header": [(k, v + "x" if k.lower() == "action" else v) for k, v in headers],
+        "the signature": [(k, v[:-6] + ("AAAA=:" if not v.endswith("AAAA=:") else "BBBB=:")
+                           if k.lower() == "signature" else v) for k, v in headers],
+        "a covered header removed": [(k, v) for k, v in headers if k.lower() != "data"],
+    }
+    for what, hs in cases.items():
+        status, reply, _ = _post(f"{url}/{pid}~process@1.0/push", body, dict(hs))
+        assert status == 400, (what, status, reply)
+        assert json.loads(reply)["error"], what
+    # a body added under a covered content-digest that does not match it
+    hs = dict(headers) | {"content-digest": "sha-256=:" + base64.b64encode(b"\0" * 32).decode() + ":"}
+    status, reply, _ = _post(f"{url}/{pid}~process@1.0/push", b"tampered body", hs)
+    assert status == 400, reply
+    assert _slot(url, pid) == before                               # nothing was scheduled
+    status, reply, _ = _post(f"{url}/{pid}~process@1.0/push", body, dict(headers))
+    assert status == 200 and json.loads(reply)["raw"]["Output"] == "signed once", reply
+    assert json.loads(reply)["slot"] == before + 1
+
+
+def test_stored_messages_are_served_in_either_codec_after_a_restart(sim, mainnet, tmp_path):
+    """Last in this module: restarts the node on the same data dir."""
+    from cu.codec.message import Message
+    sim["node"].stop_term()
+    node = e2e.Node(sim["data"], workers=1, extra=("--tee", "sim"))
+    sim["node"] = node
+    url = node.url
+    hid = mainnet["httpsigPush"]["body"]["id"]
+    # the httpsig push, exactly as received: it re-verifies, and it is the same message
+    resp = urllib.request.urlopen(urllib.request.Request(f"{url}/~message@1.0/{hid}",
+                                                         headers={"accept-codec": "httpsig@1.0"}), timeout=30)
+    body = resp.read()
+    wire = [(k, v) for k, v in resp.headers.items()
+            if k.lower() not in ("server", "date", "content-length", "connection", "codec-device", "x-aocu-tee",
+                                 "content-type", "keep-alive")]
+    msg = Message.from_http(wire, body)
+    assert msg.id == hid and msg.verify(absent_body_ok=True)
+    # an ANS-104 message of the mainnet client, as its original item, and as httpsig carrying the item signature
+    aid = mainnet["byId"]["sent"]["id"]
+    raw = urllib.request.urlopen(f"{url}/~message@1.0/{aid}?codec=ans104@1.0", timeout=30).read()
+    from cu.codec.ans104 import DataItem
+    item = DataItem.parse(raw)
+    assert item.id == aid and item.verify()
+    # and the results computed before the restart are still served (and signed)
+    status, body, _ = _post(f"{url}/{mainnet['processId']}~process@1.0/compute/results={hid}", b"", {})
+    assert status == 200 and json.loads(body)["raw"]["Output"] == "via httpsig"

@@ -1,4 +1,5 @@
-"""AO-Core routes: `GET /~meta@1.0/info`, `POST /{pid}~process@1.0/schedule`,
+"""AO-Core routes: `GET /~meta@1.0/info[/KEY]`, `POST /{pid}~process@1.0/schedule` (either codec),
+`GET /~message@1.0/{id}` (a stored message in either codec),
 `GET /{pid}~process@1.0/compute[/path]?slot=N`, `GET /{pid}~process@1.0/now[/path]`.
 
 `compute` and `now` answer results: the response post-processor signs them under (process, slot[, message]).
@@ -17,10 +18,13 @@ from cu import __version__
 from cu.codec.ans104 import DataItem
 from cu.codec.errors import CodecError
 from cu.hashing import b64url
+from cu.http.aocore_request import HTTPSIG, raw_path
 from cu.http.routes_attestation import SIGNER_KEY, set_result_identity
 from cu.http.routes_ops import dumps
 from cu.http.state import node
-from cu.node.errors import BadInput, NotFound, NotImplementedHere, Unavailable
+from cu.node.errors import BadInput, NotFound, Unavailable
+from cu.node.ingest import Accepted
+from cu.node.messages import message_in_codec
 from cu.node.signer import ResultId
 
 bp = Blueprint("aocore", __name__)
@@ -33,7 +37,8 @@ ROUTES = [
     "POST|GET /{pid}[~process@1.0]/slot/current",
     "POST|GET /{pid}~process@1.0/as=execution/compute[&Tag=Value...]",
     "GET /~attestation@1.0/evidence[?nonce=HEX]",
-    "POST /{pid}~process@1.0/schedule (codec-device: ans104@1.0)",
+    "POST /{pid}~process@1.0/schedule (ans104@1.0 or httpsig@1.0)",
+    "GET /~message@1.0/{id} (accept-codec: httpsig@1.0 | ans104@1.0)",
     "GET /{pid}~process@1.0/compute[/path]?slot=N",
     "GET /{pid}~process@1.0/now[/path]",
 ]
@@ -84,10 +89,12 @@ def schedule(pid: str) -> Response:
     if not codec:
         codec = "ans104@1.0" if ctype in ("application/ans104", "application/octet-stream") else "httpsig@1.0"
     if codec == "httpsig@1.0":
-        raise NotImplementedHere("httpsig@1.0 scheduling not implemented: this node's scheduler stores ANS-104 items; "
-                             "send the message as an ANS-104 item with codec-device: ans104@1.0")
+        # verified against the raw received headers, stored as received (cu/node/signed_http.py)
+        acc = st.scheduler.ingest_http(request.method, raw_path(request), list(request.headers.items()),
+                                       request.get_data(cache=False), process=pid)
+        return _scheduled(pid, acc)
     if codec != "ans104@1.0":
-        raise BadInput(f"codec-device {codec!r} is not supported (ans104@1.0; httpsig@1.0 not implemented)")
+        raise BadInput(f"codec-device {codec!r} is not supported (ans104@1.0 or httpsig@1.0)")
     raw = request.get_data(cache=False)
     try:
         item = DataItem.parse(raw)
@@ -101,13 +108,34 @@ def schedule(pid: str) -> Response:
         raise BadInput(f"the process item's id is {item.id}, not {pid}")
     if kind not in ("Message", "Process"):
         raise BadInput(f"a process schedules Type=Message items (got {kind!r})")
-    acc = st.scheduler.ingest(raw)     # verifies the signature, stores and schedules durably
+    return _scheduled(pid, st.scheduler.ingest(raw))   # verifies the signature, stores and schedules durably
+
+
+def _scheduled(pid: str, acc: Accepted) -> Response:
     e = acc.entry
     out: dict[str, Any] = {"process": pid, "id": acc.id, "type": acc.kind, "fresh": acc.fresh}
     if e is not None:
         out.update({"slot": e.nonce, "assignment": e.assignment_id, "timestamp": e.timestamp,
                     "block-height": e.block_height, "hash-chain": e.hash_chain})
     return _json(out, 201 if acc.fresh else 200)
+
+
+# -- messages in either codec ---------------------------------------------------------------------------
+@bp.get("/~message@1.0/<message_id>")
+def message(message_id: str) -> Response:
+    """A stored message (item, process, assignment) in the codec `accept-codec` (or `?codec=`) names:
+    httpsig@1.0 (default; exactly as received for httpsig messages) or ans104@1.0. 422 when the message has no
+    exact form in that codec."""
+    st = node()
+    codec = (request.args.get("codec") or request.headers.get("accept-codec") or HTTPSIG).strip().lower()
+    headers, body = message_in_codec(st.store, message_id, codec)
+    resp = Response(body, mimetype=None)
+    for k, v in headers:
+        resp.headers.add(k, v)
+    if "content-type" not in {k.lower() for k, _ in headers}:
+        resp.headers["Content-Type"] = "application/octet-stream"
+    resp.headers["codec-device"] = codec
+    return resp
 
 
 # -- compute / now --------------------------------------------------------------------------------------
