@@ -253,7 +253,7 @@ def test_now_reads_the_value_a_message_just_wrote(sim, client_wallet):
                        {"codec-device": "ans104@1.0"})[0] == 400
     status, body, _ = e2e.request("POST", url + f"/{pid}~process@1.0/schedule", b"{}",
                                   {"codec-device": "httpsig@1.0"})
-    assert status == 501 and "httpsig@1.0 scheduling not implemented" in json.loads(body)["error"]
+    assert status == 400 and "not signed" in json.loads(body)["error"]     # httpsig is scheduled when signed
     status, body, _ = e2e.request("POST", url + f"/{pid}~process@1.0/schedule", b"junk", {"codec-device": "ans104@1.0"})
     assert status == 400 and "data item" in json.loads(body)["error"]
     assert e2e.request("POST", url + f"/{pid}~process@1.0/schedule", b"x", {"codec-device": "json@1.0"})[0] == 400

@@ -2,7 +2,9 @@
 docs/HTTP-API.md's gateway subset), with outage injection.
 
 SU:      GET /processes/{pid} · GET /{pid}?process-id=&from=&to=&limit= (cursor = assignment timestamp; from
-         exclusive, to inclusive) · GET /{messageId}?process-id= · GET /{pid}/latest · GET /timestamp?process-id=
+         exclusive, to inclusive) · GET /{messageId|assignmentId}?process-id= · GET /{pid}/latest ·
+         GET /timestamp?process-id= · POST / (write route, see StandIn.write: a signed Message or Process data
+         item; or ?process-id=&assign= an assignment of an existing message), every write kept in `received`
 Gateway: POST /graphql (transactions by ids / Scheduler-Location / Checkpoint queries, blocks) · GET /raw/{id} ·
          POST /tx/arweave (a signed data item, indexed at once)"""
 
@@ -10,12 +12,13 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from cu.codec.ans104 import DataItem
-from tests.standin.world import ORIGIN_TS, World, tx_json
+from tests.standin.world import ORIGIN_TS, Edge, World, tx_json
 
 
 class Outage:
@@ -48,6 +51,20 @@ class Outage:
             return self.status
 
 
+@dataclass
+class Received:
+    """One write the stand-in SU accepted (200): what a test asserts "received exactly once, signed by X, with
+    tags Y" on (`item.owner_address`, `item.tag_list()`)."""
+    kind: str                  # "message" | "process" | "assignment"
+    item: DataItem             # the posted data item; for an assignment the assigned message (gateway copy)
+    duplicate: bool            # a re-POST of an id already scheduled: answered, never scheduled again
+    nonce: int | None          # the nonce it holds in `process`'s log (a duplicate: the first scheduling's)
+    process: str
+    assignment: str | None     # the SU assignment's id
+    timestamp: int             # the assignment's timestamp (ms)
+    body: bytes                # the request body as received (b"" for an assignment)
+
+
 class StandIn:
     def __init__(self, world: World) -> None:
         self.world = world
@@ -57,9 +74,15 @@ class StandIn:
         self.hide_nonces: set[int] = set()   # simulate an SU that loses messages
         self.uploads: dict[str, DataItem] = {}
         self.locations: list[tuple[str, str]] = []      # (scheduler address, Url) Scheduler-Location records
-        self._by_msg = {}
-        for e in world.edges:
-            self._by_msg.setdefault(e.message.id if e.message is not None else e.assigned, e)
+        self.received: list[Received] = []               # every accepted write, in order
+        self.rejected: list[tuple[int, str]] = []        # (status, error) of every refused write
+        self.reject_duplicates = False   # True: a re-POSTed id is 400 "Message already exists" (the real SU)
+        self._write_lock = threading.Lock()
+        self._by_msg: dict[str, dict[str, Edge]] = {}      # pid -> message/assignment id -> first edge
+        self._scheduled: dict[str, tuple[str, Edge]] = {}  # id of an item scheduled with data -> (pid, edge)
+        for pid, log in world.logs.items():
+            for e in log:
+                self._index(pid, e)
         handler = type("H", (_Handler,), {"standin": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
@@ -77,8 +100,16 @@ class StandIn:
         self.httpd.server_close()
 
     # -- SU ------------------------------------------------------------------------------------------------
-    def su_page(self, q: dict[str, str]) -> dict[str, Any]:
-        edges = [e for e in self.world.edges if e.nonce not in self.hide_nonces]
+    def _index(self, pid: str, e: Edge) -> None:
+        idx = self._by_msg.setdefault(pid, {})
+        idx.setdefault(e.message.id if e.message is not None else e.assigned or "", e)
+        idx.setdefault(e.assignment.id, e)
+        if e.message is not None:
+            self._scheduled.setdefault(e.message.id, (pid, e))
+
+    def su_page(self, q: dict[str, str], pid: str | None = None) -> dict[str, Any]:
+        log = self.world.logs[pid or self.world.pid]
+        edges = [e for e in log if e.nonce not in self.hide_nonces]
         if q.get("from"):
             edges = [e for e in edges if e.timestamp >= int(q["from"]) if self.inclusive_from
                      or e.timestamp > int(q["from"])]
@@ -88,12 +119,118 @@ class StandIn:
         page = edges[:limit]
         return {"page_info": {"has_next_page": len(edges) > limit}, "edges": [e.su_json() for e in page]}
 
-    def su_process(self) -> dict[str, Any]:
-        p = self.world.process
+    def su_process(self, pid: str | None = None) -> dict[str, Any]:
+        w = self.world
+        pid = pid or w.pid
+        p = w.process_item(pid)
+        assert p is not None
+        if pid == w.pid:
+            height, ts = w.process_block["height"], ORIGIN_TS
+        else:
+            height, ts = w.logs[pid][0].height, w.logs[pid][0].timestamp
         return {"process_id": p.id, "owner": {"address": p.owner_address, "key": _b64u(p.owner)},
-                "tags": p.tag_list(), "block": f"{self.world.process_block['height']:012d}",
-                "timestamp": ORIGIN_TS, "data": p.data.decode(),
+                "tags": p.tag_list(), "block": f"{height:012d}",
+                "timestamp": ts, "data": p.data.decode(),
                 "anchor": None, "signature": _b64u(p.signature)}
+
+    def write(self, body: bytes, q: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """The legacy SU's write route, `POST /`. Followed: permaweb/ao servers/su, src/main.rs
+        `main_post_route` -> src/domain/core/flows.rs `write_item`: 200 JSON `{"timestamp", "id"}`, plus
+        `"message"` (the scheduled message + assignment, as GET /{messageId} serves it) for a Message as the
+        current flows.rs replies; errors `{"error": ...}` (main.rs `err_response`).
+
+        - body a signed ANS-104 item, `Data-Protocol: ao`, and `Type: Message` whose target is a process
+          scheduled here (404 otherwise) -> scheduled at the next nonce; or `Type: Process` with `Module`
+          and a `Scheduler` tag naming this SU -> spawned, its log opened with it at nonce 0. Reply id: the
+          item id.
+        - `?process-id=PID&assign=MESSAGE_ID[&exclude=Data,...][&base-layer]` (the legacy MU's
+          writeAssignment, empty body) -> a pure assignment on PID of a message the gateway has (404 unknown
+          process or message). Reply id: the assignment id (flows.rs `assignment_only`). Not deduplicated: the
+          real SU assigns again, and the CU skips the repeat.
+        Deviations, for tests: an unknown process/message is 404 (the real SU: 400); a second POST of a
+        scheduled id answers 200 with the first scheduling (the real SU's store.rs `check_existing_message`
+        refuses it, 400 "Message already exists": set `reject_duplicates`), either way recorded as a duplicate
+        and never scheduled twice; the timestamp replied is the assignment's on the stand-in clock (the real
+        SU replies its wall clock)."""
+        status, reply = self._write(body, q)
+        if status != 200:
+            self.rejected.append((status, reply["error"]))
+        return status, reply
+
+    def _write(self, body: bytes, q: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        w = self.world
+        pid, assign = q.get("process-id"), q.get("assign")
+        if (pid is None) != (assign is None):
+            return 400, {"error": "If sending assign or process-id, you must send both."}
+        if pid is not None and assign is not None:
+            return self._write_assignment(pid, assign, q.get("exclude"))
+        try:
+            item = DataItem.parse(body)
+            if not item.is_signed:
+                return 400, {"error": "data item is not signed"}
+            if not item.verify():
+                return 400, {"error": "invalid signature"}
+        except ValueError as exc:
+            return 400, {"error": f"malformed data item: {exc}"}
+        if item.tag("Data-Protocol") is None:
+            return 400, {"error": "Data-Protocol tag not present"}
+        if item.tag("Data-Protocol") != "ao":
+            return 400, {"error": f"Data-Protocol must be ao, not {item.tag('Data-Protocol')!r}"}
+        try:
+            item.data.decode("utf-8")
+            (item.anchor or b"").decode("ascii")
+        except UnicodeDecodeError:
+            return 400, {"error": "the stand-in SU holds message data as UTF-8 text and anchors as ASCII"}
+        kind = item.tag("Type")
+        if kind == "Message":
+            pid = item.target_id
+            if not pid or pid not in w.logs:
+                return 404, {"error": f"Process {pid} not found"}
+        elif kind == "Process":
+            if item.tag("Module") is None or item.tag("Scheduler") is None:
+                return 400, {"error": "Required Module and Scheduler tags for Process type not present"}
+            if item.tag("Scheduler") != w.su_address:
+                return 400, {"error": f"Scheduler {item.tag('Scheduler')} is not this SU ({w.su_address})"}
+            pid = item.id
+        else:
+            return 400, {"error": "Type tag not present" if kind is None else f"cannot write Type {kind}"}
+        with self._write_lock:
+            prior = self._scheduled.get(item.id)
+            if prior is not None or (kind == "Process" and item.id in w.logs):
+                ppid, e = prior if prior is not None else (item.id, None)
+                self.received.append(Received(kind.lower(), item, True, e.nonce if e else None, ppid,
+                                              e.assignment.id if e else None,
+                                              e.timestamp if e else ORIGIN_TS, body))
+                if self.reject_duplicates:
+                    return 400, {"error": "Message already exists"}
+                return 200, self._reply(kind, item.id, e)
+            e = w.spawn(item) if kind == "Process" else w.schedule(pid, item)
+            self._index(pid, e)
+            self.received.append(Received(kind.lower(), item, False, e.nonce, pid, e.assignment.id,
+                                          e.timestamp, body))
+            return 200, self._reply(kind, item.id, e)
+
+    def _write_assignment(self, pid: str, assign: str, exclude: str | None) -> tuple[int, dict[str, Any]]:
+        w = self.world
+        if pid not in w.logs:
+            return 404, {"error": f"Process {pid} not found"}
+        msg = self.item(assign)
+        if msg is None:
+            return 404, {"error": f"Message {assign} not found"}
+        with self._write_lock:
+            w.items.setdefault(msg.id, msg)          # the world's model of the legacy CU hydrates it from there
+            e = w.schedule(pid, assigned=assign, exclude=tuple(v for v in (exclude or "").split(",") if v))
+            self._index(pid, e)
+            self.received.append(Received("assignment", msg, False, e.nonce, pid, e.assignment.id,
+                                          e.timestamp, b""))
+        return 200, {"timestamp": e.timestamp, "id": e.assignment.id}
+
+    @staticmethod
+    def _reply(kind: str, item_id: str, e: Edge | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"timestamp": e.timestamp if e else ORIGIN_TS, "id": item_id}
+        if kind == "Message" and e is not None:
+            out["message"] = e.su_json()["node"]
+        return out
 
     # -- gateway -------------------------------------------------------------------------------------------
     def item(self, tx_id: str) -> DataItem | None:
@@ -185,22 +322,30 @@ class _Handler(BaseHTTPRequestHandler):
         if parts == ["timestamp"]:
             return self._json({"timestamp": w.now_ts, "block_height": f"{w._height_at(w.now_ts):012d}"})
         if len(parts) == 2 and parts[0] == "processes":
-            return self._json(s.su_process()) if parts[1] == w.pid else self._json({"error": "Process not found"}, 404)
-        if len(parts) == 2 and parts[0] == w.pid and parts[1] == "latest":
-            return self._json(w.edges[-1].su_json()["node"])
-        if len(parts) == 1 and parts[0] == w.pid:
-            return self._json(s.su_page(q))
-        if len(parts) == 1 and parts[0] in s._by_msg and q.get("process-id") == w.pid:
-            return self._json(s._by_msg[parts[0]].su_json()["node"])
+            return self._json(s.su_process(parts[1])) if parts[1] in w.logs else \
+                self._json({"error": "Process not found"}, 404)
+        if len(parts) == 2 and parts[0] in w.logs and parts[1] == "latest" and w.logs[parts[0]]:
+            return self._json(w.logs[parts[0]][-1].su_json()["node"])
+        if len(parts) == 1 and parts[0] in w.logs:
+            return self._json(s.su_page(q, parts[0]))
+        edge = s._by_msg.get(q.get("process-id") or "", {}).get(parts[0]) if len(parts) == 1 else None
+        if edge is not None:
+            return self._json(edge.su_json()["node"])
         return self._json({"error": "Message or Process not found"}, 404)
 
     def do_POST(self) -> None:  # noqa: N802
         s = self.standin
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n)
-        s.requests.append(("gateway", self.path))
-        if self._outage("gateway"):
+        u = urlparse(self.path)
+        service = "su" if u.path == "/" else "gateway"
+        s.requests.append((service, self.path))
+        if self._outage(service):
             return
+        if service == "su":
+            wq = {k: v[0] for k, v in parse_qs(u.query, keep_blank_values=True).items()}
+            status, reply = s.write(body, wq)
+            return self._json(reply, status)
         if self.path == "/graphql":
             try:
                 return self._json(s.graphql(json.loads(body)))

@@ -22,6 +22,7 @@ ORIGIN_TS = 1_730_000_000_123          # ms, with a fraction so cron ticks keep 
 ORIGIN_HEIGHT = 1_500_000              # >= 1,440,000: hash chains are checked
 BLOCK_SECONDS = 120
 ZERO_ANCHOR = "0" * 32
+WRITE_STEP_MS = 1_000                  # the stand-in SU's clock moves on this much for every write
 
 
 def b64u(b: bytes) -> str:
@@ -51,6 +52,7 @@ class Edge:
     assigned: str | None = None
     exclude_data: bool = False
     duplicate: bool = False             # the legacy CU skips it (dedup)
+    exclude: tuple[str, ...] = ()       # an assignment's Exclude values (aop-1); () -> exclude_data
 
     def su_json(self) -> dict[str, Any]:
         m = self.message
@@ -101,6 +103,8 @@ class World:
         self.blocks: list[tuple[int, int]] = []       # (height, timestamp seconds)
         # messages
         self.edges: list[Edge] = []
+        self.spawned: dict[str, DataItem] = {}        # processes spawned on the stand-in SU (its write route)
+        self.logs: dict[str, list[Edge]] = {self.pid: self.edges}     # every process's SU log
         ts = ORIGIN_TS
         if self.aop6:
             self._push(self.process, ts)
@@ -199,21 +203,79 @@ class World:
         prev_hc: str | None = None
         for e in self.edges:
             e.height = self._height_at(e.timestamp)
-            if prev_aid is None:
-                hc = b64u(hashlib.sha256(b64u_dec(self.pid)).digest())
-            else:
-                hc = b64u(hashlib.sha256(b64u_dec(prev_aid) + b64u_dec(prev_hc or "")).digest())
-            tags = [("Process", self.pid), ("Epoch", "0"), ("Nonce", str(e.nonce)), ("Timestamp", str(e.timestamp)),
-                    ("Block-Height", f"{e.height:012d}"), ("Hash-Chain", hc), ("Data-Protocol", "ao"),
-                    ("Type", "Assignment"), ("Variant", "ao.TN.1")]
-            if e.message is None:
-                tags.append(("Message", e.assigned or ""))
-                if e.exclude_data:
-                    tags.append(("Exclude", "Data"))
-            e.assignment = DataItem.create(self.su_key, data=b"", tags=tags)
-            prev_aid, prev_hc = e.assignment.id, hc
+            e.assignment = self._assignment(self.pid, e, prev_aid, prev_hc)
+            prev_aid, prev_hc = e.assignment.id, e.assignment.tag("Hash-Chain")
         self.process_block = {"id": b64u(hashlib.sha256(b"block%d" % ORIGIN_HEIGHT).digest()),
                               "height": ORIGIN_HEIGHT, "timestamp": ORIGIN_TS // 1000}
+
+    def _assignment(self, pid: str, e: Edge, prev_aid: str | None, prev_hc: str | None) -> DataItem:
+        """The SU-signed assignment of edge `e` of `pid`'s log after assignment `prev_aid` (None: first)."""
+        if prev_aid is None:
+            hc = b64u(hashlib.sha256(b64u_dec(pid)).digest())
+        else:
+            hc = b64u(hashlib.sha256(b64u_dec(prev_aid) + b64u_dec(prev_hc or "")).digest())
+        tags = [("Process", pid), ("Epoch", "0"), ("Nonce", str(e.nonce)), ("Timestamp", str(e.timestamp)),
+                ("Block-Height", f"{e.height:012d}"), ("Hash-Chain", hc), ("Data-Protocol", "ao"),
+                ("Type", "Assignment"), ("Variant", "ao.TN.1")]
+        if e.message is None:
+            tags.append(("Message", e.assigned or ""))
+            for value in e.exclude or (("Data",) if e.exclude_data else ()):
+                tags.append(("Exclude", value))
+        return DataItem.create(self.su_key, data=b"", tags=tags)
+
+    # -- writes (the stand-in SU's write route) -----------------------------------------------------------
+    def process_item(self, pid: str) -> DataItem | None:
+        return self.process if pid == self.pid else self.spawned.get(pid)
+
+    def schedule(self, pid: str, message: DataItem | None = None, *, assigned: str | None = None,
+                 exclude: tuple[str, ...] = ()) -> Edge:
+        """Schedules `message` (or a pure assignment of the message `assigned`) on `pid` as construction does:
+        the next nonce of its log, at the SU clock (`now_ts`, moved on by WRITE_STEP_MS past every edge so
+        far), the block height then, an SU-signed assignment continuing the hash chain. The legacy CU's
+        dedup (`duplicate`) is modelled: a forwarded message (From-Process) whose data, tags, target and
+        anchor equal an earlier forwarded one's, or a second pure assignment of one message."""
+        log = self.logs[pid]
+        ts = max([self.now_ts] + [g[-1].timestamp for g in self.logs.values() if g]) + WRITE_STEP_MS
+        self.now_ts = ts
+        self._extend_blocks()
+        e = Edge(len(log), ts, self._height_at(ts), None,  # type: ignore[arg-type]
+                 message, assigned=None if message else assigned, exclude_data="Data" in exclude,
+                 duplicate=self._cu_duplicate(log, message, assigned), exclude=tuple(exclude))
+        prev = log[-1].assignment if log else None
+        e.assignment = self._assignment(pid, e, prev.id if prev else None,
+                                        prev.tag("Hash-Chain") if prev else None)
+        if message is not None:
+            self.items.setdefault(message.id, message)
+        log.append(e)
+        return e
+
+    def spawn(self, process: DataItem) -> Edge:
+        """A process spawned on the stand-in SU: served by id on the gateway, its log opened with the process
+        message itself at nonce 0 (aop-6)."""
+        self.spawned[process.id] = process
+        self.items.setdefault(process.id, process)
+        self.logs[process.id] = []
+        return self.schedule(process.id, process)
+
+    @staticmethod
+    def _cu_duplicate(log: list[Edge], message: DataItem | None, assigned: str | None) -> bool:
+        if message is None:
+            return any(x.message is None and x.assigned == assigned for x in log)
+        if message.tag("From-Process") is None:
+            return False
+
+        def key(m: DataItem) -> tuple[Any, ...]:
+            return m.data, tuple(m.tags), m.target, m.anchor
+        return any(x.message is not None and x.message.tag("From-Process") is not None
+                   and key(x.message) == key(message) for x in log)
+
+    def _extend_blocks(self) -> None:
+        """Blocks on past the SU clock, as construction laid them out (one every 120 s, +7 s every fifth)."""
+        h, bts = self.blocks[-1]
+        while bts <= self.now_ts // 1000 + 3 * BLOCK_SECONDS:
+            h += 1
+            bts += BLOCK_SECONDS + (7 if h % 5 == 0 else 0)
+            self.blocks.append((h, bts))
 
     # -- the legacy CU's view (independent model) ---------------------------------------------------------------
     def owner_address(self, item: DataItem) -> str:
