@@ -43,11 +43,12 @@ def _with_raw(fields: dict[str, Any], raw: bytes | None, status: int = 200) -> R
     return Response(body, status=status, mimetype="application/json")
 
 
-def _message(max_body: int) -> areq.CoreRequest:
+def _message(max_body: int, *, scheduled: bool = False) -> areq.CoreRequest:
+    """The request's message; `scheduled`: it is about to be scheduled, which verifies it (once)."""
     body = request.get_data(cache=False)
     if len(body) > max_body:
         raise BadInput(f"request body exceeds the limit of {max_body} bytes")
-    msg = areq.parse(request, body)
+    msg = areq.parse(request, body, verify=not scheduled)
     set_reply_codec(msg.accept_codec)
     return msg
 
@@ -74,7 +75,7 @@ def _schedule(st: NodeApp, msg: areq.CoreRequest, process: str | None) -> Accept
 @bp.post("/push")
 def spawn() -> Response:
     st = node()
-    msg = _message(st.config.max_body)
+    msg = _message(st.config.max_body, scheduled=True)
     kind = (msg.get("type") or "").strip()
     if kind == "Message" and msg.get("target"):
         return _push(st, msg, str(msg.get("target")))
@@ -101,7 +102,7 @@ def spawn() -> Response:
 @bp.post(f"/<pid>~{PROCESS_DEVICE}/push")
 def push(pid: str) -> Response:
     st = node()
-    return _push(st, _message(st.config.max_body), pid)
+    return _push(st, _message(st.config.max_body, scheduled=True), pid)
 
 
 def _push(st: NodeApp, msg: areq.CoreRequest, pid: str) -> Response:
