@@ -190,6 +190,25 @@ def test_tampered_httpsig_push_is_refused_over_http_and_schedules_nothing(sim, m
     assert json.loads(reply)["slot"] == before + 1
 
 
+def test_reply_codec_from_a_signed_tag_gives_an_ans104_result(sim, mainnet, client_wallet, tmp_path):
+    """`accept-codec: ans104@1.0` travels as a signed tag of the request item: the result comes back as an
+    ANS-104 item signed by the node (with the evidence), and aocu verify accepts it."""
+    from cu.codec.ans104 import DataItem
+    pid = mainnet["processId"]
+    req = DataItem.create(client_wallet, data=b"1984", target=pid, tags=[
+        ("signing-format", "ans104"), ("accept-bundle", "true"), ("accept-codec", "ans104@1.0"),
+        ("Data-Protocol", "ao"), ("Type", "Message"), ("Variant", "ao.N.1")])
+    url = f"{sim['node'].url}/{pid}~process@1.0/compute/results=2"
+    status, body, headers = _post(url, req.to_bytes(), {"codec-device": "ans104@1.0",
+                                                        "Content-Type": "application/ans104"})
+    assert status == 200 and headers["Content-Type"].startswith("application/ans104"), (status, body[:200])
+    item = DataItem.parse(body)
+    assert item.verify() and json.loads(item.data)["raw"]["Output"] == "1"
+    raw = to_curl_bytes(RawResponse(status, list(headers.items()), body))
+    rc, rep = ah.verify_saved(sim, raw, tmp_path)
+    assert rc == 0 and rep["verified"], (rep.get("failed"), rep.get("checks"))
+
+
 def test_stored_messages_are_served_in_either_codec_after_a_restart(sim, mainnet, tmp_path):
     """Last in this module: restarts the node on the same data dir."""
     from cu.codec.message import Message
