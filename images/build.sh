@@ -9,7 +9,8 @@
 #
 # Environment: AOCU_TEE (default "auto": the guest uses SNP/TDX when present and otherwise serves with
 # --tee none; "sim" bakes the simulated TEE into the command line, for QEMU/CI setups), PYTHON (a Python
-# with pip, setuptools>=77 and pybind11 for building the aocu wheel; default .venv/bin/python).
+# with pip and pyproject.toml's build requirements -- setuptools, wheel, pybind11 -- for building the aocu wheel;
+# default .venv/bin/python, where scripts/install.sh puts them). Tools: `scripts/install.sh --image`.
 set -euo pipefail
 
 usage() { echo "usage: images/build.sh OUTDIR" >&2; exit 2; }
@@ -23,8 +24,11 @@ cache=${AOCU_IMAGE_CACHE:-$repo/images/out/cache}
 PY=${PYTHON:-$repo/.venv/bin/python}
 tee_mode=${AOCU_TEE:-auto}
 for tool in debootstrap chroot cpio zstd depmod modprobe dpkg-deb apt-get git; do
-  command -v "$tool" >/dev/null || { echo "build.sh: '$tool' not found (scripts/install.sh --test installs it)" >&2; exit 2; }
+  command -v "$tool" >/dev/null || { echo "build.sh: '$tool' not found (scripts/install.sh --image installs it)" >&2; exit 2; }
 done
+[ -x "$PY" ] || { echo "build.sh: no Python at $PY: run scripts/install.sh first (or set PYTHON)" >&2; exit 2; }
+"$PY" -c 'import pybind11, setuptools, wheel' 2>/dev/null || {
+  echo "build.sh: $PY lacks the wheel build tools (pybind11, setuptools, wheel): run scripts/install.sh" >&2; exit 2; }
 case "$tee_mode" in auto|sim|none|snp|tdx) ;; *) echo "build.sh: AOCU_TEE must be auto|sim|none|snp|tdx" >&2; exit 2 ;; esac
 
 # ---- pinned inputs -------------------------------------------------------------------------------------

@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
-# Installs aocu into ./.venv on Debian 12. With --test, also the test toolchain: Debian's emscripten and
-# wabt, QEMU/OVMF for the image tests, and the node peers (aoconnect, arbundles, binaryen) under tests/peers.
+# Installs aocu into ./.venv on Debian 12, with the wheel-building tools images/build.sh uses (pybind11,
+# setuptools, wheel: pyproject.toml's build requirements). With --image, also the tools images/build.sh runs
+# (debootstrap, cpio, zstd, kmod, git). With --test, also the test toolchain: Debian's emscripten and wabt,
+# QEMU/OVMF for the image tests, and the node peers (aoconnect, arbundles, binaryen) under tests/peers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+want_image=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) want_test=1; want_image=1 ;;
+    --image) want_image=1 ;;
+    *) echo "usage: scripts/install.sh [--image] [--test]" >&2; exit 2 ;;
+  esac
+done
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO=sudo
 
 pkgs=(build-essential python3-venv python3-dev libssl-dev libzstd-dev)
+if [ "$want_image" = 1 ]; then pkgs+=(debootstrap cpio zstd kmod git); fi
 if [ "$want_test" = 1 ]; then
   pkgs+=(emscripten wabt qemu-system-x86 ovmf cpio zstd debootstrap kmod curl)
   command -v npm >/dev/null || pkgs+=(nodejs npm)
@@ -24,6 +34,11 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
+# the build requirements of pyproject.toml: images/build.sh builds the aocu wheel with --no-build-isolation
+mapfile -t build_reqs < <(.venv/bin/python -c \
+  'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))')
+echo "[install] pip: build tools (${build_reqs[*]})"
+.venv/bin/pip install -q "${build_reqs[@]}"
 if [ "$want_test" = 1 ]; then
   echo "[install] pip: aocu[test] (builds the native core)"
   .venv/bin/pip install -q -e ".[test]"

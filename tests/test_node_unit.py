@@ -265,6 +265,9 @@ def test_assignment_builder_matches_the_generic_item_path(tmp_path):
     assert DataItem.parse(raw).verify()
 
 
+OUTBOX_INSERT = "INSERT INTO outbox (pid, seq, idx, kind, target, item_id, delivered) VALUES (?,?,?,?,?,?,?)"
+
+
 def test_group_transaction_isolates_a_failing_job(tmp_path):
     """SqliteStore.transact runs a batch optimistically; a failing job is redone alone in a savepoint: it
     returns its exception and writes nothing, the others commit."""
@@ -272,12 +275,12 @@ def test_group_transaction_isolates_a_failing_job(tmp_path):
 
     def put(n: int):
         def job(c):
-            c.execute("INSERT INTO outbox VALUES (?,?,?,?,?,?,?)", ("P", n, 0, "Message", "T", f"i{n}", 0))
+            c.execute(OUTBOX_INSERT, ("P", n, 0, "Message", "T", f"i{n}", 0))
             return n
         return job
 
     def failing(c):
-        c.execute("INSERT INTO outbox VALUES (?,?,?,?,?,?,?)", ("P", 99, 0, "Message", "T", "bad", 0))
+        c.execute(OUTBOX_INSERT, ("P", 99, 0, "Message", "T", "bad", 0))
         raise ValueError("refused")
 
     out = store.transact([put(1), failing, put(2)], True)

@@ -602,3 +602,31 @@ def test_live_endorsements(node_a: SimNode, node_b: SimNode) -> None:
     doc["nonce_evidence"] = node_b.document(nonce)["nonce_evidence"]
     rep = verify_response(response(node_a), doc, live_nonce=nonce, **allow(node_a))
     assert "binding.live" in failed(rep)
+
+
+def test_status_and_summary_of_a_verified_response(node_a: SimNode) -> None:
+    from cu.verify.response import summarize
+    body = json.dumps({"Output": {"data": "hello\nworld", "prompt": "> "}, "Messages": [{}], "Spawns": []}).encode()
+    rep = verify_response(response(node_a, body), node_a.document(), **allow(node_a))
+    assert rep.ok and rep.status_ok and rep.status == 200
+    assert rep.summary() == {"status": 200, "reason": "HTTP 200 OK", "process": PID, "message": MID,
+                             "output": "hello world", "messages": 1}
+    doc = rep.to_dict()
+    assert doc["status"] == 200 and doc["summary"]["output"] == "hello world"
+    text = rep.format_text()
+    assert text.splitlines()[0] == "status    HTTP 200 OK" and "not a result" not in text
+    # a signed 404 verifies, but it is not a result
+    rep = verify_response(response(node_a, b'{"error":"Process P not found"}', status=404), node_a.document(),
+                          **allow(node_a))
+    assert rep.ok and not rep.status_ok and rep.summary()["error"] == "Process P not found"
+    assert "HTTP 404 Not Found: a signed error, not a result" in rep.format_text().splitlines()[-1]
+    # the ANS-104 form: the identity and output come from the item
+    rep = verify_response(ans104_response(node_a), node_a.document(), **allow(node_a))
+    assert rep.ok and rep.summary()["slot"] == "5" and rep.summary()["process"] == PID
+    # other payloads
+    assert summarize(200, {}, json.dumps({"raw": {"Output": 7}}).encode())["output"] == "7"
+    assert summarize(200, {}, b'{"edges":[{},{}],"pageInfo":{}}')["results"] == 2
+    assert summarize(202, {}, b'{"message":"in progress"}')["message_text"] == "in progress"
+    assert summarize(200, {}, b"\x00\xff" * 10)["body"] == "20 bytes"
+    assert summarize(200, {}, b"x" * 500)["body"].endswith("…") and len(summarize(200, {}, b"x" * 500)["body"]) == 200
+    assert summarize(None, {}, None) == {"status": None, "reason": "no HTTP status"}

@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _fail(msg: str, code: int = 1) -> int:
-    print(f"aocu: {msg}", file=sys.stderr)
+    print(f"aocu: error: {msg}", file=sys.stderr)
     return code
 
 
@@ -116,11 +116,16 @@ def _item_sign(args: argparse.Namespace) -> int:
 
 
 def _wallet_new(args: argparse.Namespace) -> int:
+    if args.output and os.path.lexists(args.output):   # before the (slow) key generation
+        return _fail(f"{args.output} already exists: not overwriting it (choose another -o path)")
     key = {"arweave": ArweaveWallet.generate, "ed25519": Ed25519Key.generate,
            "secp256k1": Secp256k1Key.generate}[args.type]()
     text = json.dumps(key.to_jwk())
     if args.output:
-        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return _fail(f"{args.output} already exists: not overwriting it (choose another -o path)")
         with os.fdopen(fd, "w") as fh:
             fh.write(text + "\n")
         print(key.address)

@@ -72,12 +72,14 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
 
     # result signing: one signer per worker (keys shared with the scheduler through NodeIdentity's files)
     from cu.http import (
+        cors,
         routes_aocore,
         routes_attestation,
         routes_cu,
         routes_gateway,
         routes_mu,
         routes_ops,
+        routes_outbox,
         routes_process,
         routes_su,
     )
@@ -89,6 +91,7 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(routes_attestation.bp)
     app.register_blueprint(routes_aocore.bp)
     app.register_blueprint(routes_process.bp)
+    app.register_blueprint(routes_outbox.bp)
     app.register_blueprint(routes_gateway.bp)
     app.register_blueprint(routes_cu.bp)
     app.register_blueprint(routes_mu.bp)
@@ -129,4 +132,5 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
                                  "remote": request.remote_addr}, separators=(",", ":")))
         return resp
 
+    cors.install(app, cfg.cors_origins)   # outermost: preflights, and CORS headers after signing (cu/http/cors.py)
     return app

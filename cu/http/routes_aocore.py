@@ -41,6 +41,7 @@ ROUTES = [
     "GET /~message@1.0/{id} (accept-codec: httpsig@1.0 | ans104@1.0)",
     "GET /{pid}~process@1.0/compute[/path]?slot=N",
     "GET /{pid}~process@1.0/now[/path]",
+    "GET /~outbox@1.0/{pid}",
 ]
 MAX_PATH_DEPTH = 32
 
@@ -112,6 +113,10 @@ def schedule(pid: str) -> Response:
 
 
 def _scheduled(pid: str, acc: Accepted) -> Response:
+    if acc.fresh and acc.entry is not None:
+        # a pushed message (another unit's outbox delivery, docs/EXCHANGE.md) has no reader waiting for its
+        # result: evaluate it now rather than --crank-delay after the acknowledgement
+        node().evaluator.notify(acc.entry.pid)
     e = acc.entry
     out: dict[str, Any] = {"process": pid, "id": acc.id, "type": acc.kind, "fresh": acc.fresh}
     if e is not None:

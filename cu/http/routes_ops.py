@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
+from typing import Any
 
 from flask import Blueprint, Response
 
 from cu.http.state import LATENCY_BUCKETS, node
 from cu.node.errors import CoreError
+from cu.node.store import OUTBOX_STATES
 
 bp = Blueprint("ops", __name__)
 
@@ -42,6 +45,7 @@ def metrics() -> Response:
         lines.append(f'aocu_http_request_seconds_count{{worker="{w}",route="{_esc(route)}"}} {int(h[-1])}')
     for table, n in st.store.stats().items():
         lines.append(f'aocu_store_rows{{table="{table}"}} {n}')
+    lines += _outbox_gauges(st.store)
     try:
         ev = st.evaluator.metrics()
         m = ev.metrics
@@ -54,6 +58,10 @@ def metrics() -> Response:
             f"aocu_store_commit_seconds_total {float(m.get('commit_seconds', 0.0)):.6f}",
             f"aocu_dry_runs_total {int(m.get('dry_runs', 0))}",
             f"aocu_outbox_delivered_total {int(m.get('outbox_delivered', 0))}",
+            "# HELP aocu_outbox_deliveries_total outbox delivery attempts to other units, by outcome",
+            "# TYPE aocu_outbox_deliveries_total counter",
+            *[f'aocu_outbox_deliveries_total{{outcome="{o}"}} {int(m.get("outbox_deliveries_" + o, 0))}'
+              for o in ("delivered", "retry", "failed")],
             f"aocu_recompute_mismatch_total {int(m.get('recompute_mismatch', 0))}",
             f"aocu_checkpoint_restores_total {int(m.get('restores', 0))}",
             f"aocu_checkpoint_restore_failures_total {int(m.get('restore_failures', 0))}",
@@ -65,6 +73,18 @@ def metrics() -> Response:
         lines.append("aocu_evaluator_up 0")
     lines.append(f'aocu_tee_info{{tee="{_esc(st.config.tee)}"}} 1')
     return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+
+
+def _outbox_gauges(store: Any) -> list[str]:
+    counts = store.outbox_counts()
+    oldest = store.outbox_oldest_pending()
+    age = max(0.0, time.time() - oldest / 1000) if oldest else 0.0
+    return ["# HELP aocu_outbox_entries outbox entries by delivery state",
+            "# TYPE aocu_outbox_entries gauge",
+            *[f'aocu_outbox_entries{{state="{s}"}} {counts.get(s, 0)}' for s in OUTBOX_STATES],
+            "# HELP aocu_outbox_oldest_pending_seconds age of the oldest pending outbox entry (0: none)",
+            "# TYPE aocu_outbox_oldest_pending_seconds gauge",
+            f"aocu_outbox_oldest_pending_seconds {age:.3f}"]
 
 
 def dumps(obj: object) -> bytes:

@@ -117,21 +117,18 @@ def _push(st: NodeApp, msg: areq.CoreRequest, pid: str) -> Response:
     except Busy:
         # scheduled; the evaluation goes on and compute/results= gets it later
         return _with_raw(fields | {"status": "evaluating"}, None, 202)
-    fields["outbox"] = _outbox(st, pid, entry.nonce)
+    fields["outbox"] = _outbox(st, pid, acc.id)
     return _with_raw(fields, raw)
 
 
-def _outbox(st: NodeApp, pid: str, nonce: int) -> list[dict[str, Any]]:
-    """The messages, spawns and assignments the evaluation of slot `nonce` produced, with where they went."""
-    out = []
-    for row in st.store.outbox_rows(pid):
-        _pid, seq, idx, kind, target, item_id, delivered = row
-        result = st.store.result_by_seq(pid, seq)
-        if result is None or result.nonce != nonce or result.cron is not None:
-            continue
-        out.append({"index": idx, "type": kind, "target": target, "id": item_id,
-                    "delivered": "local" if delivered else "pending"})
-    return out
+def _outbox(st: NodeApp, pid: str, message_id: str) -> list[dict[str, Any]]:
+    """The messages, spawns and assignments the evaluation of `message_id` produced, and where each went
+    (`state`: local, pending, delivered, failed; the whole record at /~outbox@1.0/{pid})."""
+    row = st.store.result_by_message(pid, message_id)
+    if row is None:
+        return []      # written behind: a result without outbox effects
+    return [{"index": e.idx, "type": e.kind, "target": e.target, "id": e.item_id, "state": e.state,
+             "remote": e.remote} for e in st.store.outbox_entries(pid, row.seq)]
 
 
 # -- results -----------------------------------------------------------------------------------------------

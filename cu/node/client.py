@@ -106,7 +106,12 @@ class SocketTransport:
 
     def __call__(self, req: Any) -> Any:
         frame = rpc.encode_request(req)
-        for attempt in (0, 1):
+        # a connection lost before the reply is made again: the evaluator may have been restarted, and a
+        # connection accepted by one that was dying (kill -9) is reset too; every request may be sent again
+        # (scheduling is idempotent by message id, the rest are reads or re-runnable)
+        for attempt in (0, 1, 2):
+            if attempt:
+                time.sleep(0.05 * attempt)
             s = self._sock()
             try:
                 send_frame(s, frame)
@@ -120,7 +125,7 @@ class SocketTransport:
                 raise Busy(f"the evaluator did not answer within {self.reply_timeout_s:g} s") from None
             except (ConnectionError, OSError):
                 self._drop()
-                if attempt:
+                if attempt == 2:
                     raise Unavailable("lost the connection to the evaluator") from None
         ok, *rest = reply
         if not ok:

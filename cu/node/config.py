@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from cu.node.bridge.config import BridgeConfig
+from cu.node.bridge.net import check_base_url
 
 TEE_CHOICES = ("auto", "snp", "tdx", "sim", "none")
+PUSH_CODECS = ("ans104", "httpsig")
 
 
 @dataclass
@@ -35,6 +38,12 @@ class NodeConfig:
     evaluator: str = "embedded"            # embedded (in this process) | socket (separate evaluator process)
     socket_path: Path | None = None
     bridge: BridgeConfig | None = None     # the legacynet bridge (`aocu serve --gateway URL ...`), or None
+    # outbox delivery to other units (cu/node/exchange, docs/EXCHANGE.md)
+    peers: list[str] = field(default_factory=list)   # AO-Core / aocu nodes targets may be scheduled on (--peer)
+    push_codec: str = "ans104"             # the form outbox messages are signed in: ans104 | httpsig
+    deliver_bridged: bool = False          # deliver bridged (legacynet) processes' outboxes to local targets
+    outbox_retry_max_s: float = 300.0      # retry backoff cap (1 s doubling up to this)
+    cors_origins: list[str] = field(default_factory=lambda: ["*"])   # browser origins allowed (cu/http/cors.py)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any] | None) -> NodeConfig:
@@ -54,6 +63,17 @@ class NodeConfig:
             raise ValueError(f"tee must be resolved to one of snp, tdx, sim, none (got {cfg.tee!r})")
         if cfg.evaluator not in ("embedded", "socket"):
             raise ValueError("evaluator must be 'embedded' or 'socket'")
+        if cfg.push_codec not in PUSH_CODECS:
+            raise ValueError(f"push_codec must be one of {', '.join(PUSH_CODECS)} (got {cfg.push_codec!r})")
+        cfg.peers = [check_base_url(str(u), "--peer") for u in cfg.peers]
+        if cfg.deliver_bridged and cfg.bridge is None:
+            raise ValueError("deliver_bridged needs the legacynet bridge (--gateway)")
+        if not cfg.outbox_retry_max_s > 0:
+            raise ValueError("outbox_retry_max_s must be positive")
+        cfg.outbox_retry_max_s = float(cfg.outbox_retry_max_s)
+        cfg.cors_origins = [str(o).strip() for o in (cfg.cors_origins or ["*"])]
+        if any(o != "*" and not re.fullmatch(r"(https?://[^\s/?#@]+|null)/?", o) for o in cfg.cors_origins):
+            raise ValueError(f"cors origins must be * or scheme://host[:port] (got {', '.join(cfg.cors_origins)})")
         if cfg.socket_path is None:
             cfg.socket_path = cfg.data_dir / "evaluator.sock"
         cfg.socket_path = Path(cfg.socket_path)

@@ -16,8 +16,9 @@ from typing import Any
 from cu.node.config import NodeConfig
 from cu.node.errors import NotFound, Unavailable
 from cu.node.evaluator import Evaluator
+from cu.node.exchange.deliverer import Deliverer, locator_for
 from cu.node.items import Identity
-from cu.node.store import LogEntry, ScheduleOp, StoreError
+from cu.node.store import LogEntry, OutboxEntry, ScheduleOp, StoreError
 from cu.node.store_sqlite import Job, SqliteStore
 
 log = logging.getLogger("aocu.evaluator")
@@ -48,10 +49,16 @@ class EvaluatorCore:
         self._deferred = threading.local()
         self.store.writer = self._group_write
         self.store.async_writer = self._group_write_deferred
+        # outbox entries for targets elsewhere (cu/node/exchange): located and pushed by the deliverer
+        self.deliverer = Deliverer(self.store, locator_for(config, self.store, self.identity.address),
+                                   self._deliver_local, retry_max_s=config.outbox_retry_max_s,
+                                   metrics=self.evaluator.metrics)
+        self.evaluator.on_outbox = self.deliverer.wake
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._crank, name="aocu-crank", daemon=True)
         self._thread.start()
+        self.deliverer.start()
         # messages acknowledged before a stop may not have been evaluated yet
         for pid in self.store.all_processes():
             proc = self.store.process(pid)
@@ -141,6 +148,14 @@ class EvaluatorCore:
                 self.notify(res[0].pid, self.config.crank_delay_s)
         return res
 
+    def _deliver_local(self, entry: OutboxEntry) -> LogEntry:
+        """A pending outbox entry whose target is on this node now: scheduled here (and marked delivered)."""
+        log_entry, fresh = self.store.outbox_schedule_local(entry, int(time.time() * 1000), self.config.block_height,
+                                                            self.identity.build_assignment)
+        if fresh:
+            self.notify(log_entry.pid, self.config.crank_delay_s)
+        return log_entry
+
     def flush_deferred(self) -> None:
         """After a request's reply is sent: its crank notifications."""
         for pid in self._deferred.__dict__.pop("pids", []):
@@ -192,6 +207,7 @@ class EvaluatorCore:
             return len(self._due)
 
     def stop(self) -> None:
+        self.deliverer.stop()
         self._stopping.set()
         with self._crank_cv:
             self._crank_cv.notify_all()

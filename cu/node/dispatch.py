@@ -13,6 +13,7 @@ from cu.node.bridge.service import BridgeService
 from cu.node.config import NodeConfig
 from cu.node.core import EvaluatorCore
 from cu.node.errors import NotFound
+from cu.node.exchange.bridged import BridgedOutbox
 from cu.node.items import Identity
 from cu.node.store_sqlite import SqliteStore
 
@@ -23,6 +24,12 @@ class Dispatcher:
     def __init__(self, core: EvaluatorCore, bridge: BridgeService | None = None) -> None:
         self.core = core
         self.bridge = bridge
+        self.bridged_outbox: BridgedOutbox | None = None
+        if bridge is not None and core.config.deliver_bridged:
+            # --deliver-bridged: bridged processes' outbox messages to processes on this node
+            self.bridged_outbox = BridgedOutbox(bridge, core.store, core.evaluator.outbox,
+                                                core.identity.build_assignment, core.config.block_height,
+                                                lambda pid: core.notify(pid, core.config.crank_delay_s))
         self._handlers: dict[type, Callable[[Any], Any]] = {
             rpc.Schedule: self._schedule, rpc.Result: self._result, rpc.DryRun: self._dry_run,
             rpc.State: self._state, rpc.Cron: self._cron, rpc.Checkpoint: self._checkpoint, rpc.Now: self._now,
@@ -43,6 +50,8 @@ class Dispatcher:
 
     def start(self) -> None:
         self.core.start()
+        if self.bridged_outbox is not None:
+            self.bridged_outbox.start()
 
     def stop(self) -> None:
         self.core.stop()

@@ -59,15 +59,29 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         super().__init__(path, _Handler)
 
 
+class DataDirInUse(RuntimeError):
+    """Another evaluator holds DATA-DIR/evaluator.lock."""
+
+    def __init__(self, data_dir: Path, pid: int | None) -> None:
+        self.data_dir, self.pid = data_dir, pid
+        super().__init__(f"data dir {data_dir} is in use by " + (f"PID {pid}" if pid else "another process"))
+
+
 def acquire_lock(data_dir: Path) -> int:
-    """Exclusive lock: at most one evaluator per data dir, released by the kernel if the process dies."""
+    """Exclusive lock: at most one evaluator per data dir, released by the kernel if the process dies. The
+    holder writes its PID into the lock file, so a second node can name it (cu/serve/supervisor.py)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(data_dir / "evaluator.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        os.close(fd)
-        raise RuntimeError(f"another evaluator owns {data_dir}") from None
+        try:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+        raise DataDirInUse(data_dir, int(text) if text.isdigit() else None) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
 
 
@@ -114,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     config = NodeConfig.from_mapping(json.loads(args[0]))
     parent = int(args[1]) if len(args) > 1 else None
-    return serve_evaluator(config, parent)
+    try:
+        return serve_evaluator(config, parent)
+    except DataDirInUse as exc:
+        # lost a start race to another node: one line (the supervisor reports it to the operator too)
+        print(f"aocu evaluator: {exc}", file=sys.stderr)
+        return 75    # EX_TEMPFAIL
 
 
 if __name__ == "__main__":

@@ -96,6 +96,34 @@ class Outgoing:
     item_id: str               # message id to assign
     item_raw: bytes | None     # a new data item to store first (outbox message/spawn), else None
     item_meta: ItemMeta | None
+    scheduler: str | None = None   # a Spawn naming another scheduler than this node (delivered there)
+
+
+# Outbox entry states (docs/EXCHANGE.md): `local` = scheduled on this node in the transaction that stored the
+# result; `pending` = waiting for the deliverer (cu/node/exchange); `delivered` = the target's scheduler took it
+# (or it was scheduled here later); `failed` = given up, `reason` says why.
+OUTBOX_STATES = ("local", "pending", "delivered", "failed")
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    pid: str                   # the sending process
+    seq: int                   # its result's seq
+    idx: int                   # position in that result's outbox (Messages, then Spawns, then Assignments)
+    kind: str                  # Message | Spawn | Assignment
+    target: str                # the target process (for a Spawn: the new process id)
+    item_id: str               # the message (or spawn) item; for an Assignment the assigned message
+    state: str                 # one of OUTBOX_STATES
+    remote: str | None         # where it went: "local slot N", "PEER slot N", "SU id X at T", ...
+    attempts: int              # delivery attempts made
+    next_at: int               # ms: when a pending entry is due next
+    reason: str | None         # the last failure (or why it failed for good)
+    updated: int               # ms
+    created: int               # ms
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.pid, self.seq, self.idx)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@ power loss; results and checkpoints use NORMAL (they can be recomputed from the 
 
 Items keep the form they were received in: `raw` is the ANS-104 data item (codec `ans104`) or the framed signed
 HTTP message (codec `httpsig`, see cu.node.signed_http); either way the data is `raw[data_offset:]`. Stores
-created before the `codec` column existed get it on open (every existing item is `ans104`)."""
+created before the `codec` column existed get it on open (every existing item is `ans104`), and stores created
+before the outbox had delivery states get those columns (delivered=1 -> `local`, 0 -> `pending`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from cu.node.store import (
     Checkpoint,
     ItemMeta,
     LogEntry,
+    OutboxEntry,
     Outgoing,
     ProcessRow,
     ResultRow,
@@ -53,11 +55,19 @@ CREATE INDEX IF NOT EXISTS results_message ON results (pid, message_id);
 CREATE TABLE IF NOT EXISTS outbox (
     pid TEXT NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL,
     item_id TEXT NOT NULL, delivered INTEGER NOT NULL, PRIMARY KEY (pid, seq, idx));
+CREATE TABLE IF NOT EXISTS outbox_sources (pid TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (
     pid TEXT NOT NULL, seq INTEGER NOT NULL, nonce INTEGER NOT NULL, cron_ts INTEGER, timestamp INTEGER NOT NULL,
     module_hash TEXT NOT NULL, memory_root BLOB NOT NULL, snapshot BLOB NOT NULL, PRIMARY KEY (pid, seq));
 """
 
+
+# the delivery columns of `outbox` (added in place to stores written before they existed)
+_OUTBOX_COLUMNS = ("state TEXT NOT NULL DEFAULT 'pending'", "remote TEXT", "attempts INTEGER NOT NULL DEFAULT 0",
+                   "next_at INTEGER NOT NULL DEFAULT 0", "reason TEXT", "updated INTEGER NOT NULL DEFAULT 0",
+                   "created INTEGER NOT NULL DEFAULT 0")
+_OUTBOX_SELECT = ("SELECT pid, seq, idx, kind, target, item_id, state, remote, attempts, next_at, reason, updated, "
+                  "created FROM outbox")
 
 Job = Callable[[sqlite3.Connection], Any]
 
@@ -85,18 +95,30 @@ class SqliteStore(Store):
         self.writer: Callable[[list[Job], bool], list[Any]] = self.transact
         # (job, durable, on_done) without waiting; None = write synchronously
         self.async_writer: Callable[[Job, bool, Callable[[Any], None]], None] | None = None
+        # counts outbox entries written as `pending` (the evaluator wakes the deliverer when it moved)
+        self.pending_written = 0
         self._conn().executescript(SCHEMA)
         self._migrate()
 
     def _migrate(self) -> None:
-        """In-place upgrades of stores written by earlier versions (re-checked inside a write transaction, so
-        processes opening the same store at once upgrade it once)."""
-        if "codec" in {r[1] for r in self._conn().execute("PRAGMA table_info(items)")}:
+        """In-place upgrades of stores written by earlier versions: checked read-only first, then re-checked
+        inside a write transaction, so processes opening the same store at once upgrade it once."""
+        def todo(c: sqlite3.Connection) -> tuple[bool, bool]:
+            items = {r[1] for r in c.execute("PRAGMA table_info(items)")}
+            outbox = {r[1] for r in c.execute("PRAGMA table_info(outbox)")}
+            due = c.execute("SELECT 1 FROM sqlite_master WHERE name='outbox_due'").fetchone()
+            return "codec" not in items, "state" not in outbox or due is None
+        if not any(todo(self._conn())):
             return
         with self._tx(durable=True) as c:
-            cols = {r[1] for r in c.execute("PRAGMA table_info(items)")}
-            if "codec" not in cols:
+            codec, outbox = todo(c)
+            if codec:
                 c.execute("ALTER TABLE items ADD COLUMN codec TEXT NOT NULL DEFAULT 'ans104'")
+            if outbox and "state" not in {r[1] for r in c.execute("PRAGMA table_info(outbox)")}:
+                for col in _OUTBOX_COLUMNS:
+                    c.execute(f"ALTER TABLE outbox ADD COLUMN {col}")
+                c.execute("UPDATE outbox SET state = CASE WHEN delivered=1 THEN 'local' ELSE 'pending' END")
+            c.execute("CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_at)")
 
     # connections ----------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -396,26 +418,40 @@ class SqliteStore(Store):
             if cur.rowcount != 1:
                 continue        # recomputed after a restart: the stored result and its deliveries stand
             for out in outgoing.get(r.seq, []):
-                delivered = 0
-                if out.item_raw is not None and out.item_meta is not None:
-                    self._insert_item(c, out.item_meta, out.item_raw, len(out.item_raw) - out.item_meta.size)
-                exists = c.execute("SELECT 1 FROM processes WHERE id=?", (out.target,)).fetchone()
-                if out.kind == "Spawn" and out.item_meta is not None and out.item_raw is not None:
-                    module = next((v for n, v in out.item_meta.tags if n == "Module"), "")
-                    if c.execute("SELECT 1 FROM items WHERE id=? AND kind='Module'", (module,)).fetchone():
-                        has_crons = any(n == "Cron-Interval" for n, _ in out.item_meta.tags)
-                        new_entries.append(self._spawn(c, out.item_meta, out.item_raw, module, now_ms,
-                                                       block_height, build, has_crons))
-                        delivered = 1
-                elif exists:
-                    entry, fresh = self._schedule(c, out.target, out.item_id, now_ms, block_height, build,
-                                                  None)
-                    if fresh:
-                        new_entries.append(entry)
-                    delivered = 1
-                c.execute("INSERT OR IGNORE INTO outbox VALUES (?,?,?,?,?,?,?)",
-                          (r.pid, r.seq, out.idx, out.kind, out.target, out.item_id, delivered))
+                self._put_outgoing(c, r.pid, r.seq, out, now_ms, block_height, build, new_entries)
         return new_entries
+
+    def _put_outgoing(self, c: sqlite3.Connection, pid: str, seq: int, out: Outgoing, now_ms: int,
+                      block_height: int, build: AssignmentBuilder, new_entries: list[LogEntry],
+                      local_only: bool = False) -> None:
+        """Records one outbox effect: scheduled here at once when its target is local (`local`), else
+        `pending` for the deliverer (due now), or `failed` when it cannot go anywhere. `local_only`: effects
+        for targets elsewhere are not recorded (bridged processes: the legacy MU delivers those)."""
+        if out.item_raw is not None and out.item_meta is not None:
+            self._insert_item(c, out.item_meta, out.item_raw, len(out.item_raw) - out.item_meta.size)
+        state, remote, reason = "pending", None, None
+        if out.kind == "Spawn" and out.item_meta is not None and out.item_raw is not None and not out.scheduler:
+            module = next((v for n, v in out.item_meta.tags if n == "Module"), "")
+            if c.execute("SELECT 1 FROM items WHERE id=? AND kind='Module'", (module,)).fetchone():
+                has_crons = any(n == "Cron-Interval" for n, _ in out.item_meta.tags)
+                entry = self._spawn(c, out.item_meta, out.item_raw, module, now_ms, block_height, build, has_crons)
+                new_entries.append(entry)
+                state, remote = "local", "local slot 0"
+            else:
+                state, reason = "failed", f"module {module or '(none)'} of the spawn is not on this node"
+        elif out.kind != "Spawn" and c.execute("SELECT 1 FROM processes WHERE id=?", (out.target,)).fetchone():
+            entry, fresh = self._schedule(c, out.target, out.item_id, now_ms, block_height, build, None)
+            if fresh:
+                new_entries.append(entry)
+            state, remote = "local", f"local slot {entry.nonce}"
+        elif local_only:
+            return
+        if state == "pending":
+            self.pending_written += 1
+        c.execute("INSERT OR IGNORE INTO outbox (pid, seq, idx, kind, target, item_id, delivered, state, remote, "
+                  "attempts, next_at, reason, updated, created) VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?,?)",
+                  (pid, seq, out.idx, out.kind, out.target, out.item_id, int(state == "local"), state, remote,
+                   now_ms, reason, now_ms, now_ms))
 
     def result_by_message(self, pid: str, message_id: str) -> ResultRow | None:
         row = self._conn().execute("SELECT * FROM results WHERE pid=? AND message_id=?",
@@ -444,7 +480,89 @@ class SqliteStore(Store):
         return row[0] if row else None
 
     def outbox_rows(self, pid: str) -> list[tuple]:
-        return self._conn().execute("SELECT * FROM outbox WHERE pid=? ORDER BY seq, idx", (pid,)).fetchall()
+        """(pid, seq, idx, kind, target, item_id, delivered) per entry (delivered: 1 = local or delivered)."""
+        return self._conn().execute("SELECT pid, seq, idx, kind, target, item_id, delivered FROM outbox WHERE "
+                                    "pid=? ORDER BY seq, idx", (pid,)).fetchall()
+
+    # the outbox deliverer (cu/node/exchange) ----------------------------------------------------------
+    def outbox_entries(self, pid: str, seq: int | None = None) -> list[OutboxEntry]:
+        """A process's outbox, or only what its result `seq` produced."""
+        where, args = (" WHERE pid=?", (pid,)) if seq is None else (" WHERE pid=? AND seq=?", (pid, seq))
+        return [OutboxEntry(*r) for r in self._conn().execute(
+            _OUTBOX_SELECT + where + " ORDER BY seq, idx", args).fetchall()]
+
+    def outbox_due(self, now_ms: int, limit: int = 64) -> list[OutboxEntry]:
+        """Pending entries due by `now_ms`, each the first pending one of its (sender, target) pair, so one
+        process's messages to another are delivered in outbox order."""
+        return [OutboxEntry(*r) for r in self._conn().execute(
+            _OUTBOX_SELECT + " AS o WHERE state='pending' AND next_at<=? AND NOT EXISTS (SELECT 1 FROM outbox p "
+            "WHERE p.pid=o.pid AND p.target=o.target AND p.state='pending' AND (p.seq, p.idx) < (o.seq, o.idx)) "
+            "ORDER BY next_at, pid, seq, idx LIMIT ?", (now_ms, limit)).fetchall()]
+
+    def outbox_next_due(self) -> int | None:
+        """ms when the earliest pending entry is due, None without pending entries."""
+        return self._conn().execute("SELECT min(next_at) FROM outbox WHERE state='pending'").fetchone()[0]
+
+    def outbox_counts(self) -> dict[str, int]:
+        return dict(self._conn().execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+
+    def outbox_oldest_pending(self) -> int | None:
+        """ms when the oldest pending entry was created."""
+        return self._conn().execute("SELECT min(created) FROM outbox WHERE state='pending'").fetchone()[0]
+
+    def outbox_update(self, key: tuple[str, int, int], *, state: str, attempts: int, next_at: int,
+                      remote: str | None, reason: str | None, now_ms: int) -> None:
+        """One delivery attempt's outcome. Not durable: a `delivered` lost in a crash is pushed again, and
+        the remote scheduler's deduplication by message id absorbs the repeat."""
+        def job(c: sqlite3.Connection) -> None:
+            c.execute("UPDATE outbox SET state=?, delivered=?, attempts=?, next_at=?, remote=?, reason=?, "
+                      "updated=? WHERE pid=? AND seq=? AND idx=?",
+                      (state, int(state in ("local", "delivered")), attempts, next_at, remote, reason, now_ms, *key))
+        self._write(job, False)
+
+    def outbox_schedule_local(self, e: OutboxEntry, now_ms: int, block_height: int,
+                              build: AssignmentBuilder) -> tuple[LogEntry, bool]:
+        """A pending entry whose target is on this node now: scheduled here and marked delivered in one
+        transaction (durable); StoreError when it cannot be (the spawn's module is not here)."""
+        def job(c: sqlite3.Connection) -> tuple[LogEntry, bool]:
+            if e.kind == "Spawn":
+                got = c.execute(self._META + ", raw FROM items WHERE id=?", (e.item_id,)).fetchone()
+                meta = self._meta(got[:11]) if got else None
+                module = next((v for n, v in meta.tags if n == "Module"), "") if meta else ""
+                if meta is None or not c.execute("SELECT 1 FROM items WHERE id=? AND kind='Module'",
+                                                 (module,)).fetchone():
+                    raise StoreError(f"module {module or '(none)'} of the spawn is not on this node")
+                fresh = c.execute("SELECT 1 FROM processes WHERE id=?", (e.target,)).fetchone() is None
+                res = (self._spawn(c, meta, bytes(got[11]), module, now_ms, block_height, build,
+                                   any(n == "Cron-Interval" for n, _ in meta.tags)), fresh)
+            else:
+                res = self._schedule(c, e.target, e.item_id, now_ms, block_height, build, None)
+            c.execute("UPDATE outbox SET state='delivered', delivered=1, attempts=attempts+1, remote=?, reason=NULL, "
+                      "updated=? WHERE pid=? AND seq=? AND idx=?", (f"local slot {res[0].nonce}", now_ms, *e.key))
+            return res
+        return self._write(job, True)
+
+    def outbox_source_seq(self, pid: str) -> int | None:
+        """The last result seq of a bridged process whose outbox was recorded (--deliver-bridged)."""
+        row = self._conn().execute("SELECT seq FROM outbox_sources WHERE pid=?", (pid,)).fetchone()
+        return row[0] if row else None
+
+    def outbox_sources(self) -> list[str]:
+        return [r[0] for r in self._conn().execute("SELECT pid FROM outbox_sources")]
+
+    def put_source_outbox(self, pid: str, upto_seq: int, outgoing: dict[int, list[Outgoing]], now_ms: int,
+                          block_height: int, build: AssignmentBuilder) -> list[LogEntry]:
+        """The outbox of results computed elsewhere (a bridged process) for targets on this node, scheduled
+        here, with the seq recorded so far, in one durable transaction (a repeat records nothing twice)."""
+        def job(c: sqlite3.Connection) -> list[LogEntry]:
+            new: list[LogEntry] = []
+            for seq, outs in sorted(outgoing.items()):
+                for out in outs:
+                    self._put_outgoing(c, pid, seq, out, now_ms, block_height, build, new, local_only=True)
+            c.execute("INSERT INTO outbox_sources VALUES (?,?) ON CONFLICT (pid) DO UPDATE SET seq=max(seq, ?)",
+                      (pid, upto_seq, upto_seq))
+            return new
+        return self._write(job, True)
 
     # checkpoints ----------------------------------------------------------------------------------
     def put_checkpoint(self, cp: Checkpoint, keep: int = 2) -> None:

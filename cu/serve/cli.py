@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="seconds after its acknowledgement an unread message is evaluated (and its outbox "
                         "delivered); a /result request arriving first evaluates it itself (default 0.02)")
     p.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="browser origin allowed to call the node (repeatable; default: any, *)")
     b = p.add_argument_group("legacynet bridge", "compute processes scheduled on a legacy SU (off without --gateway)")
     b.add_argument("--gateway", help="Arweave gateway URL (GraphQL at /graphql, data at /raw/{id})")
     b.add_argument("--graphql", help="GraphQL URL when it is not GATEWAY/graphql")
@@ -51,6 +53,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--bridge-deny", action="append", default=[], metavar="PID", help="never these (repeatable)")
     b.add_argument("--checkpoint-owners", action="append", default=[], metavar="ADDRESS",
                    help="trust Arweave checkpoints uploaded by these addresses (repeatable)")
+    b.add_argument("--deliver-bridged", action="store_true",
+                   help="deliver bridged processes' outbox messages to processes on this node (off: on legacynet "
+                        "the legacy MU cranks those outboxes)")
+    x = p.add_argument_group("outbox delivery", "push outbox messages to processes scheduled elsewhere "
+                                                "(docs/EXCHANGE.md)")
+    x.add_argument("--peer", action="append", default=[], metavar="URL",
+                   help="an AO-Core / aocu node whose processes this node's processes message (repeatable)")
+    x.add_argument("--push-codec", choices=("ans104", "httpsig"), default=NodeConfig.push_codec,
+                   help="form outbox messages are signed in: ANS-104 items (default) or httpsig@1.0 (peers only; "
+                        "legacy SUs take ANS-104)")
+    x.add_argument("--outbox-retry-max", type=float, default=NodeConfig.outbox_retry_max_s, metavar="SECONDS",
+                   help="cap of the delivery retry backoff (1 s doubling; default 300)")
     p.set_defaults(func=serve)
 
 
@@ -73,7 +87,8 @@ def resolve_tee(requested: str) -> str:
 
 def _bridge_settings(args: argparse.Namespace) -> dict | None:
     if not args.gateway:
-        if args.graphql or args.su_url or args.bridge_allow or args.bridge_deny or args.checkpoint_owners:
+        if args.graphql or args.su_url or args.bridge_allow or args.bridge_deny or args.checkpoint_owners \
+                or args.deliver_bridged:
             raise SystemExit("aocu serve: the bridge flags need --gateway URL")
         return None
     out: dict = {"gateway": args.gateway.rstrip("/")}
@@ -91,18 +106,26 @@ def serve(args: argparse.Namespace) -> int:
         raise SystemExit("aocu serve: --crank-delay must not be negative")
     if args.workers < 1 or args.threads < 1:
         raise SystemExit("aocu serve: --workers and --threads must be at least 1")
+    if not args.outbox_retry_max > 0:
+        raise SystemExit("aocu serve: --outbox-retry-max must be positive")
     tee = resolve_tee(args.tee)
     data_dir = Path(args.data_dir).resolve()
-    config = NodeConfig.from_mapping({
-        "data_dir": data_dir, "tee": tee, "tee_requested": args.tee,
-        "wallet": Path(args.wallet).resolve() if args.wallet else None,
-        "max_body": args.max_body, "checkpoint_every": args.checkpoint_every, "max_warm": args.max_warm,
-        "block_height": args.block_height,
-        "eval_timeout_s": args.eval_timeout, "busy_s": args.busy_after, "evaluator": "socket",
-        "crank_delay_s": args.crank_delay,
-        "module_cache": Path(args.module_cache).resolve() if args.module_cache else None,
-        "bridge": _bridge_settings(args),
-    })
+    try:
+        config = NodeConfig.from_mapping({
+            "data_dir": data_dir, "tee": tee, "tee_requested": args.tee,
+            "wallet": Path(args.wallet).resolve() if args.wallet else None,
+            "max_body": args.max_body, "checkpoint_every": args.checkpoint_every, "max_warm": args.max_warm,
+            "block_height": args.block_height,
+            "eval_timeout_s": args.eval_timeout, "busy_s": args.busy_after, "evaluator": "socket",
+            "crank_delay_s": args.crank_delay,
+            "module_cache": Path(args.module_cache).resolve() if args.module_cache else None,
+            "bridge": _bridge_settings(args),
+            "peers": args.peer, "push_codec": args.push_codec, "deliver_bridged": args.deliver_bridged,
+            "outbox_retry_max_s": args.outbox_retry_max,
+            "cors_origins": args.cors_origin or ["*"],
+        })
+    except ValueError as exc:
+        raise SystemExit(f"aocu serve: {exc}") from None
     # keys exist before the workers race to create them
     from cu.node.items import Identity
     Identity.load(config.data_dir, config.wallet)

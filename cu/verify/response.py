@@ -15,8 +15,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import json
 import re
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -53,10 +55,25 @@ class ResponseReport:
     checks: list[Check] = field(default_factory=list)
     fields: dict = field(default_factory=dict)
     evidence_reports: dict[str, Any] = field(default_factory=dict)  # name -> VerificationReport
+    payload: bytes | None = field(default=None, repr=False)  # the result bytes (body, or the item's data)
 
     @property
     def ok(self) -> bool:
+        """Every check passed: the response is the endorsed node's signed, attested answer (whatever its status)."""
         return bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def status(self) -> int | None:
+        return self.fields.get("status")
+
+    @property
+    def status_ok(self) -> bool:
+        """The answer is a success (2xx): a signed 404 verifies, but it is an error, not a result."""
+        return self.status is not None and 200 <= self.status < 300
+
+    def summary(self) -> dict:
+        """What was verified, in short: status, the result's identity (as signed), and an excerpt of it."""
+        return summarize(self.status, self.fields.get("result") or {}, self.payload)
 
     def add(self, name: str, ok: bool, detail: str = "") -> bool:
         self.checks.append(Check(name, bool(ok), detail))
@@ -71,6 +88,8 @@ class ResponseReport:
     def to_dict(self) -> dict:
         return {
             "verified": self.ok,
+            "status": self.status,
+            "summary": self.summary(),
             "checks": [c.to_dict() for c in self.checks],
             "failed": [c.name for c in self.failed()],
             "fields": self.fields,
@@ -79,7 +98,7 @@ class ResponseReport:
 
     def format_text(self, verbose: bool = False) -> str:
         """One line per check; the evidence verifier's failed sub-checks (all of them when verbose)."""
-        lines = []
+        lines = _summary_lines(self.summary())
         for c in self.checks:
             lines.append(f"{'PASS' if c.ok else 'FAIL'}  {c.name}" + (f": {c.detail}" if c.detail else ""))
             rep = self.evidence_reports.get(c.name)
@@ -94,8 +113,93 @@ class ResponseReport:
             verdict += " (SIMULATED TEE — not hardware evidence)"
         failed = self.failed()
         tail = f": failed {', '.join(c.name for c in failed)}" if failed else f": all {len(self.checks)} checks passed"
+        if self.ok and not self.status_ok:
+            tail += f" — but the node answered {_status_text(self.status)}: a signed error, not a result"
         lines.append(verdict + tail)
         return "\n".join(lines)
+
+
+# -- summary ------------------------------------------------------------------------------------------
+EXCERPT = 200
+_RESULT_KEYS = ("Output", "Messages", "Spawns", "Assignments", "Error")
+
+
+def _status_text(status: int | None) -> str:
+    if status is None:
+        return "no HTTP status"
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
+
+
+def _excerpt(value: Any, limit: int = EXCERPT) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = " ".join(text.split()) if "\n" in text or "\r" in text else text
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _output_text(out: Any) -> Any:
+    """AOS puts the printable output under Output.data; others return a string or a number's text."""
+    if isinstance(out, dict) and "data" in out:
+        return out["data"]
+    return out
+
+
+def summarize(status: int | None, ident: dict, payload: bytes | None) -> dict:
+    """{status, reason, process?, message?, slot?, output?, error?, messages?, results?, body?}: the status, the
+    identity the signature covers, and what the result says (an Output excerpt for a result body)."""
+    out: dict[str, Any] = {"status": status, "reason": _status_text(status)}
+    for key, header in (("process", "Ao-Process"), ("message", "Ao-Message"), ("slot", "Ao-Slot")):
+        if ident.get(header) is not None:
+            out[key] = ident[header]
+    if not payload:
+        return out
+    doc: Any = None
+    if payload[:1] in (b"{", b"["):
+        try:
+            doc = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+    result = None
+    if isinstance(doc, dict):
+        result = doc.get("raw") if isinstance(doc.get("raw"), dict) else doc
+        if not any(k in result for k in _RESULT_KEYS):
+            result = None
+    if result is not None:
+        if "Output" in result:
+            out["output"] = _excerpt(_output_text(result["Output"]))
+        if result.get("Error") is not None:
+            out["error"] = _excerpt(result["Error"])
+        if isinstance(result.get("Messages"), list):
+            out["messages"] = len(result["Messages"])
+    elif isinstance(doc, dict) and isinstance(doc.get("edges"), list):
+        out["results"] = len(doc["edges"])
+    elif isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        out["error"] = _excerpt(doc["error"])
+    elif isinstance(doc, dict) and isinstance(doc.get("message"), str):
+        out["message_text"] = _excerpt(doc["message"])
+    else:
+        try:
+            text = payload.decode("utf-8")
+            printable = text.isprintable() or all(ch.isprintable() or ch in "\r\n\t" for ch in text[:4096])
+        except UnicodeDecodeError:
+            printable = False
+        out["body"] = _excerpt(text) if printable else f"{len(payload)} bytes"
+    return out
+
+
+_LABELS = (("process", "process"), ("message", "message"), ("slot", "slot"), ("output", "output"),
+           ("error", "error"), ("messages", "messages"), ("results", "results"), ("message_text", "says"),
+           ("body", "body"))
+
+
+def _summary_lines(summary: dict) -> list[str]:
+    lines = [f"status    {summary['reason']}"]
+    for key, label in _LABELS:
+        if key in summary:
+            lines.append(f"{label:<9} {summary[key]}")
+    return lines
 
 
 # -- verification -------------------------------------------------------------------------------------
@@ -160,6 +264,7 @@ def _verify(rep: ResponseReport, resp: RawResponse, document: dict | None, polic
         payload, att_value, signer_key = _verify_ans104(rep, resp, node)
     else:
         payload, att_value, signer_key = resp.body, resp.header("attestation"), _verify_httpsig(rep, resp, node)
+    rep.payload = payload
 
     # the Attestation value (header, or tag for ANS-104)
     att: AttestationInfo | None = None

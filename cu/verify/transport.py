@@ -91,11 +91,13 @@ def to_curl_bytes(resp: RawResponse) -> bytes:
     return head.encode("latin-1") + b"\r\n" + resp.body
 
 
-def fetch(url: str, *, headers: dict[str, str] | None = None, timeout: float = 30.0) -> RawResponse:
-    """GET `url`; error statuses are responses too (they are signed the same way)."""
+def fetch(url: str, *, headers: dict[str, str] | None = None, timeout: float = 30.0, method: str = "GET",
+          data: bytes | None = None) -> RawResponse:
+    """`method` (GET by default) `url`, with `data` as the request body; error statuses are responses too (they
+    are signed the same way)."""
     if urlsplit(url).scheme not in ("http", "https"):
         raise ResponseFormatError(f"{url}: only http and https URLs")
-    req = urllib.request.Request(url, headers=headers or {})
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method.upper())
     try:
         r = urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 - scheme checked above
     except urllib.error.HTTPError as exc:

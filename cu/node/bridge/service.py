@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,9 @@ class BridgeService:
                                           "snapshots": 0, "recompute_mismatch": 0, "upstream_errors": 0}
         self.runner = Runner(self.metrics)
         self._modules = ModuleCache(config.cache_dir, self._wasm)
+        # called with the pid after each batch of results is committed (`aocu serve --deliver-bridged`:
+        # cu/node/exchange/bridged.py delivers their outbox to processes on this node)
+        self.on_commit: Callable[[str], None] | None = None
 
     # -- routing ------------------------------------------------------------------------------------------
     def allowed(self, pid: str) -> bool:
@@ -118,6 +122,16 @@ class BridgeService:
             return check_base_url(self.gateway.scheduler_url(scheduler), "Scheduler-Location Url")
         except ValueError as exc:
             raise StreamMalformed(str(exc)) from None
+
+    def module_of(self, pid: str) -> str:
+        """The module id of a process the bridge has loaded."""
+        w = self._warm.get(pid)
+        if w is not None:
+            return w.info.module_id
+        meta = self.store.process_meta(pid)
+        if meta is None:
+            raise BridgeNotFound(f"process {pid} has not been loaded by the bridge")
+        return _info_from_json(meta).module_id
 
     # -- warm state ---------------------------------------------------------------------------------------
     def _wasm(self, module_id: str) -> bytes:
@@ -191,6 +205,11 @@ class BridgeService:
                 if mismatched:
                     self.metrics["recompute_mismatch"] += len(mismatched)
                     log.error("recomputed results of %s differ from the stored ones at seq %s", pid, mismatched)
+                if rows and self.on_commit is not None:
+                    try:
+                        self.on_commit(pid)
+                    except Exception as exc:  # noqa: BLE001 - handled again after the next committed batch
+                        log.error("outbox of bridged process %s not delivered yet: %s", pid, exc)
                 rows.clear()
                 pending.clear()
                 skipped.clear()

@@ -48,7 +48,7 @@ class Evaluator:
         self.recent = RecentMessages()
         self.patches = PatchCache(config.data_dir)
         self.runner = Runner(self.metrics)
-        self.outbox = OutboxSigner(identity)
+        self.outbox = OutboxSigner(identity, config.push_codec)
         self.checkpoints = Checkpoints(store, self.patches, self.metrics)
         self.modules = ModuleCache(self.cache_dir, store.item_data)
         self.procs = WarmSet(config.max_warm, ProcessLoader(config, store, self.modules, self.checkpoints,
@@ -57,6 +57,8 @@ class Evaluator:
         # pids that received outbox deliveries are handed here (the crank queue) rather than evaluated
         # while a caller holds another process's lock
         self.on_delivery: Callable[[str], None] = lambda pid: self.settle([pid])
+        # called after results committed outbox entries for targets elsewhere (wakes the deliverer)
+        self.on_outbox: Callable[[], None] = lambda: None
 
     def remember(self, entry: LogEntry, item: tuple[ItemMeta, bytes]) -> None:
         """A message was durably scheduled (the store has it; this is only a shortcut)."""
@@ -103,8 +105,11 @@ class Evaluator:
             self.store.put_results_async(batch, stored)
             rows.clear()
             return []
+        pending = self.store.pending_written
         new = self.store.put_results(rows, outgoing, int(time.time() * 1000), self.config.block_height,
                                      self.identity.build_assignment)
+        if self.store.pending_written != pending:
+            self.on_outbox()
         self.metrics["outbox_delivered"] += len(new)
         rows.clear()
         outgoing.clear()
