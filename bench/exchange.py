@@ -6,8 +6,8 @@ Two `aocu serve` nodes on loopback, each the other's `--peer`, one process of th
 each, with a ping-pong handler installed by `Eval` (tests/test_exchange.py): a Ping with `Rounds=n` makes the
 process send Ping `Rounds=n-1` to the other one, down to 0. Every hop is one message evaluated and one outbox
 message signed (RSA-4096, the node wallet) and delivered: on one node by the scheduling commit of the result
-(the baseline), across nodes by the deliverer's `POST /{pid}~process@1.0/schedule` on the other node, which then
-evaluates it `--crank-delay` after its acknowledgement. The clock runs from the kick-off message to the last
+(the baseline), across nodes by the deliverer's `POST /{pid}~process@1.0/schedule` on the other node, which
+evaluates it at once (the schedule route notifies the crank without the `--crank-delay` wait). The clock runs from the kick-off message to the last
 slot scheduled; reported: messages/s, ms per hop, the added latency per hop, and the ratios.
 """
 
