@@ -29,6 +29,8 @@ from cu.node.signer import ResultId
 
 bp = Blueprint("aocore", __name__)
 
+SLOT_MAX = (1 << 63) - 1     # slots are SQLite integers
+
 ROUTES = [
     "GET /~meta@1.0/info[/KEY]",
     "POST /push (spawn)",
@@ -181,8 +183,10 @@ def _require_process(pid: str) -> None:
 def compute(pid: str, path: str = "") -> Response:
     st = node()
     raw = request.args.get("slot")
-    if raw is None or not raw.isdigit() or len(raw) > 19:
+    if raw is None or not (raw.isascii() and raw.isdigit()):
         raise BadInput("slot query parameter is required (a non-negative integer)")
+    if len(raw.lstrip("0")) > 19 or int(raw) > SLOT_MAX:
+        raise BadInput(f"slot {raw[:40]} out of range (at most {SLOT_MAX})")
     slot = int(raw)
     _require_process(pid)
     entry = st.store.log_entry(pid, slot)

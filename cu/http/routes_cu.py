@@ -118,6 +118,8 @@ def dry_run() -> Response:
         body = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError):
         raise BadInput("dry-run body must be JSON") from None
+    except RecursionError:
+        raise BadInput("dry-run body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadInput("dry-run body must be a JSON object")
     return _json(st.evaluator.dry_run(pid, body))

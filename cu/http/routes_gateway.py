@@ -6,11 +6,11 @@ any other query gets a GraphQL error naming what is supported."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from flask import Blueprint, Response, request
 
+from cu.http import graphql as graphql_parser
 from cu.http.routes_ops import dumps
 from cu.http.state import node
 from cu.node import legacy
@@ -19,11 +19,11 @@ from cu.node.store import ItemMeta
 
 bp = Blueprint("gateway", __name__)
 
-_TX_QUERY = re.compile(r"\btransactions\s*\(([^)]*)\)", re.S)
-_IDS_LITERAL = re.compile(r"\bids\s*:\s*\[([^\]]*)\]", re.S)
-_IDS_VAR = re.compile(r"\bids\s*:\s*\$(\w+)")
-_ID = re.compile(r'"([A-Za-z0-9_-]{1,64})"')
 MAX_IDS = 100
+
+
+def _errors(message: str) -> Response:
+    return Response(dumps({"errors": [{"message": message}]}), status=400, mimetype="application/json")
 
 
 def _node(meta: ItemMeta) -> dict[str, Any]:
@@ -54,25 +54,18 @@ def graphql() -> Response:
         payload = json.loads(request.get_data(cache=False) or b"{}")
     except (ValueError, UnicodeDecodeError):
         raise BadInput("GraphQL request body must be JSON") from None
+    except RecursionError:
+        raise BadInput("GraphQL request body is nested too deeply") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
         raise BadInput("GraphQL request needs a query string")
     query: str = payload["query"]
     variables = payload.get("variables") or {}
-    m = _TX_QUERY.search(query)
-    ids: list[str] | None = None
-    if m:
-        args = m.group(1)
-        lit = _IDS_LITERAL.search(args)
-        var = _IDS_VAR.search(args)
-        if lit:
-            ids = _ID.findall(lit.group(1))
-        elif var and isinstance(variables, dict):
-            v = variables.get(var.group(1))
-            ids = [x for x in v if isinstance(x, str)] if isinstance(v, list) else None
+    try:
+        ids = graphql_parser.requested_ids(query, variables)
+    except graphql_parser.QueryError as exc:
+        return _errors(str(exc))
     if ids is None:
-        return Response(dumps({"errors": [{"message": "this node answers only transactions(ids: [...]) "
-                                                      "queries for the items it stores"}]}),
-                        status=400, mimetype="application/json")
+        return _errors("this node answers only transactions(ids: [...]) queries for the items it stores")
     if len(ids) > MAX_IDS:
         raise BadInput(f"at most {MAX_IDS} ids per query")
     st = node()
@@ -85,6 +78,10 @@ def graphql() -> Response:
                     mimetype="application/json")
 
 
+def _header_safe(value: str) -> bool:
+    return bool(value) and value.isascii() and value.isprintable()     # no CR/LF/NUL/control characters
+
+
 @bp.get("/raw/<item_id>")
 def raw(item_id: str) -> Response:
     st = node()
@@ -93,6 +90,8 @@ def raw(item_id: str) -> Response:
         raise NotFound(f"{item_id} not found")
     data = st.store.item_data(item_id) or b""
     ctype = next((v for n, v in meta.tags if n.lower() == "content-type"), "application/octet-stream")
+    if not _header_safe(ctype):
+        ctype = "application/octet-stream"     # a tag werkzeug refuses as a header value (CR/LF/NUL)
     resp = Response(data, content_type=ctype)
     # client-chosen content served from the node's origin: never let a browser run it
     resp.headers["X-Content-Type-Options"] = "nosniff"

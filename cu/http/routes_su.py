@@ -33,9 +33,12 @@ def _int_arg(name: str) -> int | None:
     if raw is None or raw == "":
         return None
     try:
-        return int(raw)
+        n = int(raw)
     except ValueError:
         raise BadInput(f"{name} must be an integer") from None
+    if not -(1 << 63) <= n < 1 << 63:     # SQLite integers (OverflowError in the store otherwise)
+        raise BadInput(f"{name} out of range (a signed 64-bit integer)")
+    return n
 
 
 @bp.get("/<item_id>")

@@ -340,6 +340,8 @@ class SqliteStore(Store):
         return LogEntry(*row) if row else None
 
     def log_entry(self, pid: str, nonce: int) -> LogEntry | None:
+        if not 0 <= nonce < 1 << 63:    # not a storable nonce (SQLite would raise OverflowError): none such
+            return None
         return self._entry(self._conn(), pid, nonce)
 
     def log_entry_by_message(self, pid: str, message_id: str) -> LogEntry | None:

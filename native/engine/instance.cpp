@@ -137,11 +137,25 @@ void Instance::build() {
     if (e) throw ModuleLoadError("cannot define import " + imp.module + "." + imp.name + ": " + wt::take_error(e));
   }
   arm_limits(kFuelUnlimited);
-  api->wasmtime_context_set_epoch_deadline(ctx_, static_cast<uint64_t>(kInitTimeoutS * 1000 / kEpochTickMs));
+  // Instantiation (the start function) and lifecycle_init (ctors, main) share one wall-clock deadline: the
+  // per-call timeout when one is set, so a looping start function cannot hold the caller longer than a message.
+  const double init_t = lim_.timeout_s > 0 ? lim_.timeout_s : kInitTimeoutS;
+  api->wasmtime_context_set_epoch_deadline(ctx_, static_cast<uint64_t>(std::ceil(init_t * 1000.0 / kEpochTickMs)) + 1);
   wasm_trap_t* trap = nullptr;
   wasmtime_error_t* e = api->wasmtime_linker_instantiate(linker_, ctx_, module_->raw(), &inst_, &trap);
   if (e) throw std::runtime_error("instantiation failed: " + wt::take_error(e));
-  if (trap) throw std::runtime_error("instantiation trapped: " + wt::take_trap(trap, nullptr, nullptr));
+  if (trap) {
+    wasmtime_trap_code_t code = 0;
+    bool has_code = false;
+    std::string msg = wt::take_trap(trap, &code, &has_code);
+    if (has_code && code == wt::TRAP_INTERRUPT) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%g", init_t);
+      throw std::runtime_error(std::string("instantiation trapped: wall-clock limit exceeded: execution interrupted after ") +
+                               buf + " s");
+    }
+    throw std::runtime_error("instantiation trapped: " + msg);
+  }
 
   ExportNames n = export_names(fam_);
   wasmtime_extern_t ex;

@@ -9,6 +9,7 @@
 - `checkpoints`: `Checkpoints`, engine snapshots of warm processes in the store
 - `locks`: `KeyedLocks`, one lock per process
 - `warm`: `WarmSet` (the warm-instance LRU) and `ProcessLoader`
+- `failed`: `FailedProcesses`, processes whose instance cannot be built (refused until the record is removed)
 - `loop`: `Evaluator`, the composition: the evaluation loop, crank and reads
 
 Layering: this package imports cu.engine, cu.codec and the node's store/legacy/cron/limits/items/config/errors

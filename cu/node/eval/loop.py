@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from cu.node import cron, legacy
 from cu.node.errors import CoreError, Internal, NotFound
 from cu.node.eval.checkpoints import Checkpoints
+from cu.node.eval.failed import FailedProcesses
 from cu.node.eval.modules import ModuleCache
 from cu.node.eval.outbox import OutboxSigner
 from cu.node.eval.patches import PatchCache
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("aocu.evaluator")
 
 BATCH = 64          # results written per transaction while catching up
+MAX_SETTLE = 10_000  # processes evaluated by one crank pass at most (the rest: a later turn)
 
 
 class Evaluator:
@@ -51,12 +53,15 @@ class Evaluator:
         self.outbox = OutboxSigner(identity, config.push_codec)
         self.checkpoints = Checkpoints(store, self.patches, self.metrics)
         self.modules = ModuleCache(self.cache_dir, store.item_data)
+        # processes whose instance cannot be built (start function looping past --eval-timeout, ...)
+        self.failed = FailedProcesses(config.data_dir)
         self.procs = WarmSet(config.max_warm, ProcessLoader(config, store, self.modules, self.checkpoints,
-                                                            self.patches).load, self.checkpoint)
+                                                            self.patches, self.failed).load, self.checkpoint)
         self._pending: dict[tuple[str, str], bytes] = {}   # results evaluated but not yet written
-        # pids that received outbox deliveries are handed here (the crank queue) rather than evaluated
-        # while a caller holds another process's lock
-        self.on_delivery: Callable[[str], None] = lambda pid: self.settle([pid])
+        # pids that received outbox deliveries (a process sending to itself included) are handed here: the
+        # crank queue (EvaluatorCore.notify) rather than evaluated while a caller holds another process's lock.
+        # Without a crank they are evaluated when read.
+        self.on_delivery: Callable[[str], None] = lambda pid: None
         # called after results committed outbox entries for targets elsewhere (wakes the deliverer)
         self.on_outbox: Callable[[], None] = lambda: None
 
@@ -145,7 +150,9 @@ class Evaluator:
 
     def catch_up(self, pid: str, to_nonce: int | None = None, cron_horizon: int | None = None) -> list[str]:
         """Evaluates the log of `pid` up to `to_nonce` (default: everything scheduled), and crons up to
-        `cron_horizon` (exclusive) after the last message. Returns pids that received outbox deliveries."""
+        `cron_horizon` (exclusive) after the last message. Returns pids that received outbox deliveries, `pid`
+        itself included when it sent to itself: those messages were scheduled after `target` was fixed, so they
+        are left to a later turn of the crank (handing them back is what gets them evaluated unread)."""
         with self.procs.lock(pid):
             st = self.procs.state(pid)
             if to_nonce is not None and self.recent.chunk(pid, to_nonce, to_nonce) is not None:
@@ -186,21 +193,37 @@ class Evaluator:
                 raise
             if st.since_checkpoint >= self.config.checkpoint_every:
                 self.checkpoint(pid)
-            touched.discard(pid)
         self.procs.trim()
         return sorted(touched)
 
     def settle(self, pids: list[str]) -> None:
-        """Evaluates processes that received outbox messages, transitively (the MU's crank)."""
+        """Evaluates processes that received outbox messages, transitively (the MU's crank). Bounded: one pass
+        evaluates each process at most once (and at most MAX_SETTLE processes); a process that receives
+        messages after its turn in this pass (from itself, or back from a process it wrote to) is handed to
+        `on_delivery`, i.e. to a later crank turn, so a process that sends to itself on every message is
+        evaluated one delivery round per turn and never holds the crank in one pass."""
         pending = list(pids)
-        seen = 0
-        while pending and seen < 10_000:
+        done: set[str] = set()
+        later: list[str] = []
+        while pending and len(done) < MAX_SETTLE:
             pid = pending.pop(0)
-            seen += 1
+            done.add(pid)
             try:
-                pending.extend(p for p in self.catch_up(pid) if p not in pending)
+                got = self.catch_up(pid)
             except CoreError as exc:
                 log.warning("crank of %s failed: %s", pid, exc.message)
+                continue
+            except Exception as exc:  # noqa: BLE001 - one process failing must not stop the others' crank
+                log.error("crank of %s failed: %s", pid, exc)
+                continue
+            for p in got:
+                if p in done:
+                    if p not in later:
+                        later.append(p)
+                elif p not in pending:
+                    pending.append(p)
+        for p in later + [p for p in pending if p not in later]:
+            self.on_delivery(p)
 
     # reads ----------------------------------------------------------------------------------------
     def result(self, pid: str, message_id: str) -> bytes:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from cu.node import cron
 from cu.node.errors import NotFound
 from cu.node.eval.checkpoints import Checkpoints
+from cu.node.eval.failed import FailedProcesses
 from cu.node.eval.locks import KeyedLocks
 from cu.node.eval.modules import ModuleCache, engine, instance_limits, process_env
 from cu.node.eval.patches import PatchCache
@@ -92,21 +93,25 @@ class WarmSet:
 
 class ProcessLoader:
     """The warm state of a local process, from the store: its module loaded, limits and env, its instance restored
-    from the latest checkpoint (with the patch cache saved next to it) or fresh."""
+    from the latest checkpoint (with the patch cache saved next to it) or fresh. Instantiation runs under the
+    evaluation wall-clock limit (`timeout_s` of the limits: the engine bounds the start function, constructors and
+    `main` by it); a process whose instance cannot be built is marked in `failed` and refused from then on."""
 
     def __init__(self, config: NodeConfig, store: SqliteStore, modules: ModuleCache, checkpoints: Checkpoints,
-                 patches: PatchCache) -> None:
+                 patches: PatchCache, failed: FailedProcesses | None = None) -> None:
         self.config = config
         self.store = store
         self.modules = modules
         self.checkpoints = checkpoints
         self.patches = patches
+        self.failed = failed if failed is not None else FailedProcesses(None)
 
     def load(self, pid: str) -> ProcState:
         eng = engine()
         proc = self.store.process(pid)
         if proc is None:
             raise NotFound(f"Process {pid} not found")
+        self.failed.check(pid, self.config.eval_timeout_s)
         module_meta = self.store.item_meta(proc.module)
         if module_meta is None:
             raise NotFound(f"Module {proc.module} not found")
@@ -120,7 +125,10 @@ class ProcessLoader:
                        process_height=proc.block_height, limits=limits, last_height=proc.block_height)
         self.checkpoints.restore(st)
         if st.instance is None:
-            st.instance = eng.Instance(module, **limits)
+            try:
+                st.instance = eng.Instance(module, **limits)
+            except eng.EngineError as exc:
+                raise self.failed.mark(pid, proc.module, str(exc), limits.get("timeout_s")) from None
             self.patches.reset(pid)     # every message is evaluated again from the start
         last = self.store.last_result(pid)
         st.stored_seq = last.seq if last is not None else -1
