@@ -38,6 +38,13 @@ class Location:
         return "this node" if self.kind == "local" else f"{self.kind} {self.url}"
 
 
+def _gateway_failed(exc: BridgeError, looked: list[str]) -> bool:
+    """Records why the gateway gave no location; True when it was unreachable (it may answer later), False
+    when it answered unusably or said no."""
+    looked.append(f"gateway: {exc.message}")
+    return isinstance(exc, UpstreamError) and not isinstance(exc, UpstreamAnswerError)
+
+
 class NotLocated(Exception):
     def __init__(self, reason: str, *, unsure: bool) -> None:
         super().__init__(reason)
@@ -107,13 +114,8 @@ class Locator:
                 return self._from_gateway(pid, looked)
             except NotLocated:
                 pass                # `looked` says why
-            except UpstreamAnswerError as exc:
-                looked.append(f"gateway: {exc.message}")
-            except UpstreamError as exc:
-                looked.append(f"gateway: {exc.message}")
-                unsure = True
             except BridgeError as exc:
-                looked.append(f"gateway: {exc.message}")
+                unsure = _gateway_failed(exc, looked) or unsure
         else:
             looked.append("no --gateway to ask for a Scheduler-Location")
         if not self.peers:
@@ -176,13 +178,8 @@ class Locator:
         if self.gateway is not None:
             try:
                 return self._remember("scheduler:" + address, self._su_of(address), SU_TTL_S)
-            except UpstreamAnswerError as exc:
-                looked.append(f"gateway: {exc.message}")
-            except UpstreamError as exc:
-                looked.append(f"gateway: {exc.message}")
-                unsure = True
             except BridgeError as exc:
-                looked.append(f"gateway: {exc.message}")
+                unsure = _gateway_failed(exc, looked) or unsure
         else:
             looked.append("no --gateway to ask for a Scheduler-Location")
         raise NotLocated(f"no scheduler {address} known; " + "; ".join(looked), unsure=unsure)
