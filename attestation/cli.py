@@ -1,6 +1,9 @@
 """`aocu evidence verify|show` and `aocu attest` (registered by cu/cli.py through `register(subparsers)`).
 
 Exit codes: 0 verified / success; 1 evidence not verified (or not obtainable); 2 usage or input errors.
+`evidence verify` takes inline reference values (`--measurement HEX`, `--report-data HEX`, `--min-tcb ...`:
+attestation/check_flags.py) over an optional `--policy` file; unconstrained values print as SKIP. `--json` prints
+one object per FILE per line (JSON Lines) whether one FILE is given or many.
 Simulated roots: `--allow-simulated ROOT.pem` trusts that PEM (the `roots.pem` that `aocu attest --tee sim`
 reports, DATA_DIR/sim-tee/roots.pem); a bare `--allow-simulated` uses DATA_DIR/sim-tee/roots.pem with
 DATA_DIR from `--data-dir` (default ./data). Either also sets the policy's allow_simulated.
@@ -13,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from .check_flags import add_check_arguments, apply_check_flags
 from .cli_common import (
     add_simulated_arguments,
     parse_time,  # noqa: F401 - re-exported (was defined here)
@@ -22,6 +26,8 @@ from .cli_common import (
 from .collateral import load_collateral_dir
 from .errors import AttestationError, ParseError
 from .evidence import Evidence, load_evidence, verify_evidence
+from .fetch_cli import DEFAULT_CACHE as DEFAULT_KDS_CACHE
+from .fetch_cli import cached_endorsements
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,8 +62,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument(
         "--product", help="Milan, Genoa or Turin (optionally with stepping, Milan-B0) for v2 reports"
     )
+    v.add_argument(
+        "--cache-dir",
+        nargs="?",
+        const=str(DEFAULT_KDS_CACHE),
+        metavar="DIR",
+        help="SNP: take a missing VCEK / chain / CRL from the offline KDS cache that `aocu fetch` fills "
+        "(bare flag: $AOCU_KDS_CACHE or ~/.cache/aocu/kds); never contacts KDS",
+    )
     add_simulated_arguments(v)
-    v.add_argument("--json", action="store_true", help="machine-readable output")
+    add_check_arguments(v)
+    v.add_argument("--json", action="store_true", help="one JSON object per FILE, one per line (JSON Lines)")
     v.set_defaults(func=cmd_verify)
 
     s = evsub.add_parser("show", help="print decoded fields of a report / quote")
@@ -84,7 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--root", default="/", help=argparse.SUPPRESS
     )  # filesystem root of the TEE interfaces (tests)
     a.add_argument("--raw", action="store_true", help="write only the report/quote bytes, not the bundle")
-    a.add_argument("-o", "--output", metavar="FILE", help="output file (default: stdout)")
+    a.add_argument("-o", "--output", metavar="FILE", help="output file (default or '-': stdout)")
     a.set_defaults(func=cmd_attest)
 
 
@@ -100,6 +115,7 @@ def _read(path: str, what: str) -> bytes:
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
         policy, at, trust = trust_from_args(args)
+        policy = apply_check_flags(policy, args)
         kw: dict = {
             "vcek": _read(args.vcek, "VCEK") if args.vcek else None,
             "chain": _read(args.chain, "chain") if args.chain else None,
@@ -110,7 +126,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
         blobs = [(f, _read(f, "evidence")) for f in args.files]
     except (AttestationError, ValueError, OSError) as exc:
         return _err(str(exc))
-    results = []
     all_ok = True
     many = len(blobs) > 1
     for i, (name, blob) in enumerate(blobs, 1):
@@ -120,17 +135,38 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.collateral:
             fmspc = _fmspc_of(blob)
             collateral = load_collateral_dir(args.collateral, fmspc)
-        rep = verify_evidence(blob, policy=policy, at=at, trust=trust, collateral=collateral, **kw)
+        rep = verify_evidence(
+            blob, policy=policy, at=at, trust=trust, collateral=collateral, **_with_cache(args, blob, kw)
+        )
         all_ok &= rep.ok
-        if args.json:
-            results.append({"file": name, **rep.to_dict()})
+        if args.json:  # JSON Lines: the same shape for one FILE or many
+            print(json.dumps({"file": name, **rep.to_dict()}), flush=True)
         else:
             if many:
                 print(f"== {name}")
             print(rep.format_text())
-    if args.json:
-        print(json.dumps(results[0] if not many else results, indent=1))
     return 0 if all_ok else 1
+
+
+def _with_cache(args: argparse.Namespace, blob: bytes, kw: dict) -> dict:
+    """kw plus what the offline KDS cache holds for an SNP report that lacks it (explicit flags and the
+    bundle's own endorsements win)."""
+    if not args.cache_dir:
+        return kw
+    try:
+        ev = load_evidence(blob)
+    except AttestationError:
+        return kw
+    if ev.kind != "snp" or ev.simulated:
+        return kw
+    found = cached_endorsements(ev, args.cache_dir, args.product)
+    out = dict(kw)
+    for name, data in found.items():
+        if name == "vcek" and "cert_table" in ev.endorsements:
+            continue  # the extended report carries its own VCEK
+        if out.get(name) is None and name not in ev.endorsements:
+            out[name] = data
+    return out
 
 
 def _fmspc_of(blob: bytes) -> bytes | None:
@@ -223,6 +259,8 @@ def cmd_attest(args: argparse.Namespace) -> int:
         print(f"aocu: cannot produce evidence: {exc}", file=sys.stderr)
         return 1
     data = ev.raw if args.raw else ev.to_bytes()
+    if args.output == "-":
+        args.output = None
     if args.output:
         try:
             Path(args.output).write_bytes(data)

@@ -151,9 +151,9 @@ def snp_measurement(
     if (initrd or append) and not kernel:
         raise MeasureError("--initrd/--append need --kernel (measured direct boot)")
     try:
-        vmm = {"qemu": VMMType.QEMU, "ec2": VMMType.ec2}[vmm_type]
+        vmm = {"qemu": VMMType.QEMU, "ec2": VMMType.ec2, "gce": VMMType.gce}[vmm_type.lower()]
     except KeyError:
-        raise MeasureError("--vmm-type must be qemu or ec2") from None
+        raise MeasureError("--vmm-type must be qemu, ec2 or gce") from None
     try:
         return guest.calc_launch_digest(
             SevMode.SEV_SNP, vcpus, vcpu_sig, str(ovmf), str(kernel) if kernel else None,

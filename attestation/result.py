@@ -20,9 +20,14 @@ class Check:
     ok: bool
     detail: str = ""
     relax: str | None = None  # for policy failures: which policy key would accept this evidence
+    skipped: bool = False  # nothing to check (the policy leaves this value unconstrained); counts as ok
+
+    @property
+    def mark(self) -> str:
+        return "SKIP" if self.skipped else "PASS" if self.ok else "FAIL"
 
     def to_dict(self) -> dict:
-        out = {"name": self.name, "ok": self.ok, "detail": self.detail}
+        out = {"name": self.name, "ok": self.ok, "skipped": self.skipped, "detail": self.detail}
         if self.relax and not self.ok:
             out["relax"] = self.relax
         return out
@@ -43,6 +48,10 @@ class VerificationReport:
     def add(self, name: str, ok: bool, detail: str = "", relax: str | None = None) -> bool:
         self.checks.append(Check(name, bool(ok), detail, relax))
         return bool(ok)
+
+    def skip(self, name: str, detail: str) -> None:
+        """A check the policy does not constrain: shown as SKIP (never as a PASS), not counted as a failure."""
+        self.checks.append(Check(name, True, detail, skipped=True))
 
     def check(self, name: str) -> Check | None:
         for c in self.checks:
@@ -66,8 +75,7 @@ class VerificationReport:
     def format_text(self) -> str:
         lines = []
         for c in self.checks:
-            mark = "PASS" if c.ok else "FAIL"
-            line = f"{mark}  {c.name}"
+            line = f"{c.mark}  {c.name}"
             if c.detail:
                 line += f": {c.detail}"
             if not c.ok and c.relax:
@@ -76,8 +84,10 @@ class VerificationReport:
         verdict = "VERIFIED" if self.ok else "NOT VERIFIED"
         if self.simulated:
             verdict += " (SIMULATED TEE — not hardware evidence)"
+        skipped = sum(c.skipped for c in self.checks)
         lines.append(
-            f"{verdict}: {self.kind} evidence, {len(self.failed())} of {len(self.checks)} checks failed"
+            f"{verdict}: {self.kind} evidence, {len(self.failed())} of {len(self.checks) - skipped} checks failed"
+            + (f", {skipped} not constrained (SKIP)" if skipped else "")
         )
         return "\n".join(lines)
 
@@ -131,12 +141,17 @@ def start_verification(
 def check_reference(
     rep: VerificationReport, name: str, key: str, actual: bytes, expected: bytes | list[bytes] | None
 ) -> None:
-    """Check `name`: `actual` is the policy's reference value `<kind>.<key>` (or one of its list); a failure is
-    relaxed through that key. Not constrained (passes, showing the value) when the policy sets none."""
+    """Check `name`: `actual` is the policy's reference value `<kind>.<key>` (or one of its list). SKIP, showing
+    the value, when the policy sets none. A mismatch names no key to relax: a different measurement or identity
+    is a different guest, and the fix is the right reference value, not a weaker policy."""
     ref = f"{rep.kind}.{key}"
     if expected is None:
-        rep.add(name, True, f"not constrained (no {ref} reference value) — value {actual.hex()}")
+        rep.skip(name, f"not constrained (no {ref} reference value) — value {actual.hex()}")
         return
     allowed = expected if isinstance(expected, list) else [expected]
     ok = actual in allowed
-    rep.add(name, ok, f"{actual.hex()} {'matches' if ok else 'does not match'} {ref}", relax=ref)
+    if ok:
+        rep.add(name, True, f"{actual.hex()} matches {ref}")
+    else:
+        shown = ", ".join(a.hex() for a in allowed[:3]) + (" …" if len(allowed) > 3 else "")
+        rep.add(name, False, f"{actual.hex()} is not the expected {ref} ({shown or 'an empty list'})")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 import os
 import struct
@@ -217,6 +218,24 @@ def sign_snp_report(report: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
     sig = key.sign(report[:SIGNED_LEN], ec.ECDSA(hashes.SHA384()))
     rr, ss = decode_dss_signature(sig)
     return report[:SIGNED_LEN] + _le72(rr) + _le72(ss) + bytes(REPORT_SIZE - SIGNED_LEN - 144)
+
+
+def snp_derived_key_response(chain: SnpChain, req: bytes, *, measurement: bytes | None = None,
+                             policy: int | None = None, vmpl: int = 0, guest_svn: int = 0) -> bytes:
+    """Simulated firmware answer to a 32-byte MSG_KEY_REQ (layout: attestation.sealing): a 64-byte MSG_KEY_RSP
+    whose key is HMAC-SHA256(secret of the simulated chip's VCEK, VMPL + the selected launch fields);
+    STATUS 0x16 (INVALID_PARAM) where real firmware refuses (VMRK, reserved bits, VMPL/SVN/TCB too high)."""
+    root, rsvd, sel, rvmpl, svn, tcb = struct.unpack("<IIQIIQ", req)
+    committed = tcb_u64(chain.product, SIM_TCB[chain.product]).to_bytes(8, "little")
+    if root or rsvd or sel >> 6 or not vmpl <= rvmpl <= 3 or svn > guest_svn or any(
+            a > b for a, b in zip(tcb.to_bytes(8, "little"), committed, strict=True)):
+        return struct.pack("<I", 0x16) + bytes(60)
+    m = measurement if measurement is not None else hashlib.sha384(b"aocu simulated launch").digest()
+    fields = [struct.pack("<QI", sel, rvmpl), struct.pack("<Q", 0x30000 if policy is None else policy),
+              bytes(16), bytes(16), m, struct.pack("<I", svn), struct.pack("<Q", tcb)]  # policy, image, family..
+    msg = b"".join(f for i, f in enumerate(fields) if i == 0 or sel >> (i - 1) & 1)
+    secret = hashlib.sha256(b"aocu sim VCEK root" + _key_pem(chain.vcek_key)).digest()
+    return bytes(32) + hmac.new(secret, msg, hashlib.sha256).digest()
 
 
 # -- TDX --------------------------------------------------------------------------------------------------------
@@ -504,9 +523,7 @@ class SimulatedTee:
         if any(c == cert for c in existing):
             return
         pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [*existing, cert])
-        tmp = self.roots_path.with_suffix(".tmp")
-        tmp.write_bytes(pem)
-        os.replace(tmp, self.roots_path)
+        _write_private(self.roots_path, pem)  # 0600 like everything in the data dir (public, but no exception)
 
     def snp_chain(self) -> SnpChain:
         if self._snp is not None:
@@ -532,8 +549,8 @@ class SimulatedTee:
         for name, key in (("ark", c.ark_key), ("ask", c.ask_key), ("vcek", c.vcek_key)):
             _write_private(d / f"{name}.key", _key_pem(key))
         for name, cert in (("ark", c.ark), ("ask", c.ask), ("vcek", c.vcek)):
-            (d / f"{name}.der").write_bytes(cert.public_bytes(serialization.Encoding.DER))
-        (d / "chip_id").write_bytes(c.chip_id)
+            _write_private(d / f"{name}.der", cert.public_bytes(serialization.Encoding.DER))
+        _write_private(d / "chip_id", c.chip_id)
         self._add_root(c.ark)
         self._snp = c
         return c
@@ -572,7 +589,7 @@ class SimulatedTee:
             ("tcb_signing", t.tcb_signing_key, t.tcb_signing),
         ):
             _write_private(d / f"{n}.key", _key_pem(key))
-            (d / f"{n}.der").write_bytes(cert.public_bytes(serialization.Encoding.DER))
+            _write_private(d / f"{n}.der", cert.public_bytes(serialization.Encoding.DER))
         _write_private(d / "ak.key", _key_pem(t.ak_key))
         self._add_root(t.root)
         self._tdx = t

@@ -477,14 +477,17 @@ def _policy_checks(
         relax="snp.allow_cxl",
     )
     missing = [b for b in pol.require_policy_bits if not r.policy_flag(b)]
-    rep.add(
-        "snp.policy.required_bits",
-        not missing,
-        f"required guest POLICY bits missing: {missing}"
-        if missing
-        else f"required guest POLICY bits present: {pol.require_policy_bits}",
-        relax="snp.require_policy_bits",
-    )
+    if not pol.require_policy_bits:
+        rep.skip("snp.policy.required_bits", "not constrained (no snp.require_policy_bits)")
+    else:
+        rep.add(
+            "snp.policy.required_bits",
+            not missing,
+            f"required guest POLICY bits missing: {missing}"
+            if missing
+            else f"required guest POLICY bits present: {pol.require_policy_bits}",
+            relax="snp.require_policy_bits",
+        )
     abi_ok = (r.abi_major, r.abi_minor) >= pol.minimum_abi
     rep.add(
         "snp.policy.abi",
@@ -523,25 +526,35 @@ def _policy_checks(
     rep.add("snp.tcb.cert_le_current", not bad, "; ".join(bad) or "REPORTED (certificate) TCB <= CURRENT_TCB")
     minimum = {k: v for k, v in pol.minimum_tcb.items() if k in reported}
     bad = [f"{k} {reported[k]} < minimum {v}" for k, v in minimum.items() if reported[k] < v]
-    rep.add(
-        "snp.tcb.minimum",
-        not bad,
-        "; ".join(bad) or f"REPORTED_TCB >= minimum {minimum}",
-        relax="snp.minimum_tcb",
-    )
     build = r.committed_version[2]
-    rep.add(
-        "snp.policy.minimum_build",
-        build >= pol.minimum_build,
-        f"committed firmware build {build}, minimum {pol.minimum_build}",
-        relax="snp.minimum_build",
-    )
-    rep.add(
-        "snp.policy.guest_svn",
-        r.guest_svn >= pol.minimum_guest_svn,
-        f"GUEST_SVN {r.guest_svn}, minimum {pol.minimum_guest_svn}",
-        relax="snp.minimum_guest_svn",
-    )
+    # a zero minimum constrains nothing: SKIP with the value rather than a PASS that checked nothing
+    if not any(minimum.values()):
+        rep.skip("snp.tcb.minimum", f"not constrained (no snp.minimum_tcb) — REPORTED_TCB {r.tcb('reported', prod)}")
+    else:
+        rep.add(
+            "snp.tcb.minimum",
+            not bad,
+            "; ".join(bad) or f"REPORTED_TCB >= minimum {minimum}",
+            relax="snp.minimum_tcb",
+        )
+    if not pol.minimum_build:
+        rep.skip("snp.policy.minimum_build", f"not constrained (no snp.minimum_build) — build {build}")
+    else:
+        rep.add(
+            "snp.policy.minimum_build",
+            build >= pol.minimum_build,
+            f"committed firmware build {build}, minimum {pol.minimum_build}",
+            relax="snp.minimum_build",
+        )
+    if not pol.minimum_guest_svn:
+        rep.skip("snp.policy.guest_svn", f"not constrained (no snp.minimum_guest_svn) — GUEST_SVN {r.guest_svn}")
+    else:
+        rep.add(
+            "snp.policy.guest_svn",
+            r.guest_svn >= pol.minimum_guest_svn,
+            f"GUEST_SVN {r.guest_svn}, minimum {pol.minimum_guest_svn}",
+            relax="snp.minimum_guest_svn",
+        )
 
     exact = functools.partial(check_reference, rep)
     exact("snp.policy.measurement", "measurement", r.measurement, pol.measurement)
@@ -561,5 +574,5 @@ def _policy_checks(
             relax="snp.author_key_digests",
         )
     else:
-        rep.add("snp.policy.author_key_digest", True, "not constrained (no snp.author_key_digests)")
+        rep.skip("snp.policy.author_key_digest", "not constrained (no snp.author_key_digests)")
     del allow_sim, simulated

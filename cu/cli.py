@@ -21,8 +21,12 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cu.codec.cli",
     "cu.codec.publish",
     "attestation.cli",
+    "attestation.seal_cli",
+    "cu.node.keys_cli",
     "cu.verify.cli",
+    "cu.verify.processes",
     "attestation.measure_cli",
+    "attestation.fetch_cli",
     "cu.serve.cli",
 )
 NATIVE_MODULE = "cu._native"
@@ -37,10 +41,36 @@ _EXPECTED = {"OSError", "ValueError", "CodecError", "PolicyError", "ParseError",
 _PREFIX = re.compile(r"^aocu(?: [\w-]+)*: (?:error: )?")
 
 
+def version_line() -> str:
+    """`aocu --version`: the installed package's version, and the wasmtime the native engine loaded."""
+    import importlib.metadata
+    try:
+        version = importlib.metadata.version("aocu")
+    except importlib.metadata.PackageNotFoundError:   # a source tree that was never installed
+        from cu import __version__ as version
+    try:
+        from cu.engine.native import WASMTIME_VERSION  # importing it loads the engine (and checks wasmtime)
+        engine = f"native engine: wasmtime {WASMTIME_VERSION}"
+    except Exception as exc:  # noqa: BLE001 - any reason the engine did not load is reported, not raised
+        engine = f"no native engine: {' '.join(str(exc).split()) or type(exc).__name__}"
+    return f"aocu {version} ({engine})"
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aocu", description="TEE-attested compute unit for AO")
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an error (also: AOCU_DEBUG=1)")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the version (and the native engine's wasmtime version) and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

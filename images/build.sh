@@ -8,7 +8,9 @@
 # bytes. Downloads are cached in $AOCU_IMAGE_CACHE (default images/out/cache) and verified by hash.
 #
 # Environment: AOCU_TEE (default "auto": the guest uses SNP/TDX when present and otherwise serves with
-# --tee none; "sim" bakes the simulated TEE into the command line, for QEMU/CI setups), PYTHON (a Python
+# --tee none; "sim" bakes the simulated TEE into the command line, for QEMU/CI setups), AOCU_SEAL (default
+# "required": the data disk is a sealed LUKS2 volume, see docs/SEALING.md; "off" mounts it as plain ext4 --
+# for debugging only, and it measures differently because the policy is on the command line), PYTHON (a Python
 # with pip and pyproject.toml's build requirements -- setuptools, wheel, pybind11 -- for building the aocu wheel;
 # default .venv/bin/python, where scripts/install.sh puts them). Tools: `scripts/install.sh --image`.
 set -euo pipefail
@@ -23,6 +25,7 @@ out=$(mkdir -p "$1" && cd "$1" && pwd)
 cache=${AOCU_IMAGE_CACHE:-$repo/images/out/cache}
 PY=${PYTHON:-$repo/.venv/bin/python}
 tee_mode=${AOCU_TEE:-auto}
+seal_mode=${AOCU_SEAL:-required}
 for tool in debootstrap chroot cpio zstd depmod modprobe dpkg-deb apt-get git; do
   command -v "$tool" >/dev/null || { echo "build.sh: '$tool' not found (scripts/install.sh --image installs it)" >&2; exit 2; }
 done
@@ -30,16 +33,22 @@ done
 "$PY" -c 'import pybind11, setuptools, wheel' 2>/dev/null || {
   echo "build.sh: $PY lacks the wheel build tools (pybind11, setuptools, wheel): run scripts/install.sh" >&2; exit 2; }
 case "$tee_mode" in auto|sim|none|snp|tdx) ;; *) echo "build.sh: AOCU_TEE must be auto|sim|none|snp|tdx" >&2; exit 2 ;; esac
+case "$seal_mode" in required|off) ;; *) echo "build.sh: AOCU_SEAL must be required|off" >&2; exit 2 ;; esac
 
 # ---- pinned inputs -------------------------------------------------------------------------------------
 SUITE=bookworm
 MIRROR=${AOCU_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 KERNEL_PKG=linux-image-6.12.95+deb12-amd64
 KERNEL_VER=6.12.95-1~bpo12+1
-ROOTFS_PKGS=python3,python3-venv,libssl3,libzstd1,iproute2,kmod,e2fsprogs,ca-certificates
-# Modules the init loads (dependencies are resolved from the kernel package's metadata).
-MODULES="virtio_net e1000 virtio_blk ext4 configfs tsm sev-guest tdx-guest"
-CMDLINE="console=ttyS0 quiet panic=-1 aocu.tee=$tee_mode"
+ROOTFS_PKGS=python3,python3-venv,libssl3,libzstd1,iproute2,kmod,e2fsprogs,ca-certificates,cryptsetup-bin
+# Modules the init loads (dependencies are resolved from the kernel package's metadata); button + evdev let an
+# ACPI power-off stop the node cleanly. The sealed volume needs dm-crypt + dm-integrity, the algorithms the
+# kernel requests by name for authenc(hmac(sha256),xts(aes)) (AES-NI/AVX versions where the CPU has them) and
+# AF_ALG, through which cryptsetup encrypts its keyslot.
+SEAL_MODULES="dm_mod dm_crypt dm_integrity xts authenc aesni_intel sha256_ssse3 algif_skcipher algif_hash"
+MODULES="virtio_net e1000 virtio_blk ext4 configfs tsm sev-guest tdx-guest button evdev $SEAL_MODULES"
+# The seal policy is part of the measured command line: a payload that skips sealing measures differently.
+CMDLINE="console=ttyS0 quiet panic=-1 aocu.tee=$tee_mode aocu.seal=$seal_mode"
 
 SDE=$(cd "$repo" && git log -1 --format=%ct 2>/dev/null || echo 0)
 export SOURCE_DATE_EPOCH=$SDE LC_ALL=C TZ=UTC
@@ -166,16 +175,16 @@ printf '%s' "$CMDLINE" > "$out/cmdline"
 
 # ---- 7. manifest ----------------------------------------------------------------------------------------
 say "manifest"
-"$PY" - "$out" "$work/packages.txt" "$SDE" "$KERNEL_PKG=$KERNEL_VER" "$tee_mode" "$here/requirements.lock" \
+"$PY" - "$out" "$work/packages.txt" "$SDE" "$KERNEL_PKG=$KERNEL_VER" "$tee_mode" "$seal_mode" "$here/requirements.lock" \
   "$(cd "$repo" && git rev-parse HEAD 2>/dev/null || echo unknown)" <<'PYEOF'
 import hashlib, json, pathlib, sys
-out, pkgs, sde, kernel, tee, lock, commit = sys.argv[1:]
+out, pkgs, sde, kernel, tee, seal, lock, commit = sys.argv[1:]
 out = pathlib.Path(out)
 sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()
 manifest = {
     "format": "aocu-image/1",
     "inputs": {"repository_commit": commit, "source_date_epoch": int(sde), "debian_suite": "bookworm",
-               "kernel_package": kernel, "tee": tee,
+               "kernel_package": kernel, "tee": tee, "seal": seal,
                "requirements_lock_sha256": sha(pathlib.Path(lock)),
                "rootfs_packages": pathlib.Path(pkgs).read_text().split()},
     "artifacts": {name: {"sha256": sha(out / name), "size": (out / name).stat().st_size}

@@ -7,10 +7,18 @@
 #          SNP host and an AmdSev OVMF build passed with --ovmf; its measurement is what `aocu measure` computes)
 #   tdx    Intel TDX guest (QEMU >= 10.1 `tdx-guest`; needs KVM on a TDX host and a TDVF passed with --ovmf)
 #   plain  no TEE: KVM when /dev/kvm is usable, else TCG; the guest runs with --tee sim (clearly simulated)
+# --data DISKIMG: the node's data disk, a raw file the guest seals (LUKS2 + integrity; docs/SEALING.md). Create a
+#   blank one for a new node: `truncate -s 4G disk.img` (sparse; at least 64 MiB). The first boot formats it
+#   (writing all of it once); a disk that fails authentication later stops the guest before the node starts.
+#   In plain mode the simulated chip that seals it is kept beside it in DISKIMG.sim-chip (created blank here;
+#   keep the two together: without the chip the disk does not open). Without --data, state lives in RAM.
+# Stopping: ACPI power-off (`system_powerdown` on the monitor; Ctrl-A c in -nographic mode) stops the node,
+#   which checkpoints, and closes the volume; killing QEMU is a power cut (journalled, nothing is lost that
+#   the node had committed).
 set -euo pipefail
 
 usage() {
-  sed -n '2,11p' "$0" >&2
+  sed -n '2,18p' "$0" >&2
   exit 2
 }
 [ $# -ge 2 ] || usage
@@ -68,7 +76,16 @@ kvm_usable() {
 cmdline=$(cat "$dir/cmdline")
 net=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:8080" -device virtio-net-pci,netdev=n0,romfile=)
 disk=()
-[ -n "$data" ] && disk=(-drive "file=$data,if=virtio,format=raw")
+if [ -n "$data" ]; then
+  [ -f "$data" ] || [ -b "$data" ] || {
+    echo "launch.sh: data disk $data does not exist; create a blank one: truncate -s 4G $data" >&2; exit 2; }
+  if [ -f "$data" ] && [ "$(stat -c %s "$data")" -lt $((64 << 20)) ]; then
+    echo "launch.sh: data disk $data is smaller than 64 MiB (the sealed volume's header and journal take ~20 MiB)" >&2
+    exit 2
+  fi
+  # The data disk comes first (the guest's /dev/vda); the serial lets the guest tell it from the chip disk.
+  disk=(-drive "file=$data,if=none,id=aocu-data,format=raw" -device virtio-blk-pci,drive=aocu-data,serial=aocu-data)
+fi
 con=(-nographic -serial mon:stdio)
 [ -n "$serial" ] && con=(-display none -serial "file:$serial" -monitor none)
 
@@ -77,6 +94,13 @@ case "$mode" in
     # A plain VM has no TEE: force the simulated provider so the node says so on every response.
     cmdline=$(echo "$cmdline" | sed 's/aocu\.tee=[a-z]*/aocu.tee=sim/')
     case "$cmdline" in *aocu.tee=*) ;; *) cmdline="$cmdline aocu.tee=sim" ;; esac
+    if [ -n "$data" ]; then
+      # The simulated chip of --tee sim: the guest keeps its secret here (a real chip keeps it in the processor).
+      chip="$data.sim-chip"
+      [ -e "$chip" ] || truncate -s 1M "$chip"
+      disk+=(-drive "file=$chip,if=none,id=aocu-sim-chip,format=raw"
+        -device virtio-blk-pci,drive=aocu-sim-chip,serial=aocu-sim-chip)
+    fi
     if kvm_usable; then accel=(-machine q35,accel=kvm -cpu host); echo "launch.sh: plain VM on KVM" >&2
     else accel=(-machine q35,accel=tcg -cpu max); echo "launch.sh: plain VM on TCG (no usable KVM; slow)" >&2; fi
     exec "$QEMU" "${accel[@]}" -m "$mem" -smp "$vcpus" -nodefaults -no-user-config -no-reboot \

@@ -20,7 +20,7 @@ SUDO=""
 pkgs=(build-essential python3-venv python3-dev libssl-dev libzstd-dev)
 if [ "$want_image" = 1 ]; then pkgs+=(debootstrap cpio zstd kmod git); fi
 if [ "$want_test" = 1 ]; then
-  pkgs+=(emscripten wabt qemu-system-x86 ovmf cpio zstd debootstrap kmod curl)
+  pkgs+=(emscripten wabt qemu-system-x86 ovmf cpio zstd debootstrap kmod curl chromium)  # chromium: status page test
   command -v npm >/dev/null || pkgs+=(nodejs npm)
 fi
 missing=()

@@ -304,7 +304,7 @@ def test_tee_none_node_states_it_and_fails_evidence(tmp_path, node_wallet_0600, 
         e2e.send(node.url, client_wallet, pid, "Set", "kept", tags=(("Key", "k"),))
         assert e2e.get(node.url + f"/{pid}~process@1.0/now/cache/store/k")[1] == b"kept"
         assert node.stop_term() == 0
-        saved = json.loads((tmp_path / "data" / "patch-cache" / f"{pid}.json").read_text())
+        saved = json.loads(json.loads((tmp_path / "data" / "patch-cache" / f"{pid}.json").read_text())["body"])
         assert saved["cache"] == {"store": {"k": "kept"}}
         node = e2e.Node(tmp_path / "data", workers=1)
         status, body, _ = e2e.get(node.url + f"/{pid}~process@1.0/now/cache/store/k")

@@ -9,7 +9,8 @@ from tests.wat.gen import FORMAT_OF, build
 
 
 def run(capsys, *argv) -> tuple[int, list[dict], str]:
-    rc = main(["run", *map(str, argv)])
+    # --raw: this WAT module reads one-letter commands, not JSON messages
+    rc = main(["run", "--raw", *map(str, argv)])
     cap = capsys.readouterr()
     return rc, [json.loads(x) for x in cap.out.splitlines()], cap.err
 
@@ -45,3 +46,24 @@ def test_run_limits_and_errors(tmp_path, capsys):
     assert rc == 1 and lines == [] and "not a wasm binary" in err
     rc, lines, err = run(capsys, wasm, "--format", FORMAT_OF["w64"], "--messages", tmp_path / "missing.jsonl")
     assert rc == 1 and "missing.jsonl" in err
+
+
+def test_run_checks_every_line_first_and_reports_imports_once(tmp_path, capsys):
+    wasm = tmp_path / "p.wasm"
+    wasm.write_bytes(build("f4"))
+    msgs = tmp_path / "m.jsonl"
+    msgs.write_text('{"Id":"a"}\n\n{"Id":"b"}\n[1]\n{bad\n')
+    rc = main(["run", str(wasm), "--format", FORMAT_OF["f4"], "--messages", str(msgs)])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == ""  # nothing evaluated
+    assert err == f"aocu: error: {msgs} line 4: a message must be a JSON object, got list (2 bad lines in all; " \
+                  "--raw passes lines unchecked)\n"
+    msgs.write_text('{"Id":"a"}\n{"Id":"b"}\n')
+    rc = main(["run", str(wasm), "--format", FORMAT_OF["f1"], "--messages", str(msgs)])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == "" and len(err.splitlines()) == 1
+    reason = "format wasm32-unknown-emscripten imports only namespace 'a' and metering.usegas"
+    assert err.count(reason) == 1 and "module imports do not match this format" in err
+    assert f"aocu module detect {wasm}" in err
+    rc = main(["run", str(wasm), "--format", FORMAT_OF["f4"], "--messages", str(msgs)])
+    assert rc == 0 and len(capsys.readouterr().out.splitlines()) == 2  # JSON objects reach handle()

@@ -26,6 +26,7 @@ import tests.test_node_e2e as e2e
 from cu.codec.ans104 import DataItem
 from cu.codec.message import Message
 from cu.codec.wallet import ArweaveWallet, Ed25519Key
+from tests.test_metrics import prom_value
 
 pytestmark = pytest.mark.slow
 
@@ -228,12 +229,10 @@ def test_ping_pong_between_two_nodes_exactly_once(pair, client):
     assert all(e["remote"].startswith(f"peer {b.url} slot ") for e in outbox(a.url, pa))
     assert {e["id"] for e in outbox(a.url, pa)} == {p["id"] for p in on_b}
     text = metrics(a.url)
-    assert f'aocu_outbox_entries{{state="delivered"}} {ROUNDS // 2}' in text
-    assert 'aocu_outbox_entries{state="pending"} 0' in text
-    assert "aocu_outbox_oldest_pending_seconds 0.000" in text
-    delivered = int(next(ln.split()[1] for ln in text.splitlines()
-                         if ln.startswith('aocu_outbox_deliveries_total{outcome="delivered"}')))
-    assert delivered >= ROUNDS // 2
+    assert prom_value(text, "aocu_outbox_entries", state="delivered") == ROUNDS // 2
+    assert prom_value(text, "aocu_outbox_entries", state="pending") == 0
+    assert prom_value(text, "aocu_outbox_oldest_pending_seconds") == 0
+    assert prom_value(text, "aocu_outbox_deliveries_total", outcome="delivered") >= ROUNDS // 2
 
 
 def test_inward_repush_and_reassignment_are_deduplicated(pair, client):
@@ -352,7 +351,7 @@ def test_peer_down_then_back_and_a_target_nobody_schedules(tmp_path, wallets, e2
         later = wait_for("more retries", lambda: [e for e in outbox(a.url, pa)
                                                  if e["attempts"] > first["attempts"]])[0]
         assert later["state"] == "pending"
-        assert 'aocu_outbox_entries{state="pending"} 1' in metrics(a.url)
+        assert prom_value(metrics(a.url), "aocu_outbox_entries", state="pending") == 1
         b = start(tmp_path / "b", pb_port, wallets[1])
         done = wait_for("delivery", lambda: [e for e in outbox(a.url, pa) if e["state"] == "delivered"])[0]
         assert done["remote"].startswith(f"peer {b.url} slot ") and done["reason"] is None
@@ -370,9 +369,8 @@ def test_peer_down_then_back_and_a_target_nobody_schedules(tmp_path, wallets, e2
         again = next(e for e in outbox(a.url, pa) if e["target"] == nowhere)
         assert again["attempts"] == 3 and again["state"] == "failed"
         text = metrics(a.url)
-        assert 'aocu_outbox_entries{state="failed"} 1' in text
-        assert int(next(ln.split()[1] for ln in text.splitlines()
-                        if ln.startswith('aocu_outbox_deliveries_total{outcome="retry"}'))) >= 4
+        assert prom_value(text, "aocu_outbox_entries", state="failed") == 1
+        assert prom_value(text, "aocu_outbox_deliveries_total", outcome="retry") >= 4
     finally:
         a.stop_term()
         b.stop_term()

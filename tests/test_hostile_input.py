@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from cu.codec.ans104 import DataItem
-from cu.codec.wallet import ArweaveWallet
+from cu.codec.wallet import ArweaveWallet, Ed25519Key
 from cu.http import create_app, cursors
 from cu.http import graphql as gql
 from cu.node.errors import BadInput
@@ -321,3 +321,97 @@ def test_legacy_get_routes_never_answer_5xx(n, route, which_pid, pid_text, path,
     if which_pid == "big" and r.status_code == 422:
         return          # the process that cannot be instantiated
     assert r.status_code < 500, (url, qs, r.status_code, r.data[:300])
+
+
+# -- fuzz of every route: methods, path parameters, query, headers and bodies ------------------------------------
+
+_ROUTES = [  # (methods, path template); {p}: a process id, {m}: a message id, {x}: free text
+    ("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/~attestation@1.0/evidence"),
+    ("GET", "/~meta@1.0/info"), ("GET", "/~meta@1.0/info/{x}"), ("POST", "/{p}~process@1.0/schedule"),
+    ("GET", "/~message@1.0/{m}"), ("GET", "/{p}~process@1.0/compute"), ("GET", "/{p}~process@1.0/compute/{x}"),
+    ("GET", "/{p}~process@1.0/now"), ("GET", "/{p}~process@1.0/now/{x}"), ("POST", "/push"),
+    ("POST", "/{p}~process@1.0/push"), ("GET POST", "/{p}/compute/results={x}"),
+    ("GET POST", "/{p}~process@1.0/compute/results={x}"), ("GET POST", "/{p}/slot/current"),
+    ("GET POST", "/{p}~process@1.0/slot/current"), ("GET POST", "/{p}~process@1.0/as=execution/compute{x}"),
+    ("GET", "/~outbox@1.0/{p}"), ("GET", "/processes"), ("POST", "/graphql"), ("GET", "/raw/{m}"),
+    ("GET", "/result/{m}"), ("GET", "/results/{p}"), ("GET", "/cron/{p}"), ("POST", "/dry-run"),
+    ("GET", "/state/{p}"), ("GET POST", "/"), ("POST DELETE", "/monitor/{p}"), ("GET", "/timestamp"),
+    ("GET", "/processes/{p}"), ("GET", "/{m}"), ("GET", "/{p}/latest"),
+]
+_HEADER_NAMES = ["Content-Type", "codec-device", "accept-codec", "attest-nonce", "Signature", "Signature-Input",
+                 "Content-Digest", "Accept", "Origin", "Accept-Bundle", "require-codec", "data-protocol", "type",
+                 "Action", "ao-types", "body-keys", "Authorization", "X-Forwarded-For"]
+_HEADER_VALUES = st.one_of(
+    st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
+    st.sampled_from(["application/json", "application/octet-stream", "multipart/form-data; boundary=x",
+                     "ans104@1.0", "httpsig@1.0", "json@1.0", "ab" * 32, "zz", 'sig=:AAAA:',
+                     'sig=("@path");keyid="x";alg="rsa-pss-sha512"', "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:",
+                     'data-protocol="list"', "*", "null"]))
+
+
+def _json_values(depth: int = 3):
+    leaf = st.one_of(st.none(), st.booleans(), _NUMS, st.floats(allow_nan=False), st.text(max_size=10))
+    return st.recursive(leaf, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                      st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+                        max_leaves=12)
+
+
+_DRY_RUN = st.fixed_dictionaries({}, optional={
+    "Id": st.text(max_size=10), "Owner": st.text(max_size=10), "Target": st.text(max_size=44),
+    "Data": st.one_of(st.text(max_size=20), _json_values()),
+    "Tags": st.one_of(st.lists(st.fixed_dictionaries({"name": st.text(max_size=8), "value": st.text(max_size=8)}),
+                               max_size=4), _json_values()),
+    "Anchor": st.text(max_size=5)})
+
+
+@st.composite
+def _bodies(draw, n):
+    kind = draw(st.sampled_from(["none", "bytes", "json", "dry-run", "graphql", "item", "deep"]))
+    if kind == "none":
+        return None
+    if kind == "bytes":
+        return draw(st.binary(max_size=200))
+    if kind == "json":
+        return json.dumps(draw(_json_values())).encode()
+    if kind == "dry-run":
+        return json.dumps(draw(_DRY_RUN)).encode()
+    if kind == "graphql":
+        return json.dumps({"query": "".join(draw(st.lists(_GQL_PIECES, max_size=20))),
+                           "variables": draw(st.one_of(st.none(), _json_values()))}).encode()
+    if kind == "deep":
+        d = draw(st.integers(min_value=100, max_value=20_000))
+        return b"[" * d + b"]" * d
+    tags = draw(st.lists(st.tuples(st.sampled_from(["Data-Protocol", "Type", "Action", "Module", "Variant",
+                                                    "Content-Type", "Scheduler", "x"]),
+                                   st.sampled_from(["ao", "Message", "Process", "Module", "Eval", "", n.module,
+                                                    "text/html\r\nX: 1"])), max_size=5))
+    target = draw(st.sampled_from([None, n.pid, n.big_pid, "A" * 43]))
+    return DataItem.create(_FUZZ_KEY, data=draw(st.binary(max_size=20)), tags=tags,
+                           target=None if target is None else target).to_bytes()
+
+
+_FUZZ_KEY = Ed25519Key.generate()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_every_route_never_answers_5xx(n, data):
+    methods, template = data.draw(st.sampled_from(_ROUTES))
+    method = data.draw(st.sampled_from(methods.split()))
+    which = data.draw(st.sampled_from(["pid", "msg", "big", "text"]))
+    pid = {"pid": n.pid, "msg": n.msg, "big": n.big_pid, "text": data.draw(st.text(min_size=1, max_size=20))}[which]
+    free = data.draw(st.one_of(st.text(max_size=12), st.sampled_from(["0", "1", "&Action=Eval", "99999999999999999999",
+                                                                     "results", "&x", "=", "/a/b"])))
+    path = template.format(p=quote(pid, safe=""), m=quote(data.draw(st.sampled_from([n.msg, n.pid, pid])), safe=""),
+                           x=quote(free, safe="&=/"))
+    qs = {k: v for k, v in data.draw(st.dictionaries(
+        st.sampled_from(["process-id", "from", "to", "limit", "sort", "slot", "attest-nonce", "no-busy", "x"]),
+        _VALUES, max_size=3)).items() if v is not None}
+    headers = data.draw(st.dictionaries(st.sampled_from(_HEADER_NAMES), _HEADER_VALUES, max_size=4))
+    body = data.draw(_bodies(n)) if method != "GET" or data.draw(st.booleans()) else None
+    r = n.client.open(path, method=method, query_string=qs, headers=headers, data=body)
+    event(f"{method} {template} {r.status_code}")
+    if which == "big" and r.status_code == 422:
+        return
+    assert r.status_code < 500, (method, path, qs, headers, (body or b"")[:200], r.status_code, r.data[:300])

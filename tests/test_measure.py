@@ -118,3 +118,31 @@ def test_reference_values_accept_only_the_measured_launch(tmp_path):
     assert verdict("tdx", mrtd=mrtd)[0] is True
     ok, failed = verdict("tdx", mrtd=bytes(48))
     assert not ok and failed == ["tdx.policy.mrtd"]
+
+
+@pytest.mark.parametrize("flags", [
+    ["--mode", "snp", "--vcpus", "2", "--vcpu-type", "EPYC-v4"],
+    ["--mode", "snp", "--vcpus", "1", "--vcpu-family", "25", "--vcpu-model", "1", "--vcpu-stepping", "1",
+     "--output-format", "base64"],
+    ["--mode", "snp", "--vcpus", "1", "--vcpu-sig", "0xa00f11", "--guest-features", "0x21", "--vmm-type", "QEMU"],
+    ["--mode", "snp:ovmf-hash"],
+])
+def test_same_flags_same_stdout_as_sev_snp_measure(flags, capsys):
+    """sev-snp-measure's command line works unchanged, and stdout is the same value (nothing else on stdout)."""
+    argv = [*flags, "--ovmf", str(OVMF)]
+    assert main(["measure", *argv]) == 0
+    assert capsys.readouterr().out == _sev_snp_measure_cli(*argv) + "\n"
+
+
+def test_measure_stdout_and_reference_values(tmp_path, capsys):
+    argv = ["measure", "--ovmf", str(OVMF), "--vcpus", "2", "--vcpu-type", "EPYC-v4"]
+    assert main(argv) == 0
+    value = capsys.readouterr().out.strip()
+    assert main([*argv, "-o", "-"]) == 0  # -o - prints the reference values instead
+    assert json.loads(capsys.readouterr().out) == {"snp": {"measurement": [value]}}
+    assert main([*argv, "--mode", "tdx", "--tdvf", str(OVMF)]) == 0  # --mode tdx: the MRTD only
+    assert capsys.readouterr().out == tdx_mrtd(OVMF.read_bytes()).hex() + "\n"
+    assert main([*argv, "--tdx", "--tdvf", str(OVMF)]) == 0  # --tdx (old spelling) adds it: SNP first
+    assert capsys.readouterr().out == f"{value}\n{tdx_mrtd(OVMF.read_bytes()).hex()}\n"
+    assert main(["measure", "--mode", "snp:ovmf-hash", "--ovmf", str(OVMF), "-o", str(tmp_path / "x")]) == 2
+    assert "drop -o" in capsys.readouterr().err

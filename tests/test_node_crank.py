@@ -10,33 +10,18 @@ import pytest
 
 from cu.codec.ans104 import DataItem
 from cu.codec.wallet import ArweaveWallet, Ed25519Key
-from cu.node.client import embedded
-from cu.node.config import NodeConfig
 from cu.node.dispatch import Dispatcher
-from cu.node.ingest import Scheduler
-from tests.modules.build import build
+from tests.lua_process import embedded_node, spawn_lua32
 
 
 @pytest.fixture()
 def node(tmp_path):
     def make(crank_delay_s: float):
-        cfg = NodeConfig.from_mapping({"data_dir": tmp_path / str(crank_delay_s), "tee": "none",
-                                       "evaluator": "embedded", "crank_delay_s": crank_delay_s})
-        core = Dispatcher.open(cfg)
-        core.start()
-        client = embedded(core)
-        sched = Scheduler(cfg, core.store, core.core.identity, submit=client.submit)
-        wallet = ArweaveWallet.generate()
-        module = DataItem.create(wallet, data=build("lua32").read_bytes(), tags=[
-            ("Data-Protocol", "ao"), ("Type", "Module"), ("Module-Format", "wasm32-unknown-emscripten2"),
-            ("Input-Encoding", "JSON-1"), ("Output-Encoding", "JSON-1"), ("Memory-Limit", "512-mb"),
-            ("Compute-Limit", "9000000000000")])
-        sched.ingest(module.to_bytes())
-        proc = DataItem.create(wallet, data=b"", tags=[("Data-Protocol", "ao"), ("Type", "Process"),
-                                                       ("Module", module.id)])
-        sched.ingest(proc.to_bytes())
+        core, client, sched = embedded_node({"data_dir": tmp_path / str(crank_delay_s),
+                                             "crank_delay_s": crank_delay_s})
+        pid = spawn_lua32(sched.ingest, ArweaveWallet.generate())
         made.append(core)
-        return core, client, sched, proc.id
+        return core, client, sched, pid
     made: list[Dispatcher] = []
     yield make
     for core in made:

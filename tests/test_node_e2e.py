@@ -3,6 +3,7 @@ driven by @permaweb/aoconnect and by raw HTTP; restarts after SIGTERM and kill -
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -225,7 +226,7 @@ def _stream(url: str, wallet: ArweaveWallet, pid: str, acked: list[str], stop: t
                                tags=[("Data-Protocol", "ao"), ("Type", "Message"), ("Action", "Count")])
         try:
             status, _, _ = request("POST", url + "/", item.to_bytes(), timeout=10)
-        except OSError:
+        except (OSError, http.client.HTTPException):
             return              # the node went away mid-request: not acknowledged
         if status == 202:
             acked.append(item.id)
@@ -438,7 +439,7 @@ def test_concurrent_reads_and_evaluator_crash(tmp_path, lua32, wallet):
 
         def evaluations() -> int:
             text = get(node.url + "/metrics")[1].decode()
-            return int(next(ln.split()[1] for ln in text.splitlines() if ln.startswith("aocu_evaluations_total")))
+            return int(float(next(ln.split()[1] for ln in text.splitlines() if ln.startswith("aocu_evaluations_total"))))
 
         # concurrent requests for one result wait for one evaluation and all get it
         result(node.url, pid, send(node.url, wallet, pid, "Echo", "warm"))

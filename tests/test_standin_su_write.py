@@ -260,7 +260,9 @@ def test_assignment_schedules_an_existing_message(world, standin):
     entries = assert_stream_is_the_model(s)
     hydrated = [x for x in entries if x.message_id == other.id]
     assert [x.kind for x in hydrated] == ["assignment", "duplicate"] and hydrated[0].msg["Data"] == "assigned later"
-    assert "Data" not in next(x for x in entries if x.nonce == n + 1).msg
+    # the message at nonce 4 is a plain message the process evaluated: assigning it again is skipped by the legacy
+    # CU (dedup by the assigned message's id), Exclude or not
+    assert next(x for x in entries if x.nonce == n + 1).kind == "duplicate"
 
 
 def test_spawn_then_message_a_new_process(world, standin):

@@ -14,6 +14,7 @@ from ..snp import REPORT_SIZE
 
 SNP_GET_REPORT = 0xC0205300
 SNP_GET_EXT_REPORT = 0xC0205302
+SNP_GET_DERIVED_KEY = 0xC0205301  # _IOWR('S', 0x1, struct snp_guest_request_ioctl)
 VMM_ERR_INVALID_LEN = 1
 VMM_ERR_BUSY = 2
 RESP_SIZE = 4000
@@ -56,6 +57,39 @@ class SevGuestDevice:
                 except _NoCerts:
                     pass  # host installed no certificates (SNP_SET_EXT_CONFIG never called): plain report
             return self._call(fd, SNP_GET_REPORT, report_data, vmpl, None)[0], b""
+        finally:
+            os.close(fd)
+
+    def get_derived_key(self, request: bytes) -> bytes:
+        """The 64-byte MSG_KEY_RSP for a packed 32-byte MSG_KEY_REQ (attestation.sealing builds and parses
+        both; msg_version 1)."""
+        if len(request) != 32:
+            raise ValueError("MSG_KEY_REQ must be 32 bytes")
+        if not self.available():
+            raise NotAvailable(f"{self.path} not present")
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except OSError as exc:
+            raise NotAvailable(f"cannot open {self.path}: {exc}") from None
+        req, resp = ctypes.create_string_buffer(request, 32), ctypes.create_string_buffer(64)
+        try:
+            for _attempt in range(20):
+                arg = bytearray(struct.pack("<BxxxxxxxQQQ", 1, ctypes.addressof(req), ctypes.addressof(resp), 0))
+                try:
+                    self._ioctl(fd, SNP_GET_DERIVED_KEY, arg)
+                    rc_err = None
+                except OSError as exc:
+                    rc_err = exc
+                fw_error, vmm_error = struct.unpack_from("<II", arg, 24)
+                if vmm_error == VMM_ERR_BUSY:
+                    time.sleep(0.05)
+                    continue
+                if rc_err is not None or fw_error or vmm_error:
+                    raise ProviderError(
+                        f"SNP_GET_DERIVED_KEY failed: {rc_err}, fw_error 0x{fw_error:x}, vmm_error {vmm_error}"
+                    )
+                return resp.raw
+            raise ProviderError("SNP guest request: host kept answering BUSY")
         finally:
             os.close(fd)
 

@@ -1,4 +1,7 @@
-"""`aocu item show|verify|sign` and `aocu wallet new|show` (README.md, "Using it")."""
+"""`aocu item show|verify|sign` and `aocu wallet new|show` (README.md, "Using it").
+
+Conventions shared by every aocu command: `-o -` is stdout wherever `-o` exists (what would have gone to stdout
+then goes to stderr); `--json` prints one JSON object per input, one per line (JSON Lines)."""
 
 from __future__ import annotations
 
@@ -35,13 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sign.add_argument("--target", help="43-character base64url id")
     sign.add_argument("--anchor", help="exactly 32 bytes of text (e.g. an AOS nonce)")
     sign.add_argument("--data", required=True, help="file with the item data ('-' for stdin)")
-    sign.add_argument("-o", "--output", required=True)
+    sign.add_argument("-o", "--output", required=True, metavar="FILE", help="the signed item ('-': stdout)")
     sign.set_defaults(func=_item_sign)
 
     wallet = subparsers.add_parser("wallet", help="wallets: new, show")
     wsub = wallet.add_subparsers(dest="wallet_command", metavar="ACTION", required=True)
     new = wsub.add_parser("new", help="generate an Arweave RSA-4096 JWK wallet (or --type ed25519/secp256k1)")
-    new.add_argument("-o", "--output", help="write the JWK here (mode 0600); default: stdout")
+    new.add_argument("-o", "--output", metavar="FILE", help="write the JWK here (mode 0600); default or '-': stdout")
     new.add_argument("--type", choices=("arweave", "ed25519", "secp256k1"), default="arweave")
     new.set_defaults(func=_wallet_new)
     wshow = wsub.add_parser("show", help="print a wallet's address and public key")
@@ -52,6 +55,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _fail(msg: str, code: int = 1) -> int:
     print(f"aocu: error: {msg}", file=sys.stderr)
     return code
+
+
+def write_output(path: str, data: bytes) -> bool:
+    """`-o PATH`: write PATH, or stdout for '-' (then True: the caller's own stdout line goes to stderr)."""
+    if path == "-":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return True
+    Path(path).write_bytes(data)
+    return False
 
 
 def _read(path: str) -> bytes:
@@ -108,14 +122,16 @@ def _item_sign(args: argparse.Namespace) -> int:
                 return _fail(f"--tag must be NAME=VALUE, got {t!r}", 2)
             tags.append((name, value))
         item = DataItem.create(key, data=_read(args.data), tags=tags, target=args.target, anchor=args.anchor)
-        Path(args.output).write_bytes(item.to_bytes())
+        to_stdout = write_output(args.output, item.to_bytes())
     except (OSError, CodecError) as exc:
         return _fail(str(exc))
-    print(item.id)
+    print(item.id, file=sys.stderr if to_stdout else sys.stdout)
     return 0
 
 
 def _wallet_new(args: argparse.Namespace) -> int:
+    if args.output == "-":
+        args.output = None
     if args.output and os.path.lexists(args.output):   # before the (slow) key generation
         return _fail(f"{args.output} already exists: not overwriting it (choose another -o path)")
     key = {"arweave": ArweaveWallet.generate, "ed25519": Ed25519Key.generate,

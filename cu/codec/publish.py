@@ -244,7 +244,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compute-limit", default=DEFAULT_COMPUTE_LIMIT, metavar="N",
                    help=f"Compute-Limit tag (default {DEFAULT_COMPUTE_LIMIT})")
     p.add_argument("--tag", action="append", default=[], metavar="NAME=VALUE", help="extra tag (repeatable)")
-    p.add_argument("-o", "--output", metavar="FILE", help="also write the signed item to FILE")
+    p.add_argument("-o", "--output", metavar="FILE", help="also write the signed item to FILE ('-': stdout)")
     p.set_defaults(func=cmd_publish)
     d = msub.add_parser("detect", help="print the Module-Format of FILE.wasm (exit 1 when it cannot be told)")
     d.add_argument("wasm", metavar="FILE.wasm", type=Path)
@@ -289,10 +289,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
         key = ArweaveWallet.generate()
         print(f"signed with a new throwaway wallet {key.address} (--wallet JWK signs as you)", file=sys.stderr)
     item = DataItem.create(key, data=wasm, tags=tags)
+    to_stdout = False
     if args.output:
-        Path(args.output).write_bytes(item.to_bytes())
+        from cu.codec.cli import write_output
+
+        to_stdout = write_output(args.output, item.to_bytes())
     if args.node:
         post_item(args.node, item)
         print(f"published {len(wasm)} bytes to {args.node.rstrip('/')}/ as module {item.id}", file=sys.stderr)
-    print(item.id)
+    print(item.id, file=sys.stderr if to_stdout else sys.stdout)
     return 0

@@ -37,6 +37,33 @@ def _as_list(v: Any) -> list:
     return [v]
 
 
+def js_number(v: int | float) -> str:
+    """A JSON number as JavaScript's `String(Number(v))` writes it (the legacy CU stringifies a numeric Output):
+    `3.0` -> "3", `1e-7` -> "1e-7", `1e21` -> "1e+21", integers past 2^53 rounded to a double."""
+    f = float(v)
+    if f == 0:
+        return "0"
+    m, _, e = repr(abs(f)).partition("e")
+    ip, _, fp = m.partition(".")
+    if ip.strip("0"):
+        digits, n = (ip + fp).lstrip("0"), len(ip.lstrip("0")) + int(e or 0)
+    else:
+        z = len(fp) - len(fp.lstrip("0"))
+        digits, n = fp[z:], -z + int(e or 0)
+    digits = digits.rstrip("0") or "0"
+    k = len(digits)
+    if k <= n <= 21:
+        s = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        s = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        s = "0." + "0" * -n + digits
+    else:
+        x = n - 1
+        s = (digits if k == 1 else digits[0] + "." + digits[1:]) + ("e+" if x > 0 else "e-") + str(abs(x))
+    return "-" + s if f < 0 else s
+
+
 def normalise_response(resp: Any, gas: int, *, keep_patches: bool = False) -> dict:
     """Legacy result shape from a module `response` (ok:true, no Error). keep_patches: also keep the module's
     `Patches` list (AOS patch@1.0), which the loader returns and the legacy CU's merge drops."""
@@ -45,7 +72,7 @@ def normalise_response(resp: Any, gas: int, *, keep_patches: bool = False) -> di
         return {"Output": output, "Messages": [], "Spawns": [], "Assignments": [], "GasUsed": gas}
     output = resp.get("Output", "")
     if isinstance(output, int | float) and not isinstance(output, bool):
-        output = json.dumps(output)
+        output = js_number(output)
     out = {"Output": output}
     for k in _LIST_KEYS:
         out[k] = _as_list(resp.get(k))
@@ -134,6 +161,10 @@ class Instance:
 
     def memory(self) -> bytes:
         return self._native.memory()
+
+    def memory_view(self) -> memoryview:
+        """Read-only, zero-copy view of linear memory; valid only until the next call into the instance."""
+        return self._native.memory_view()
 
     def commitment(self) -> bytes:
         merkle = getattr(_native, "merkle", None)

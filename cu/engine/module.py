@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from cu import _native
@@ -19,6 +22,11 @@ _TRANSFORMED: dict[tuple[str, str], bytes] = {}
 _COMPILED: dict[str, object] = {}
 _LOCK = threading.Lock()
 _CACHE_MAGIC = b"AOCU-CWASM-1\n"
+# Keyed format (Module.load with cache_key): HMAC-SHA256(cache_key, cache file key || blob) instead of the
+# unkeyed SHA-256, so whoever can write the cache directory but lacks the key cannot make us run native code.
+_CACHE_MAGIC_MAC = b"AOCU-CWASM-2\n"
+log = logging.getLogger("aocu.engine")
+RejectFn = Callable[[str, str], None]  # (cache file, why)
 
 
 def _transform_kind(spec: FormatSpec) -> str:
@@ -61,14 +69,28 @@ def _compile(wasm: bytes) -> object:
         raise ModuleError(msg) from exc
 
 
-def _read_cache(path: Path) -> object | None:
+def _cache_tag(mac_key: bytes, path: Path, blob: bytes) -> bytes:
+    return hmac.new(mac_key, path.stem.encode() + b"\0" + blob, hashlib.sha256).digest()
+
+
+def _read_cache(path: Path, mac_key: bytes | None = None, on_reject: RejectFn | None = None) -> object | None:
     try:
         data = path.read_bytes()
     except OSError:
         return None
     n = len(_CACHE_MAGIC)
     # integrity check before handing bytes to wasmtime's deserializer (which trusts its input)
-    if data[:n] != _CACHE_MAGIC or hashlib.sha256(data[n + 32 :]).digest() != data[n : n + 32]:
+    if mac_key is not None:
+        why = ("not in the authenticated format" if data[:n] != _CACHE_MAGIC_MAC else
+               "" if hmac.compare_digest(_cache_tag(mac_key, path, data[n + 32 :]), data[n : n + 32]) else
+               "HMAC mismatch")
+        if why:
+            log.warning("compiled-module cache %s rejected (%s): recompiling, not loading it", path, why)
+            if on_reject is not None:
+                on_reject(str(path), why)
+            path.unlink(missing_ok=True)
+            return None
+    elif data[:n] != _CACHE_MAGIC or hashlib.sha256(data[n + 32 :]).digest() != data[n : n + 32]:
         path.unlink(missing_ok=True)
         return None
     try:
@@ -78,13 +100,15 @@ def _read_cache(path: Path) -> object | None:
         return None
 
 
-def _write_cache(path: Path, compiled: object) -> None:
+def _write_cache(path: Path, compiled: object, mac_key: bytes | None = None) -> None:
     blob = compiled.serialize()
+    head = (_CACHE_MAGIC_MAC + _cache_tag(mac_key, path, blob) if mac_key is not None
+            else _CACHE_MAGIC + hashlib.sha256(blob).digest())
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".cwasm")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(_CACHE_MAGIC + hashlib.sha256(blob).digest() + blob)
+            f.write(head + blob)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -104,7 +128,10 @@ class Module:
         self.format = spec.name
 
     @classmethod
-    def load(cls, wasm: bytes, fmt: str, *, cache_dir: str | Path | None = None) -> Module:
+    def load(cls, wasm: bytes, fmt: str, *, cache_dir: str | Path | None = None, cache_key: bytes | None = None,
+             on_cache_reject: RejectFn | None = None) -> Module:
+        """`cache_key`: authenticate the on-disk cache with HMAC-SHA256 (files without a valid tag are logged,
+        passed to `on_cache_reject(path, why)`, deleted and recompiled, never deserialized)."""
         spec = spec_for(fmt)
         if spec is None:
             raise ModuleError(f"unknown Module-Format {fmt!r}; supported: {', '.join(FORMATS)}")
@@ -121,7 +148,7 @@ class Module:
             compiled = _COMPILED.get(key)
         path = Path(cache_dir) / f"{key}.cwasm" if cache_dir is not None else None
         if compiled is None and path is not None:
-            compiled = _read_cache(path)
+            compiled = _read_cache(path, cache_key, on_cache_reject)
         fresh = compiled is None
         if compiled is None:
             compiled = _compile(_transform(wasm, spec, digest))
@@ -130,7 +157,7 @@ class Module:
             raise ModuleError(f"module cannot run as {spec.name}: " + "; ".join(problems))
         if fresh and path is not None:
             try:
-                _write_cache(path, compiled)
+                _write_cache(path, compiled, cache_key)
             except OSError:
                 pass  # the cache is an optimisation; an unwritable directory must not fail the load
         with _LOCK:

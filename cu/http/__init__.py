@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
     store = SqliteStore(cfg.db_path)
     from cu.node.identity import IdentityError, NodeIdentity, config_from_node_config
     # workers start together: the first creates the keys (and simulated TEE state), the others load them
-    with open(cfg.data_dir / "signer.lock", "a") as lock:
+    with open(cfg.data_dir / "signer.lock", "a", opener=lambda f, fl: os.open(f, fl, 0o600)) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             keys = NodeIdentity.load(cfg.data_dir, wallet_path=cfg.wallet, node_config=config_from_node_config(cfg))
@@ -81,6 +82,7 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
         routes_ops,
         routes_outbox,
         routes_process,
+        routes_status,
         routes_su,
     )
     app.extensions[routes_attestation.SIGNER_KEY] = signer
@@ -92,6 +94,7 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(routes_aocore.bp)
     app.register_blueprint(routes_process.bp)
     app.register_blueprint(routes_outbox.bp)
+    app.register_blueprint(routes_status.bp)   # GET /processes (before su's /<pid> catch-all)
     app.register_blueprint(routes_gateway.bp)
     app.register_blueprint(routes_cu.bp)
     app.register_blueprint(routes_mu.bp)
@@ -107,9 +110,15 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
+        if isinstance(exc.__context__, HTTPException):
+            exc = exc.__context__     # werkzeug's 400 "disconnected" over a body read that timed out: a 408
         if exc.code == 413:
             return json_error(413, f"request body exceeds the limit of {cfg.max_body} bytes")
-        return json_error(exc.code or 500, exc.description or exc.name)
+        resp = json_error(exc.code or 500, exc.description or exc.name)
+        retry_after = getattr(exc, "retry_after", None)     # 429 / 503 of cu/http/admission.py
+        if retry_after is not None:
+            resp.headers["Retry-After"] = str(retry_after)
+        return resp
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
@@ -124,12 +133,13 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
             resp = post(request, resp)
         seconds = time.perf_counter() - g.get("t0", time.perf_counter())
         route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        st.metrics.observe(request.method, route, resp.status_code, seconds)
         if log.isEnabledFor(logging.INFO):
-            log.info(json.dumps({"method": request.method, "path": request.path, "route": route,
-                                 "status": resp.status_code, "ms": round(seconds * 1000, 3),
-                                 "bytes": resp.calculate_content_length() or 0,
-                                 "remote": request.remote_addr}, separators=(",", ":")))
+            # the per-request line: its fields are separate keys under --log-format json (cu/node/logconf.py)
+            fields = {"method": request.method, "path": request.path, "route": route, "status": resp.status_code,
+                      "ms": round(seconds * 1000, 3), "bytes": resp.calculate_content_length() or 0,
+                      "remote": request.remote_addr}
+            log.info("%s %s %d %.3f ms", request.method, request.path, resp.status_code, seconds * 1000,
+                     extra={"fields": fields})
         return resp
 
     cors.install(app, cfg.cors_origins)   # outermost: preflights, and CORS headers after signing (cu/http/cors.py)

@@ -9,6 +9,7 @@ STATUS: dict[type[e.CoreError], int] = {
     e.Denied: 403,
     e.NotFound: 404,
     e.Conflict: 409,
+    e.Gone: 410,
     e.LimitExceeded: 413,
     e.Invalid: 422,
     e.NotYet: 425,

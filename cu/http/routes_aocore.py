@@ -79,6 +79,7 @@ def meta_info() -> Response:
         info["epoch"] = signer.identity.epoch
         info["keyids"] = {"ed25519": signer.identity.keyid_ed25519, "rsa-pss-sha512": signer.identity.keyid_rsa}
         info["ed25519"] = b64url(signer.identity.ed25519_pub)
+        info["keys"] = signer.evidence.keys()   # current + past keys with their evidence (docs/SEALING.md)
     info["routes"] = ROUTES
     return _json(info)
 

@@ -10,11 +10,13 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from cu.http import cursors
+from cu.http import admission, cursors
+from cu.http.routes_attestation import reply_codec
 from cu.http.routes_ops import dumps
 from cu.http.state import node
+from cu.http.state_stream import state_response
 from cu.node import legacy, rpc
-from cu.node.errors import BadInput, Busy, LimitExceeded, NotFound, NotImplementedHere
+from cu.node.errors import BadInput, Busy, LimitExceeded, NotFound
 from cu.node.store import ResultRow
 
 bp = Blueprint("cu", __name__)
@@ -100,15 +102,28 @@ def crons(pid: str) -> Response:
     return _json(dumps(_connection(rows, more, "ASC")))
 
 
+def _at() -> rpc.At | None:
+    """The legacy `to` parameter: a millisecond timestamp, or the id of a scheduled message."""
+    to = request.args.get("to")
+    if not to:
+        return None
+    if to.isascii() and to.isdigit():
+        if len(to) > 18:
+            raise BadInput("to must be a millisecond timestamp below 10^18 or a message id")
+        return rpc.At(timestamp=int(to))
+    if not (len(to) <= 128 and all(c.isascii() and (c.isalnum() or c in "-_") for c in to)):
+        raise BadInput("to must be a millisecond timestamp or a message id")
+    return rpc.At(message_id=to)
+
+
 @bp.post("/dry-run")
+@admission.dry_run
 def dry_run() -> Response:
     st = node()
     pid = _pid_param()
     if not st.config.bridge_enabled and st.store.process(pid) is None:
         raise NotFound(f"Process {pid} not found")     # before the body is read, as the legacy CU answers
-    if request.args.get("to"):
-        raise NotImplementedHere("dry-run against an earlier message (to=) is not implemented: dry-runs use the "
-                             "latest state")
+    at = _at()
     if request.content_length is not None and request.content_length > st.config.max_dry_run_body:
         raise LimitExceeded(f"dry-run body exceeds the limit of {st.config.max_dry_run_body} bytes")
     raw = request.get_data(cache=False)
@@ -122,16 +137,12 @@ def dry_run() -> Response:
         raise BadInput("dry-run body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadInput("dry-run body must be a JSON object")
-    return _json(st.evaluator.dry_run(pid, body))
+    return _json(st.evaluator.dry_run(pid, body, at))
 
 
 @bp.get("/state/<pid>")
 def state(pid: str) -> Response:
     st = node()
-    if request.args.get("to"):
-        raise NotImplementedHere("state at an earlier timestamp (to=) is not implemented: /state serves the latest")
-    out = st.evaluator.state(pid)
-    resp = Response(out.body, mimetype="application/octet-stream")
-    for k, v in out.headers.items():
-        resp.headers[k] = v
-    return resp
+    # a large state streams in chunks (cu/http/state_stream.py)
+    return state_response(st.evaluator, st.evaluator.state(pid, _at()), st.config.state_chunk,
+                          reply_codec(request))

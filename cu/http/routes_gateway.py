@@ -13,7 +13,7 @@ from flask import Blueprint, Response, request
 from cu.http import graphql as graphql_parser
 from cu.http.routes_ops import dumps
 from cu.http.state import node
-from cu.node import legacy
+from cu.node import blocks, legacy
 from cu.node.errors import BadInput, NotFound
 from cu.node.store import ItemMeta
 
@@ -29,7 +29,7 @@ def _errors(message: str) -> Response:
 def _node(meta: ItemMeta) -> dict[str, Any]:
     from cu.hashing import b64url
     st = node()
-    height = st.config.block_height
+    height = blocks.height(st.config)
     data_size = meta.size
     content_type = next((v for n, v in meta.tags if n.lower() == "content-type"), None)
     return {

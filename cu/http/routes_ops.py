@@ -1,91 +1,143 @@
-"""`GET /health`, `GET /metrics` (Prometheus text)."""
+"""`GET /health` (liveness), `GET /ready` (readiness), `GET /metrics` (Prometheus text, cu/http/metrics.py)."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
 
-from flask import Blueprint, Response
+from flask import Blueprint, Flask, Response, current_app, g, request
+from flask.blueprints import BlueprintSetupState
+from prometheus_client.core import GaugeMetricFamily, Metric
 
-from cu.http.state import LATENCY_BUCKETS, node
+from cu.http import metrics as m
+from cu.http.state import NodeApp, node
+from cu.node.client import EvaluatorClient, SocketTransport
 from cu.node.errors import CoreError
-from cu.node.store import OUTBOX_STATES
 
 bp = Blueprint("ops", __name__)
+
+METRICS_KEY = "aocu.http_metrics"
+PROBE_KEY = "aocu.evaluator_probe"
+# A probe answers quickly or says why not: a dead evaluator is seen within the connect timeout, a stuck one
+# within the reply timeout (the workers' own client waits --busy-after for real work).
+PROBE_CONNECT_S = 0.5
+PROBE_REPLY_S = 2.0
+STORE_LOCK_WAIT_S = 1.0
+
+
+@bp.record_once
+def _install(state: BlueprintSetupState) -> None:
+    state.app.extensions[METRICS_KEY] = m.HttpMetrics()
+
+
+def _metrics(app: Flask | None = None) -> m.HttpMetrics:
+    return (app or current_app).extensions[METRICS_KEY]
+
+
+@bp.before_app_request
+def _enter() -> None:
+    _metrics().in_flight.inc()
+    g.aocu_in_flight = True
+
+
+@bp.after_app_request
+def _observe(resp: Response) -> Response:
+    # registered before the app's own after-request hooks, so it runs after them: signing time is included
+    t0 = g.get("t0")
+    seconds = time.perf_counter() - t0 if t0 is not None else 0.0
+    route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+    _metrics().observe(route, request.method, resp.status_code, seconds)
+    return resp
+
+
+@bp.teardown_app_request
+def _leave(_exc: BaseException | None) -> None:
+    if g.pop("aocu_in_flight", False):
+        _metrics().in_flight.dec()
+
+
+def dumps(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @bp.get("/health")
 def health() -> Response:
+    """Liveness: this worker answers (nothing else is checked: a restart would not help anything else)."""
     return Response(b'{"status":"ok"}', mimetype="application/json")
 
 
-def _esc(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+@bp.get("/ready")
+def ready() -> Response:
+    """Readiness: the evaluator answers and the store takes a write transaction."""
+    st = node()
+    problem = _evaluator_problem(st) or store_problem(st.config.db_path)
+    if problem:
+        return Response(dumps({"status": "not ready", "error": problem}), status=503, mimetype="application/json")
+    return Response(b'{"status":"ready"}', mimetype="application/json")
+
+
+def _probe(st: NodeApp) -> EvaluatorClient:
+    """The evaluator client for probes and scrapes: short timeouts (the embedded evaluator is called directly)."""
+    if st.config.evaluator != "socket" or st.config.socket_path is None:
+        return st.evaluator
+    app = current_app
+    probe = app.extensions.get(PROBE_KEY)
+    if probe is None:
+        probe = app.extensions[PROBE_KEY] = EvaluatorClient(
+            SocketTransport(st.config.socket_path, connect_timeout_s=PROBE_CONNECT_S, reply_timeout_s=PROBE_REPLY_S))
+    return probe
+
+
+def _evaluator_problem(st: NodeApp) -> str | None:
+    try:
+        _probe(st).metrics()
+    except CoreError as exc:
+        return f"evaluator: {exc.message}"
+    return None
+
+
+def store_problem(db_path: Path) -> str | None:
+    """Why the store cannot be written now (None: it can): a write transaction is begun and rolled back."""
+    try:
+        # mode=rw: a missing store is an error, not a new empty file
+        conn = sqlite3.connect(f"file:{db_path}?mode=rw", uri=True, timeout=STORE_LOCK_WAIT_S,
+                               isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"store {db_path} is not writable: {exc}"
+    return None
+
+
+class _NodeCollector:
+    """The node's families, read when scraped."""
+
+    def __init__(self, st: NodeApp, probe: EvaluatorClient) -> None:
+        self.st, self.probe = st, probe
+
+    def collect(self) -> Iterator[Metric]:
+        yield from m.build_families(self.st.config.tee)
+        yield from m.store_families(self.st.store)
+        try:
+            ev = self.probe.metrics()
+        except CoreError:
+            up = 0.0
+        else:
+            up = 1.0
+            yield from m.evaluator_families(ev.metrics, ev.warm, ev.queued)
+        yield GaugeMetricFamily("aocu_evaluator_up", "1 when the evaluator answered this scrape", value=up)
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
     st = node()
-    w = str(st.worker_pid)
-    lines = ["# HELP aocu_http_requests_total HTTP requests served by this worker",
-             "# TYPE aocu_http_requests_total counter"]
-    with st.metrics.lock:
-        reqs = dict(st.metrics.requests)
-        lat = {k: list(v) for k, v in st.metrics.latency.items()}
-    for (method, route, status), n in sorted(reqs.items()):
-        lines.append(f'aocu_http_requests_total{{worker="{w}",method="{method}",route="{_esc(route)}",'
-                     f'status="{status}"}} {n}')
-    lines += ["# HELP aocu_http_request_seconds request latency", "# TYPE aocu_http_request_seconds histogram"]
-    for route, h in sorted(lat.items()):
-        for i, b in enumerate(LATENCY_BUCKETS):
-            lines.append(f'aocu_http_request_seconds_bucket{{worker="{w}",route="{_esc(route)}",le="{b}"}} {int(h[i])}')
-        lines.append(f'aocu_http_request_seconds_bucket{{worker="{w}",route="{_esc(route)}",le="+Inf"}} {int(h[-1])}')
-        lines.append(f'aocu_http_request_seconds_sum{{worker="{w}",route="{_esc(route)}"}} {h[-2]:.6f}')
-        lines.append(f'aocu_http_request_seconds_count{{worker="{w}",route="{_esc(route)}"}} {int(h[-1])}')
-    for table, n in st.store.stats().items():
-        lines.append(f'aocu_store_rows{{table="{table}"}} {n}')
-    lines += _outbox_gauges(st.store)
-    try:
-        ev = st.evaluator.metrics()
-        m = ev.metrics
-        lines += [
-            f"aocu_evaluations_total {int(m.get('evaluations', 0))}",
-            f"aocu_evaluation_seconds_total {float(m.get('eval_seconds', 0.0)):.6f}",
-            f"aocu_checkpoints_total {int(m.get('checkpoints', 0))}",
-            f"aocu_store_commits_total {int(m.get('commits', 0))}",
-            f"aocu_store_commit_writes_total {int(m.get('commit_writes', 0))}",
-            f"aocu_store_commit_seconds_total {float(m.get('commit_seconds', 0.0)):.6f}",
-            f"aocu_dry_runs_total {int(m.get('dry_runs', 0))}",
-            f"aocu_outbox_delivered_total {int(m.get('outbox_delivered', 0))}",
-            "# HELP aocu_outbox_deliveries_total outbox delivery attempts to other units, by outcome",
-            "# TYPE aocu_outbox_deliveries_total counter",
-            *[f'aocu_outbox_deliveries_total{{outcome="{o}"}} {int(m.get("outbox_deliveries_" + o, 0))}'
-              for o in ("delivered", "retry", "failed")],
-            f"aocu_recompute_mismatch_total {int(m.get('recompute_mismatch', 0))}",
-            f"aocu_checkpoint_restores_total {int(m.get('restores', 0))}",
-            f"aocu_checkpoint_restore_failures_total {int(m.get('restore_failures', 0))}",
-            f"aocu_warm_processes {ev.warm}",
-            f"aocu_crank_queue {ev.queued}",
-            "aocu_evaluator_up 1",
-        ]
-    except CoreError:
-        lines.append("aocu_evaluator_up 0")
-    lines.append(f'aocu_tee_info{{tee="{_esc(st.config.tee)}"}} 1')
-    return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
-
-
-def _outbox_gauges(store: Any) -> list[str]:
-    counts = store.outbox_counts()
-    oldest = store.outbox_oldest_pending()
-    age = max(0.0, time.time() - oldest / 1000) if oldest else 0.0
-    return ["# HELP aocu_outbox_entries outbox entries by delivery state",
-            "# TYPE aocu_outbox_entries gauge",
-            *[f'aocu_outbox_entries{{state="{s}"}} {counts.get(s, 0)}' for s in OUTBOX_STATES],
-            "# HELP aocu_outbox_oldest_pending_seconds age of the oldest pending outbox entry (0: none)",
-            "# TYPE aocu_outbox_oldest_pending_seconds gauge",
-            f"aocu_outbox_oldest_pending_seconds {age:.3f}"]
-
-
-def dumps(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    socket_mode = st.config.evaluator == "socket"
+    body = _metrics().render(_NodeCollector(st, _probe(st)),
+                             evaluator_pid=(lambda: m.evaluator_lock_pid(st.config.data_dir)) if socket_mode else None)
+    return Response(body, content_type=m.CONTENT_TYPE)

@@ -19,6 +19,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from cu.http import admission
 from cu.http import aocore_request as areq
 from cu.http.routes_attestation import set_reply_codec, set_result_identity
 from cu.http.routes_ops import dumps
@@ -168,6 +169,7 @@ def slot_current(pid: str) -> Response:
 
 # -- dry-run -----------------------------------------------------------------------------------------------
 @bp.route(f"/<pid>~{PROCESS_DEVICE}/as=execution/<path:rest>", methods=["GET", "POST"])
+@admission.dry_run
 def dry_run(pid: str, rest: str) -> Response:
     st = node()
     msg = _message(st.config.max_dry_run_body)

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, request
 
 from cu.http.routes_ops import dumps
 from cu.http.state import node
+from cu.node import blocks
 from cu.node.errors import BadInput, Internal, NotFound
 
 bp = Blueprint("su", __name__)
@@ -20,7 +21,7 @@ def _json(obj: object) -> Response:
 @bp.get("/timestamp")
 def timestamp() -> Response:
     st = node()
-    return _json({"timestamp": int(time.time() * 1000), "block_height": f"{st.config.block_height:012d}"})
+    return _json({"timestamp": int(time.time() * 1000), "block_height": f"{blocks.height(st.config):012d}"})
 
 
 @bp.get("/processes/<pid>")

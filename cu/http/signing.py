@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from cu.http.errors import status_for
+from cu.http.state_stream import STREAM_DIGEST_ATTR
 from cu.node.errors import BadInput, Unavailable
-from cu.node.evidence_service import EvidenceError
+from cu.node.evidence_service import EvidenceError, parse_nonce
 from cu.node.signer import ResultId, ResultSigner, SignedResult, sign_result
 
 
@@ -26,8 +27,10 @@ def post_processor(
 
     def process(request: Any, response: Any) -> Any:
         result = identify(request, response)
-        if result is None or getattr(response, "is_streamed", False):
+        if result is None:
             return response
+        if getattr(response, "is_streamed", False):
+            return _streamed(request, response, result)
         body = response.get_data()
         status = response.status_code
         ctype = response.headers.get("Content-Type", "application/json")
@@ -44,6 +47,28 @@ def post_processor(
         if out.body is not body:
             response.headers["Content-Type"] = dict(out.headers).get("Content-Type", ctype)
         for k, v in out.headers:
+            response.headers[k] = v
+        return response
+
+    def _streamed(request: Any, response: Any, result: ResultId) -> Any:
+        """A streamed result (a large /state) is signed by the SHA-256 its producer computed up front
+        (cu/http/state_stream.py); a streamed response without one is not a result body and passes."""
+        digest = getattr(response, STREAM_DIGEST_ATTR, None)
+        if digest is None:
+            return response
+        raw = request.args.get("attest-nonce")
+        try:
+            nonce = parse_nonce(raw) if raw is not None else None
+            headers = signer.sign(response.status_code, b"", result, attest_nonce=nonce, digest=digest)
+        except (ValueError, EvidenceError) as exc:
+            response.close()      # frees what the stream holds (the evaluator's spooled copy)
+            status = status_for(BadInput(str(exc)) if isinstance(exc, ValueError) else Unavailable(str(exc)))
+            body = json.dumps({"error": str(exc)}).encode()
+            out = type(response)(body, status=status, mimetype="application/json")
+            for k, v in signer.sign(status, body, result):
+                out.headers[k] = v
+            return out
+        for k, v in headers:
             response.headers[k] = v
         return response
 

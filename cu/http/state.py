@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,28 +26,6 @@ TEE_NOTICE = {
     "tdx": "tdx",
 }
 
-LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-@dataclass
-class Metrics:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    requests: dict[tuple[str, str, int], int] = field(default_factory=dict)
-    latency: dict[str, list[float]] = field(default_factory=dict)    # route -> [bucket counts..., sum, count]
-
-    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        with self.lock:
-            key = (method, route, status)
-            self.requests[key] = self.requests.get(key, 0) + 1
-            h = self.latency.get(route)
-            if h is None:
-                h = self.latency[route] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-            for i, b in enumerate(LATENCY_BUCKETS):
-                if seconds <= b:
-                    h[i] += 1
-            h[-2] += seconds
-            h[-1] += 1
-
 
 @dataclass
 class NodeApp:
@@ -58,7 +35,6 @@ class NodeApp:
     scheduler: Scheduler
     evaluator: EvaluatorClient
     dispatcher: Dispatcher | None = None     # the evaluator itself when embedded (tests, one process)
-    metrics: Metrics = field(default_factory=Metrics)
     post_processors: list[PostProcessor] = field(default_factory=list)
     worker_pid: int = field(default_factory=os.getpid)
     # ids of messages this worker scheduled lately: their /result goes to the evaluator without first looking

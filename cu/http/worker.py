@@ -1,4 +1,5 @@
-"""The gunicorn worker class `aocu serve` uses when it runs threads (`cu.http.worker.KeepAliveThreadWorker`).
+"""The kept-alive part of the gunicorn worker class of `aocu serve` (`cu.http.worker.KeepAliveThreadWorker`;
+`aocu serve` runs its subclass `cu.serve.worker.AocuWorker`, which also keeps slow clients off the threads).
 
 gunicorn's gthread worker hands every kept-alive connection back to its main thread's poller after each
 request, and the poller hands it to a pool thread again when the next request arrives: two thread hand-offs

@@ -31,14 +31,23 @@ class EvaluatorClient:
     def result(self, pid: str, message_id: str) -> bytes:
         return self.send(rpc.Result(pid, message_id)).body
 
-    def dry_run(self, pid: str, body: dict[str, Any]) -> bytes:
-        return self.send(rpc.DryRun(pid, body)).body
+    def dry_run(self, pid: str, body: dict[str, Any], to: rpc.At | None = None) -> bytes:
+        return self.send(rpc.DryRun(pid, body, to)).body
 
-    def state(self, pid: str) -> rpc.StateReply:
-        return self.send(rpc.State(pid))
+    def state(self, pid: str, to: rpc.At | None = None) -> rpc.StateReply:
+        return self.send(rpc.State(pid, to))
+
+    def state_chunk(self, export: str, offset: int, size: int) -> bytes:
+        return self.send(rpc.StateChunk(export, offset, size)).body
+
+    def state_done(self, export: str) -> None:
+        self.send(rpc.StateDone(export))
 
     def cron(self, pid: str) -> None:
         self.send(rpc.Cron(pid))
+
+    def monitor(self, pid: str, on: bool) -> bytes:
+        return self.send(rpc.Monitor(pid, on)).body
 
     def checkpoint(self, pid: str) -> None:
         self.send(rpc.Checkpoint(pid))

@@ -5,6 +5,7 @@ message. Requests reach it through `cu.node.dispatch.Dispatcher`."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -13,11 +14,13 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from cu.node import blocks
 from cu.node.config import NodeConfig
 from cu.node.errors import NotFound, Unavailable
 from cu.node.evaluator import Evaluator
 from cu.node.exchange.deliverer import Deliverer, locator_for
 from cu.node.items import Identity
+from cu.node.retention import Pruner
 from cu.node.store import LogEntry, OutboxEntry, ScheduleOp, StoreError
 from cu.node.store_sqlite import Job, SqliteStore
 
@@ -38,6 +41,8 @@ class EvaluatorCore:
         self.store = store or SqliteStore(config.db_path)
         self.identity = identity or Identity.load(config.data_dir, config.wallet)
         self.evaluator = Evaluator(config, self.store, self.identity)
+        self.evaluator.block_height = lambda: blocks.height(config)
+        self.evaluator.cron_blocks = lambda min_height, max_ts: blocks.chain(config, min_height, max_ts)
         self.evaluator.on_delivery = self.notify
         self._due: dict[str, float] = {}         # pid -> monotonic time its crank is due
         self._flush_at: float | None = None       # when queued write-behind results must be committed
@@ -54,11 +59,17 @@ class EvaluatorCore:
                                    self._deliver_local, retry_max_s=config.outbox_retry_max_s,
                                    metrics=self.evaluator.metrics)
         self.evaluator.on_outbox = self.deliverer.wake
+        # retention (--retain-results / --retain-checkpoints): a bounded background pass (cu/node/retention.py)
+        self.store.keep_checkpoints = config.retain_checkpoints
+        self.pruner = Pruner(self.store, retain_results=config.retain_results,
+                             retain_checkpoints=config.retain_checkpoints, every_s=config.prune_every_s,
+                             metrics=self.evaluator.metrics)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._crank, name="aocu-crank", daemon=True)
         self._thread.start()
         self.deliverer.start()
+        self.pruner.start()
         # messages acknowledged before a stop may not have been evaluated yet
         for pid in self.store.all_processes():
             proc = self.store.process(pid)
@@ -134,8 +145,10 @@ class EvaluatorCore:
                 self._crank_cv.notify()
 
     def schedule(self, op: ScheduleOp, *, defer_notify: bool = False) -> tuple[LogEntry, bool]:
-        (res,) = self.store.schedule_batch([op], int(time.time() * 1000), self.config.block_height,
-                                           self.identity.build_assignment)
+        build = self.identity.build_assignment
+        if op.exclude:      # a legacy `exclude=` assignment: its Exclude tags
+            build = functools.partial(build, exclude=tuple(op.exclude.split(",")))
+        (res,) = self.store.schedule_batch([op], int(time.time() * 1000), blocks.height(self.config), build)
         if isinstance(res, Exception):
             raise NotFound(str(res)) if isinstance(res, StoreError) else res
         if res[1]:
@@ -150,8 +163,8 @@ class EvaluatorCore:
 
     def _deliver_local(self, entry: OutboxEntry) -> LogEntry:
         """A pending outbox entry whose target is on this node now: scheduled here (and marked delivered)."""
-        log_entry, fresh = self.store.outbox_schedule_local(entry, int(time.time() * 1000), self.config.block_height,
-                                                            self.identity.build_assignment)
+        log_entry, fresh = self.store.outbox_schedule_local(entry, int(time.time() * 1000),
+                                                            blocks.height(self.config), self.identity.build_assignment)
         if fresh:
             self.notify(log_entry.pid, self.config.crank_delay_s)
         return log_entry
@@ -207,6 +220,7 @@ class EvaluatorCore:
             return len(self._due)
 
     def stop(self) -> None:
+        self.pruner.stop()
         self.deliverer.stop()
         self._stopping.set()
         with self._crank_cv:

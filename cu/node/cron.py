@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import heapq
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 Tag = tuple[str, str]
 
@@ -83,6 +86,12 @@ class CronFire:
     cron: Cron
     timestamp: int
     block_height: int
+    tick: int = -1         # the walk's step (ms) it fired at: equal to `timestamp` except for block crons
+
+
+class BlockLike(Protocol):
+    height: int
+    timestamp: int         # milliseconds
 
 
 def crons_between(crons: list[Cron], *, process_ts: int, process_height: int, left_ts: int, left_height: int,
@@ -109,14 +118,89 @@ def crons_between(crons: list[Cron], *, process_ts: int, process_height: int, le
         # the walk crosses into a new block on its first step
         for i, c in enumerate(blocks):
             if height != process_height and (height - process_height) % c.value == 0:
-                keyed.append((first, i, CronFire(c, first, height)))
+                keyed.append((first, i, CronFire(c, first, height, first)))
     # Time crons computed arithmetically rather than ticking every second (permaweb/ao#774).
     for i, c in enumerate(times):
         k = (origin_s - first_s) % c.value
         while k < steps:
             if first_s + k != origin_s:
                 t = first + 1000 * k
-                keyed.append((t, len(blocks) + i, CronFire(c, t, height)))
+                keyed.append((t, len(blocks) + i, CronFire(c, t, height, t)))
             k += c.value
     keyed.sort(key=lambda e: (e[0], e[1]))
     return [f for _, _, f in keyed]
+
+
+def cron_fires(crons: list[Cron], *, origin_ts: int, origin_height: int, left_ts: int, left_height: int,
+               right_ts: int, blocks: list[BlockLike]) -> Iterator[CronFire]:
+    """Crons between two boundaries of a stream with the chain's blocks (`cronMessagesBetweenWith` in the legacy
+    CU's loadMessages.js; docs/ABI.md, Crons). The legacy CU ticks t from the left boundary by 1000 ms while
+    t < right; at each tick it first crosses at most one new block (when floor(t/1000) >= floor(block.ts/1000)) and
+    fires the block crons of that block (Timestamp: the block's), then fires the time crons whose
+    (floor(t/1000) - floor(origin/1000)) % n == 0. This computes the same fires without ticking every second
+    (permaweb/ao#774): only the ticks where a block is crossed or a time cron is due are visited."""
+    if not crons or right_ts <= left_ts:
+        return
+    block_crons = [c for c in crons if c.unit == "blocks"]
+    time_crons = sorted((c for c in crons if c.unit == "seconds"), key=lambda c: c.value)
+    steps = (right_ts - left_ts + 999) // 1000            # ticks k with left + 1000k < right
+    left_s = left_ts // 1000                              # floor((left + 1000k)/1000) == left_s + k
+    origin_s = origin_ts // 1000
+    in_range = sorted((b for b in blocks if left_ts < b.timestamp < right_ts), key=lambda b: b.height)
+    # tick at which each block is crossed: the first k with left_s + k >= block second, one block per tick
+    crossings: list[tuple[int, BlockLike]] = []
+    prev_k = -1
+    for b in in_range:
+        k = max(b.timestamp // 1000 - left_s, prev_k + 1, 0)
+        if k >= steps:
+            break
+        crossings.append((k, b))
+        prev_k = k
+    # next due tick of each time cron
+    heap: list[tuple[int, int]] = []
+    for i, c in enumerate(time_crons):
+        k = (origin_s - left_s) % c.value
+        if left_s + k == origin_s:                        # the origin second itself never fires
+            k += c.value
+        if k < steps:
+            heap.append((k, i))
+    heapq.heapify(heap)
+    height = left_height
+    ci = 0
+    while ci < len(crossings) or heap:
+        next_cross = crossings[ci][0] if ci < len(crossings) else steps
+        next_time = heap[0][0] if heap else steps
+        k = min(next_cross, next_time)
+        if k >= steps:
+            return
+        tick = left_ts + 1000 * k
+        if next_cross == k:
+            b = crossings[ci][1]
+            ci += 1
+            height = b.height
+            for c in block_crons:
+                if b.height != origin_height and (b.height - origin_height) % c.value == 0:
+                    yield CronFire(c, b.timestamp, b.height, tick)
+        if next_time == k:
+            due: list[int] = []
+            while heap and heap[0][0] == k:
+                _, i = heapq.heappop(heap)
+                due.append(i)
+            for i in sorted(due):
+                yield CronFire(time_crons[i], tick, height, tick)
+                nk = k + time_crons[i].value
+                if nk < steps:
+                    heapq.heappush(heap, (nk, i))
+
+
+def fires(crons: list[Cron], *, process_ts: int, process_height: int, left_ts: int, left_height: int,
+          right_ts: int, height: int, after_tick: int | None, blocks: list[BlockLike] | None) -> list[CronFire]:
+    """The crons of a local process between its last evaluation and `right_ts`, after the step `after_tick`
+    (already evaluated): with the chain's `blocks` (the node follows a gateway) as the legacy CU walks them, else
+    with this node's block height `height` fixed for the span (`crons_between`)."""
+    if blocks is None:
+        return crons_between(crons, process_ts=process_ts, process_height=process_height, left_ts=left_ts,
+                             left_height=left_height, right_ts=right_ts, height=height, after_ts=after_tick)
+    return [f for f in cron_fires(crons, origin_ts=process_ts, origin_height=process_height, left_ts=left_ts,
+                                  left_height=left_height, right_ts=right_ts, blocks=blocks)
+            if after_tick is None or f.tick > after_tick]

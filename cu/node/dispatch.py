@@ -4,17 +4,20 @@ from the legacynet bridge when the request names a process that is not scheduled
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
-from cu.node import rpc
+from cu.node import at_time, rpc, status  # status: imported at start, its clock is the evaluator's uptime
+from cu.node.bridge import at_time as bridge_at
 from cu.node.bridge.node_hook import bridge_from_node
 from cu.node.bridge.service import BridgeService
 from cu.node.config import NodeConfig
 from cu.node.core import EvaluatorCore
-from cu.node.errors import NotFound
+from cu.node.errors import BadInput, NotFound
 from cu.node.exchange.bridged import BridgedOutbox
 from cu.node.items import Identity
+from cu.node.monitors import CronMonitors
 from cu.node.store_sqlite import SqliteStore
 
 BIG = 1 << 62
@@ -32,10 +35,16 @@ class Dispatcher:
                                                 lambda pid: core.notify(pid, core.config.crank_delay_s))
         self._handlers: dict[type, Callable[[Any], Any]] = {
             rpc.Schedule: self._schedule, rpc.Result: self._result, rpc.DryRun: self._dry_run,
-            rpc.State: self._state, rpc.Cron: self._cron, rpc.Checkpoint: self._checkpoint, rpc.Now: self._now,
+            rpc.State: self._state, rpc.StateChunk: self._state_chunk, rpc.StateDone: self._state_done,
+            rpc.Cron: self._cron, rpc.Checkpoint: self._checkpoint, rpc.Now: self._now,
             rpc.ResultsPage: self._results_page, rpc.Flush: self._flush, rpc.Notify: self._notify,
-            rpc.Metrics: self._metrics,
+            rpc.Metrics: self._metrics, rpc.Status: self._status, rpc.Monitor: self._monitor,
         }
+        # cron monitors (legacy MU /monitor): crons of monitored processes run unread (cu/node/monitors.py)
+        cfg = core.config
+        self.monitors = CronMonitors(cfg.data_dir, self._run_crons, core.evaluator.metrics,
+                                     max_monitors=cfg.monitor_max, per_pass=cfg.monitor_per_pass,
+                                     every_s=cfg.monitor_every_s)
 
     @classmethod
     def open(cls, config: NodeConfig, store: SqliteStore | None = None, identity: Identity | None = None,
@@ -50,10 +59,12 @@ class Dispatcher:
 
     def start(self) -> None:
         self.core.start()
+        self.monitors.start()
         if self.bridged_outbox is not None:
             self.bridged_outbox.start()
 
     def stop(self) -> None:
+        self.monitors.stop()
         self.core.stop()
         if self.bridge is not None:
             self.bridge.shutdown()
@@ -87,12 +98,56 @@ class Dispatcher:
     def _dry_run(self, req: rpc.DryRun) -> rpc.Body:
         bridge = self._bridged(req.pid)
         ev = self.core.evaluator
+        if req.to is not None:       # legacy `to=`: against the state at that point
+            at = {"timestamp": req.to.timestamp, "message_id": req.to.message_id}
+            return rpc.Body(bridge_at.dry_run(bridge, req.pid, req.body, **at) if bridge
+                            else at_time.dry_run(ev, req.pid, req.body, req.to))
         return rpc.Body(bridge.dry_run(req.pid, req.body) if bridge else ev.dry_run(req.pid, req.body))
 
     def _state(self, req: rpc.State) -> rpc.StateReply:
         bridge = self._bridged(req.pid)
-        mem, headers = bridge.state(req.pid) if bridge else self.core.evaluator.state(req.pid)
-        return rpc.StateReply(mem, headers)
+        ev = self.core.evaluator
+        if req.to is not None:       # legacy `to=`: the state at that point
+            at = {"timestamp": req.to.timestamp, "message_id": req.to.message_id}
+            got = bridge_at.state(bridge, req.pid, **at) if bridge else at_time.state(ev, req.pid, req.to)
+            out = ev.exports.offer(*got)
+            return rpc.StateReply(out.body, out.headers, out.length, out.digest, out.export)
+        out = ev.exports.offer(*bridge.state(req.pid)) if bridge else ev.state(req.pid)
+        return rpc.StateReply(out.body, out.headers, out.length, out.digest, out.export)
+
+    def _state_chunk(self, req: rpc.StateChunk) -> rpc.Body:
+        return rpc.Body(self.core.evaluator.exports.read(req.export, req.offset, req.size))
+
+    def _state_done(self, req: rpc.StateDone) -> rpc.Done:
+        self.core.evaluator.exports.release(req.export)
+        return rpc.Done()
+
+    def _run_crons(self, pid: str) -> None:
+        """A monitored process up to now, crons included (its outbox delivered as after any evaluation). A bridged
+        process's backlog is taken at most `monitor_budget` evaluations per pass, so a pass (and a shutdown
+        waiting for it) stays short however far behind the scheduler's clock the process is."""
+        bridge = self._bridged(pid)
+        if bridge:
+            bridge.cron(pid, budget=self.core.config.monitor_budget)
+        else:
+            self.core.evaluator.up_to_now(pid)
+
+    def _monitor(self, req: rpc.Monitor) -> rpc.Body:
+        if not req.on:
+            changed = self.monitors.remove(req.pid)
+            return rpc.Body(json.dumps({"monitored": False, "changed": changed}).encode())
+        bridge = self._bridged(req.pid)
+        if bridge is not None:
+            crons = bridge.crons_of(req.pid)
+        else:
+            proc = self.store.process(req.pid)
+            if proc is None:
+                raise NotFound(f"Process {req.pid} not found")
+            crons = any(n == "Cron-Interval" for n, _ in proc.tags)
+        if not crons:
+            raise BadInput(f"process {req.pid} has no Cron-Interval tag: it has no crons to monitor")
+        changed = self.monitors.add(req.pid)
+        return rpc.Body(json.dumps({"monitored": True, "changed": changed}).encode())
 
     def _cron(self, req: rpc.Cron) -> rpc.Done:
         bridge = self._bridged(req.pid)
@@ -145,3 +200,6 @@ class Dispatcher:
     def _metrics(self, _req: rpc.Metrics) -> rpc.MetricsReply:
         ev = self.core.evaluator
         return rpc.MetricsReply({k: float(v) for k, v in ev.metrics.items()}, ev.warm(), self.core.queued())
+
+    def _status(self, req: rpc.Status) -> rpc.StatusReply:
+        return status.facts(self, req)     # the status page's facts (cu/node/status.py)

@@ -26,6 +26,12 @@ class NotFound(CoreError):
     kind = "not_found"
 
 
+class Gone(NotFound):
+    """It existed here but was removed on purpose (a result pruned by the retention policy)."""
+
+    kind = "gone"
+
+
 class NotYet(CoreError):
     """The thing exists but its answer is not (or can no longer be) computed here yet."""
 
@@ -88,7 +94,7 @@ class Internal(CoreError):
 
 
 KINDS: dict[str, type[CoreError]] = {cls.kind: cls for cls in (
-    BadInput, Denied, NotFound, Conflict, NotYet, Invalid, NotImplementedHere, LimitExceeded, BadUpstream, Unavailable,
+    BadInput, Denied, NotFound, Gone, Conflict, NotYet, Invalid, NotImplementedHere, LimitExceeded, BadUpstream, Unavailable,
     Busy, Internal)}
 
 

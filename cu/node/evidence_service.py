@@ -16,7 +16,9 @@ from attestation.binding import fresh_report_data, key_binding_report_data
 from attestation.errors import AttestationError
 from attestation.evidence import Evidence
 from attestation.providers import Provider
+from cu.hashing import b64url
 from cu.node.identity import NodeIdentity
+from cu.node.keys import KeyHistory
 from cu.wire.response import DOCUMENT_FORMAT
 
 TEE_LABELS = ("snp", "tdx", "sim-snp", "sim-tdx", "none")
@@ -83,7 +85,24 @@ class EvidenceService:
             ev = None if not self.has_tee else self._produce(rd)
             self._key_evidence, self._key_report_data, self._produced_at = ev, rd, time.time()
             self._bound = (self.identity.epoch, self.identity.ed25519_pub)
+            if self.identity.data_dir is not None:
+                # the key and its evidence join the history; a different earlier key becomes a past key
+                KeyHistory(self.identity.data_dir).record_current(self._record(rd, ev))
             return ev
+
+    def _record(self, rd: bytes, ev: Evidence | None) -> dict[str, Any]:
+        i = self.identity
+        return {"epoch": i.epoch, "ed25519": b64url(i.ed25519_pub), "address": i.address,
+                "node_config": i.node_config, "node_config_sha256": i.node_config_sha256.hex(),
+                "report_data": rd.hex(), "tee": self.tee, "evidence": ev.to_json() if ev is not None else None,
+                "since": int(self._produced_at)}
+
+    def keys(self) -> list[dict[str, Any]]:
+        """The current key (with its evidence) first, then the past keys newest first, each with `status`."""
+        self.key_evidence()  # re-bind first if the identity was rotated
+        cur = {"status": "current", **self._record(self._key_report_data, self._key_evidence)}
+        past = KeyHistory(self.identity.data_dir).past() if self.identity.data_dir is not None else []
+        return [cur, *({"status": "past", **p} for p in reversed(past))]
 
     def rotate(self) -> int:
         """New ed25519 key + epoch, then evidence for them."""
@@ -133,6 +152,7 @@ class EvidenceService:
                 "fresh_formula": FRESH_BINDING,
             },
             "produced_at": int(self._produced_at),
+            "keys": self.keys(),
         }
         if ev is None:
             doc["evidence"] = None

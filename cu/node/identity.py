@@ -22,6 +22,7 @@ from cu import __version__
 from cu.codec.errors import CodecError
 from cu.codec.wallet import ArweaveWallet, Ed25519Key
 from cu.hashing import b64url
+from cu.node.fsmodes import private_dir
 from cu.wire.response import canonical_json  # the verifier recomputes the same bytes
 
 WALLET_FILE = "wallet.json"
@@ -29,7 +30,7 @@ ED25519_FILE = "ed25519.jwk"
 STATE_FILE = "identity.json"
 CONFIG_FORMAT = "aocu-node-config/1"
 # NodeConfig fields that change what a result means or how it was computed (paths and tuning are left out).
-SECURITY_FIELDS = ("tee", "memory_max", "compute_max", "eval_timeout_s", "block_height")
+SECURITY_FIELDS = ("tee", "memory_max", "compute_max", "eval_timeout_s", "block_height", "follow_blocks")
 
 
 class IdentityError(Exception):
@@ -119,8 +120,7 @@ class NodeIdentity:
     ) -> NodeIdentity:
         """Load the keys from `data_dir`, generating missing ones (0600) when `create`. `wallet_path`
         overrides the wallet (never generated: an operator-supplied wallet must exist)."""
-        d = Path(data_dir)
-        d.mkdir(parents=True, exist_ok=True)
+        d = private_dir(data_dir)  # 0700 whatever the umask: keys, database and caches live here
         wpath = Path(wallet_path) if wallet_path else d / WALLET_FILE
         if not wpath.exists():
             if wallet_path or not create:

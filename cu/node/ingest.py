@@ -5,12 +5,13 @@ verified and how it is stored: cu.node.signed_http). Both are stored as received
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cu.node import cron, legacy, signed_http
+from cu.node import blocks, cron, legacy, signed_http
 from cu.node.config import NodeConfig
 from cu.node.errors import BadInput, Internal, NotFound
 from cu.node.items import CodecError, DataItem, Identity, item_meta
@@ -43,7 +44,10 @@ class Scheduler:
         self.submit: Submit = submit or self._submit_here
 
     def _submit_here(self, op: ScheduleOp) -> tuple[LogEntry, bool]:
-        (res,) = self.store.schedule_batch([op], now_ms(), self.config.block_height, self.identity.build_assignment)
+        build = self.identity.build_assignment
+        if op.exclude:      # a legacy `exclude=` assignment: its Exclude tags
+            build = functools.partial(build, exclude=tuple(op.exclude.split(",")))
+        (res,) = self.store.schedule_batch([op], now_ms(), blocks.height(self.config), build)
         if isinstance(res, Exception):
             raise res
         return res
@@ -142,12 +146,14 @@ class Scheduler:
         return Accepted("Message", meta.id, entry, fresh)
 
     # POST /?process-id=&assign= ---------------------------------------------------------------
-    def assign(self, pid: str, message_id: str) -> Accepted:
+    def assign(self, pid: str, message_id: str, exclude: str = "") -> Accepted:
+        """A pure assignment; `exclude`: the legacy comma-separated Exclude values (fields the evaluated message
+        leaves out). An item already scheduled on `pid` is not scheduled again (its first assignment answers)."""
         if self.store.process(pid) is None:
             raise NotFound(f"Process {pid} not found on this node")
         if self.store.item_meta(message_id) is None:
             raise NotFound(f"Message {message_id} not found on this node")
-        entry, fresh = self._run(ScheduleOp("assign", pid, message_id))
+        entry, fresh = self._run(ScheduleOp("assign", pid, message_id, exclude=exclude))
         return Accepted("Assignment", entry.assignment_id, entry, fresh)
 
     # SU reads ---------------------------------------------------------------------------------

@@ -77,12 +77,14 @@ class Identity:
         return self.wallet.address
 
     def build_assignment(self, pid: str, message_id: str, nonce: int, timestamp: int, block_height: int,
-                         hash_chain: str, epoch: int) -> tuple[bytes, ItemMeta]:
-        """The legacy SU's assignment item (tags in its order), signed by the node's ed25519 key."""
+                         hash_chain: str, epoch: int, exclude: tuple[str, ...] = ()) -> tuple[bytes, ItemMeta]:
+        """The legacy SU's assignment item (tags in its order, then one Exclude tag per `exclude` value), signed
+        by the node's ed25519 key."""
         tags = [
             ("Process", pid), ("Message", message_id), ("Epoch", str(epoch)), ("Nonce", str(nonce)),
             ("Hash-Chain", hash_chain), ("Block-Height", f"{block_height:012d}"), ("Timestamp", str(timestamp)),
             ("Data-Protocol", "ao"), ("Type", "Assignment"), ("Variant", "ao.TN.1"),
+            *(("Exclude", v) for v in exclude),
         ]
         item = DataItem.create(self.ed25519, data=b"", tags=tags)
         return item.to_bytes(), item_meta(item, now_ms=timestamp)

@@ -146,8 +146,9 @@ def _as_list(value: Any) -> list[Any]:
 def merge_result(raw: dict[str, Any]) -> dict[str, Any]:
     """The legacy CU's result merge (docs/ABI.md, Message, env and result): lists default [], Output to string/object, Patches dropped."""
     if raw.get("Error") is not None:
-        err = raw["Error"]
-        out: dict[str, Any] = {"Error": err if isinstance(err, str) else json.dumps(err)}
+        # kept with its JSON type: a table thrown by Lua (`error({code = 1})`) is an object, as the legacy CU
+        # stores the value the loader threw
+        out: dict[str, Any] = {"Error": raw["Error"]}
         out["Messages"] = []
         out["Spawns"] = []
         out["Assignments"] = []

@@ -44,8 +44,11 @@ class Scheduled:
 
 @dataclass(frozen=True)
 class StateReply:
-    body: bytes
+    body: bytes                    # the whole state, or b"" when it is exported (read it with StateChunk)
     headers: dict[str, str]
+    length: int = 0
+    digest: bytes = b""            # SHA-256 of the whole state
+    export: str | None = None      # a state too large for one frame: its download token (cu/node/eval/exports.py)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,30 @@ class Page:
     more: bool
 
 
+@dataclass(frozen=True)
+class BridgedProcess:
+    """A process computed by the legacynet bridge, as the status page and `GET /processes` list it."""
+    pid: str
+    module: str
+    slot: int             # last scheduled nonce consumed (-1: none yet)
+    evaluated: int        # results evaluated (messages and crons)
+    last_ts: int          # ms: timestamp of the last evaluated entry (0: none)
+    warm: bool
+    evaluating: bool      # an evaluation (replay) of it is running now; `slot`/`evaluated` are its live position
+
+
+@dataclass(frozen=True)
+class StatusReply:
+    metrics: dict[str, float]
+    uptime_s: float       # since the evaluator process started
+    queued: int
+    warm_count: int
+    warm: list[str]       # of the local pids asked about, the warm ones
+    bridge: dict[str, Any]            # {} without a bridge; else counts and settings (cu/node/status.py)
+    bridged: list[BridgedProcess]
+    bridged_more: bool
+
+
 # requests --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Schedule(Request[Scheduled]):
@@ -94,16 +121,42 @@ class Result(Request[Body]):
 
 
 @dataclass(frozen=True)
+class At:
+    """A point in a process's history (legacy `to=`): a millisecond timestamp (every scheduled message at or before
+    it and the crons due before it), or a scheduled message's id (up to and including that message)."""
+    timestamp: int | None = None
+    message_id: str | None = None
+
+
+@dataclass(frozen=True)
 class DryRun(Request[Body]):
     pid: str
     body: dict[str, Any]
+    to: At | None = None           # `?to=`: against the state at that point instead of the latest
     reply: ClassVar[type] = Body
 
 
 @dataclass(frozen=True)
 class State(Request[StateReply]):
     pid: str
+    to: At | None = None
     reply: ClassVar[type] = StateReply
+
+
+@dataclass(frozen=True)
+class StateChunk(Request[Body]):
+    """Bytes of an exported state from `offset` (at most `size`, and at most the evaluator's chunk size)."""
+    export: str
+    offset: int
+    size: int
+    reply: ClassVar[type] = Body
+
+
+@dataclass(frozen=True)
+class StateDone(Request[Done]):
+    """The worker gives up an exported state before reading it to the end."""
+    export: str
+    reply: ClassVar[type] = Done
 
 
 @dataclass(frozen=True)
@@ -158,12 +211,31 @@ class Notify(Request[Done]):
 
 
 @dataclass(frozen=True)
+class Monitor(Request[Body]):
+    """Start (`on`) or stop a cron monitor of `pid` (legacy MU `POST|DELETE /monitor/{pid}`); the reply body is
+    JSON {"monitored": bool, "changed": bool}."""
+    pid: str
+    on: bool
+    reply: ClassVar[type] = Body
+
+
+@dataclass(frozen=True)
 class Metrics(Request[MetricsReply]):
     reply: ClassVar[type] = MetricsReply
 
 
-REQUESTS: tuple[type, ...] = (Schedule, Result, DryRun, State, Cron, Checkpoint, Now, ResultsPage, Flush, Notify,
-                              Metrics)
+@dataclass(frozen=True)
+class Status(Request[StatusReply]):
+    """Evaluator facts for the status page and `GET /processes`: which of `pids` are warm, and a page of bridged
+    processes newest activity first (`before`: exclusive (last_ts, pid) bound; `limit` 0: none)."""
+    pids: list[str]
+    before: tuple[int, str] | None
+    limit: int
+    reply: ClassVar[type] = StatusReply
+
+
+REQUESTS: tuple[type, ...] = (Schedule, Result, DryRun, State, StateChunk, StateDone, Cron, Checkpoint, Now,
+                              ResultsPage, Flush, Notify, Metrics, Status)
 _BY_NAME: dict[str, type] = {cls.__name__: cls for cls in REQUESTS}
 
 

@@ -13,13 +13,14 @@ import sys
 import threading
 from pathlib import Path
 
-from cu.node import rpc
+from cu.node import logconf, rpc
 from cu.node.config import NodeConfig
 from cu.node.dispatch import Dispatcher
 from cu.node.errors import CoreError
 from cu.node.wire import recv_frame, send_frame
 
 log = logging.getLogger("aocu.evaluator")
+ORPHAN_GRACE_S = 3.0     # an orphaned evaluator's orderly stop, then it exits anyway
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -43,7 +44,10 @@ class _Handler(socketserver.BaseRequestHandler):
                 log.exception("evaluator operation failed")
                 reply = [False, "internal", f"evaluation failed: {exc}"]
             try:
-                send_frame(sock, reply)
+                try:
+                    send_frame(sock, reply)
+                except ValueError as exc:      # a reply over the frame limit: say so instead of dropping it
+                    send_frame(sock, [False, "limit_exceeded", str(exc)])
             except OSError:
                 return
             finally:
@@ -87,7 +91,7 @@ def acquire_lock(data_dir: Path) -> int:
 
 def serve_evaluator(config: NodeConfig, parent_pid: int | None = None) -> int:
     """Runs the evaluator process until SIGTERM/SIGINT (checkpoints on the way out) or the parent dies."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s evaluator %(levelname)s %(message)s")
+    logconf.configure(config.log_level, config.log_format)   # as `aocu serve --log-level/--log-format` asked
     lock_fd = acquire_lock(config.data_dir)
     # many short Python bursts between native calls: hand the GIL over sooner than the 5 ms default
     sys.setswitchinterval(0.0005)
@@ -109,7 +113,10 @@ def serve_evaluator(config: NodeConfig, parent_pid: int | None = None) -> int:
     log.info("evaluator serving %s", path)
     while not stop.wait(0.5):
         if parent_pid is not None and os.getppid() != parent_pid:
-            log.warning("parent exited; stopping")
+            # orphaned (the master was killed): nobody will wait for a checkpoint, and an evaluation in flight
+            # (up to --eval-timeout) must not keep this process alive; the log and results are in the store
+            log.warning("parent exited; stopping (at most %g s)", ORPHAN_GRACE_S)
+            threading.Timer(ORPHAN_GRACE_S, exit_now, (0,)).start()
             break
     server.shutdown()
     server.server_close()
@@ -136,5 +143,19 @@ def main(argv: list[str] | None = None) -> int:
         return 75    # EX_TEMPFAIL
 
 
+def exit_now(code: int) -> None:
+    """Ends the process without interpreter finalization: a daemon thread (an RPC handler or the crank) that
+    comes back from a native evaluation while the interpreter finalizes is ended by pthread_exit, whose forced
+    unwind through the engine binding's GIL re-acquiring (noexcept) destructor aborts the process with
+    `terminate called without an active exception`. Everything durable is committed before this is called."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

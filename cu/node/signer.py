@@ -89,14 +89,17 @@ class ResultSigner:
         attest_nonce: bytes | None = None,
         alg: str = "ed25519",
         created: int | None = None,
+        digest: bytes | None = None,
     ) -> list[tuple[str, str]]:
         """Headers to add to the response: Content-Digest, Ao-Process/Ao-Slot/Ao-Message, Attestation,
-        Signature-Input, Signature. `attest_nonce` asks for fresh evidence bound to SHA-256(body) + nonce."""
+        Signature-Input, Signature. `attest_nonce` asks for fresh evidence bound to SHA-256(body) + nonce.
+        `digest`: SHA-256 of a body streamed rather than passed (`body` is then ignored)."""
         if alg not in ALGS:
             raise ValueError(f"result signatures use {' or '.join(ALGS)}, not {alg!r}")
         if not 100 <= status <= 599:
             raise ValueError(f"bad HTTP status {status}")
-        digest = hashlib.sha256(body).digest()
+        if digest is None:
+            digest = hashlib.sha256(body).digest()
         headers = [("Content-Digest", content_digest_from(digest)), *result.headers(),
                    (ATTESTATION_TAG, self._attestation(digest, attest_nonce))]
         components = ["@status", "content-digest", *(h.lower() for h, _ in headers[1:-1]), "attestation"]

@@ -134,6 +134,7 @@ class ScheduleOp:
     item: tuple[ItemMeta, bytes] | None = None
     module: str = ""           # spawn only
     has_crons: bool = False    # spawn only
+    exclude: str = ""          # assign only: the legacy `exclude` values (comma-separated), one Exclude tag each
 
 
 def results_page_query(pid: str, *, after: tuple[int, int] | None, until: tuple[int, int] | None,
@@ -234,7 +235,8 @@ class Store(abc.ABC):
         """Results ordered by seq; bounds are (timestamp, seq) pairs, `after` exclusive, `until` inclusive."""
 
     @abc.abstractmethod
-    def put_checkpoint(self, cp: Checkpoint, keep: int = 2) -> None: ...
+    def put_checkpoint(self, cp: Checkpoint, keep: int | None = None) -> None:
+        """Stores `cp` and keeps the process's latest `keep` checkpoints (None: the store's setting)."""
 
     @abc.abstractmethod
     def latest_checkpoint(self, pid: str) -> Checkpoint | None: ...
@@ -248,3 +250,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def processes_page(self, before: tuple[int, str] | None, limit: int) -> tuple[list[ProcessRow], bool]:
+        """Processes by last activity (`last_timestamp`), newest first, after the exclusive bound `before` =
+        (last_timestamp, id); (page, whether there are more). Tags are not read (empty)."""
+
+
+def processes_page_query(before: tuple[int, str] | None, limit: int) -> tuple[str, list[object]]:
+    """SQL of a `processes_page` (one row more than `limit`), in ProcessRow field order with empty tags."""
+    q = "SELECT id, module, owner, '[]', timestamp, block_height, nonce, last_timestamp FROM processes"
+    args: list[object] = []
+    if before is not None:
+        q += " WHERE (last_timestamp, id) < (?, ?)"
+        args += list(before)
+    return q + " ORDER BY last_timestamp DESC, id DESC LIMIT ?", [*args, limit + 1]

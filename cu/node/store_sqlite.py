@@ -17,20 +17,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cu.node.fsmodes import private_db
 from cu.node.store import (
     AssignmentBuilder,
     Checkpoint,
     ItemMeta,
     LogEntry,
-    OutboxEntry,
     Outgoing,
     ProcessRow,
     ResultRow,
     ScheduleOp,
     Store,
     StoreError,
+    processes_page_query,
     results_page_query,
 )
+from cu.node.store_outbox import OutboxStoreMixin
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -56,6 +58,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     pid TEXT NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL,
     item_id TEXT NOT NULL, delivered INTEGER NOT NULL, PRIMARY KEY (pid, seq, idx));
 CREATE TABLE IF NOT EXISTS outbox_sources (pid TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pruned (pid TEXT PRIMARY KEY, seq INTEGER NOT NULL, nonce INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (
     pid TEXT NOT NULL, seq INTEGER NOT NULL, nonce INTEGER NOT NULL, cron_ts INTEGER, timestamp INTEGER NOT NULL,
     module_hash TEXT NOT NULL, memory_root BLOB NOT NULL, snapshot BLOB NOT NULL, PRIMARY KEY (pid, seq));
@@ -66,8 +69,6 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 _OUTBOX_COLUMNS = ("state TEXT NOT NULL DEFAULT 'pending'", "remote TEXT", "attempts INTEGER NOT NULL DEFAULT 0",
                    "next_at INTEGER NOT NULL DEFAULT 0", "reason TEXT", "updated INTEGER NOT NULL DEFAULT 0",
                    "created INTEGER NOT NULL DEFAULT 0")
-_OUTBOX_SELECT = ("SELECT pid, seq, idx, kind, target, item_id, state, remote, attempts, next_at, reason, updated, "
-                  "created FROM outbox")
 
 Job = Callable[[sqlite3.Connection], Any]
 
@@ -84,10 +85,11 @@ def _tags(text: str) -> list[tuple[str, str]]:
     return [(n, v) for n, v in json.loads(text)]
 
 
-class SqliteStore(Store):
+class SqliteStore(OutboxStoreMixin, Store):
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        private_db(self.path)  # 0600 whatever the umask (docs/SEALING.md)
         self._local = threading.local()
         self._pid = os.getpid()
         # every write goes through here; the evaluator process replaces it with its group committer so that
@@ -95,6 +97,7 @@ class SqliteStore(Store):
         self.writer: Callable[[list[Job], bool], list[Any]] = self.transact
         # (job, durable, on_done) without waiting; None = write synchronously
         self.async_writer: Callable[[Job, bool, Callable[[Any], None]], None] | None = None
+        self.keep_checkpoints = 2      # per process (--retain-checkpoints)
         # counts outbox entries written as `pending` (the evaluator wakes the deliverer when it moved)
         self.pending_written = 0
         self._conn().executescript(SCHEMA)
@@ -334,6 +337,10 @@ class SqliteStore(Store):
     def all_processes(self) -> list[str]:
         return [r[0] for r in self._conn().execute("SELECT id FROM processes")]
 
+    def process_ids(self, *, after: str, limit: int) -> list[str]:
+        return [r[0] for r in self._conn().execute("SELECT id FROM processes WHERE id > ? ORDER BY id LIMIT ?",
+                                                   (after, limit))]
+
     @staticmethod
     def _entry(c: sqlite3.Connection, pid: str, nonce: int) -> LogEntry | None:
         row = c.execute("SELECT * FROM log WHERE pid=? AND nonce=?", (pid, nonce)).fetchone()
@@ -413,7 +420,14 @@ class SqliteStore(Store):
     def _put_results(self, c: sqlite3.Connection, rows: list[ResultRow], outgoing: dict[int, list[Outgoing]],
                      now_ms: int, block_height: int, build: AssignmentBuilder) -> list[LogEntry]:
         new_entries: list[LogEntry] = []
+        pruned: dict[str, int] = {}
         for r in rows:
+            if r.pid not in pruned:
+                got = c.execute("SELECT seq FROM pruned WHERE pid=?", (r.pid,)).fetchone()
+                pruned[r.pid] = got[0] if got else -1
+            if r.seq <= pruned[r.pid]:
+                continue        # recomputed after retention removed it (cu/node/retention.py): not stored again,
+                                # and its outbox not delivered again
             cur = c.execute("INSERT OR IGNORE INTO results VALUES (?,?,?,?,?,?,?,?,?)",
                             (r.pid, r.seq, r.nonce, r.cron, r.message_id, r.timestamp, r.block_height,
                              int(r.error), r.body))
@@ -486,89 +500,15 @@ class SqliteStore(Store):
         return self._conn().execute("SELECT pid, seq, idx, kind, target, item_id, delivered FROM outbox WHERE "
                                     "pid=? ORDER BY seq, idx", (pid,)).fetchall()
 
-    # the outbox deliverer (cu/node/exchange) ----------------------------------------------------------
-    def outbox_entries(self, pid: str, seq: int | None = None) -> list[OutboxEntry]:
-        """A process's outbox, or only what its result `seq` produced."""
-        where, args = (" WHERE pid=?", (pid,)) if seq is None else (" WHERE pid=? AND seq=?", (pid, seq))
-        return [OutboxEntry(*r) for r in self._conn().execute(
-            _OUTBOX_SELECT + where + " ORDER BY seq, idx", args).fetchall()]
-
-    def outbox_due(self, now_ms: int, limit: int = 64) -> list[OutboxEntry]:
-        """Pending entries due by `now_ms`, each the first pending one of its (sender, target) pair, so one
-        process's messages to another are delivered in outbox order."""
-        return [OutboxEntry(*r) for r in self._conn().execute(
-            _OUTBOX_SELECT + " AS o WHERE state='pending' AND next_at<=? AND NOT EXISTS (SELECT 1 FROM outbox p "
-            "WHERE p.pid=o.pid AND p.target=o.target AND p.state='pending' AND (p.seq, p.idx) < (o.seq, o.idx)) "
-            "ORDER BY next_at, pid, seq, idx LIMIT ?", (now_ms, limit)).fetchall()]
-
-    def outbox_next_due(self) -> int | None:
-        """ms when the earliest pending entry is due, None without pending entries."""
-        return self._conn().execute("SELECT min(next_at) FROM outbox WHERE state='pending'").fetchone()[0]
-
-    def outbox_counts(self) -> dict[str, int]:
-        return dict(self._conn().execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
-
-    def outbox_oldest_pending(self) -> int | None:
-        """ms when the oldest pending entry was created."""
-        return self._conn().execute("SELECT min(created) FROM outbox WHERE state='pending'").fetchone()[0]
-
-    def outbox_update(self, key: tuple[str, int, int], *, state: str, attempts: int, next_at: int,
-                      remote: str | None, reason: str | None, now_ms: int) -> None:
-        """One delivery attempt's outcome. Not durable: a `delivered` lost in a crash is pushed again, and
-        the remote scheduler's deduplication by message id absorbs the repeat."""
-        def job(c: sqlite3.Connection) -> None:
-            c.execute("UPDATE outbox SET state=?, delivered=?, attempts=?, next_at=?, remote=?, reason=?, "
-                      "updated=? WHERE pid=? AND seq=? AND idx=?",
-                      (state, int(state in ("local", "delivered")), attempts, next_at, remote, reason, now_ms, *key))
-        self._write(job, False)
-
-    def outbox_schedule_local(self, e: OutboxEntry, now_ms: int, block_height: int,
-                              build: AssignmentBuilder) -> tuple[LogEntry, bool]:
-        """A pending entry whose target is on this node now: scheduled here and marked delivered in one
-        transaction (durable); StoreError when it cannot be (the spawn's module is not here)."""
-        def job(c: sqlite3.Connection) -> tuple[LogEntry, bool]:
-            if e.kind == "Spawn":
-                got = c.execute(self._META + ", raw FROM items WHERE id=?", (e.item_id,)).fetchone()
-                meta = self._meta(got[:11]) if got else None
-                module = next((v for n, v in meta.tags if n == "Module"), "") if meta else ""
-                if meta is None or not c.execute("SELECT 1 FROM items WHERE id=? AND kind='Module'",
-                                                 (module,)).fetchone():
-                    raise StoreError(f"module {module or '(none)'} of the spawn is not on this node")
-                fresh = c.execute("SELECT 1 FROM processes WHERE id=?", (e.target,)).fetchone() is None
-                res = (self._spawn(c, meta, bytes(got[11]), module, now_ms, block_height, build,
-                                   any(n == "Cron-Interval" for n, _ in meta.tags)), fresh)
-            else:
-                res = self._schedule(c, e.target, e.item_id, now_ms, block_height, build, None)
-            c.execute("UPDATE outbox SET state='delivered', delivered=1, attempts=attempts+1, remote=?, reason=NULL, "
-                      "updated=? WHERE pid=? AND seq=? AND idx=?", (f"local slot {res[0].nonce}", now_ms, *e.key))
-            return res
-        return self._write(job, True)
-
-    def outbox_source_seq(self, pid: str) -> int | None:
-        """The last result seq of a bridged process whose outbox was recorded (--deliver-bridged)."""
-        row = self._conn().execute("SELECT seq FROM outbox_sources WHERE pid=?", (pid,)).fetchone()
-        return row[0] if row else None
-
-    def outbox_sources(self) -> list[str]:
-        return [r[0] for r in self._conn().execute("SELECT pid FROM outbox_sources")]
-
-    def put_source_outbox(self, pid: str, upto_seq: int, outgoing: dict[int, list[Outgoing]], now_ms: int,
-                          block_height: int, build: AssignmentBuilder) -> list[LogEntry]:
-        """The outbox of results computed elsewhere (a bridged process) for targets on this node, scheduled
-        here, with the seq recorded so far, in one durable transaction (a repeat records nothing twice)."""
-        def job(c: sqlite3.Connection) -> list[LogEntry]:
-            new: list[LogEntry] = []
-            for seq, outs in sorted(outgoing.items()):
-                for out in outs:
-                    self._put_outgoing(c, pid, seq, out, now_ms, block_height, build, new, local_only=True)
-            c.execute("INSERT INTO outbox_sources VALUES (?,?) ON CONFLICT (pid) DO UPDATE SET seq=max(seq, ?)",
-                      (pid, upto_seq, upto_seq))
-            return new
-        return self._write(job, True)
-
     # checkpoints ----------------------------------------------------------------------------------
-    def put_checkpoint(self, cp: Checkpoint, keep: int = 2) -> None:
-        self._write(lambda c: self._put_checkpoint(c, cp, keep), False)
+    def put_checkpoint(self, cp: Checkpoint, keep: int | None = None) -> None:
+        n = self.keep_checkpoints if keep is None else keep
+        self._write(lambda c: self._put_checkpoint(c, cp, n), False)
+
+    def pruned_nonce(self, pid: str) -> int:
+        """Results of messages up to this nonce were removed by the retention policy (-1: none)."""
+        row = self._conn().execute("SELECT nonce FROM pruned WHERE pid=?", (pid,)).fetchone()
+        return row[0] if row else -1
 
     @staticmethod
     def _put_checkpoint(c: sqlite3.Connection, cp: Checkpoint, keep: int) -> None:
@@ -591,3 +531,7 @@ class SqliteStore(Store):
         for table in ("items", "processes", "log", "results", "checkpoints"):
             out[table] = c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         return out
+
+    def processes_page(self, before: tuple[int, str] | None, limit: int) -> tuple[list[ProcessRow], bool]:
+        rows = self._conn().execute(*processes_page_query(before, limit)).fetchall()
+        return [ProcessRow(r[0], r[1], r[2], [], *r[4:]) for r in rows[:limit]], len(rows) > limit

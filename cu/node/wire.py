@@ -15,17 +15,23 @@ MAX_FRAME = 256 * 1024 * 1024
 
 def send_frame(sock: socket.socket, obj: Any) -> None:
     data = msgpack.packb(obj, use_bin_type=True)
-    sock.sendall(_LEN.pack(len(data)) + data)
+    if len(data) > MAX_FRAME:
+        # the peer would refuse it; large values (a process's state) travel in chunks (rpc.StateChunk)
+        raise ValueError(f"evaluator frame of {len(data)} bytes exceeds {MAX_FRAME}")
+    sock.sendall(_LEN.pack(len(data)))
+    sock.sendall(data)      # not concatenated: a large frame is not copied once more
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
+def _recv_exact(sock: socket.socket, n: int) -> bytearray | None:
+    buf = bytearray(n)      # filled in place: no growing and no final copy
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if not k:
             return None
-        buf += chunk
-    return bytes(buf)
+        got += k
+    return buf
 
 
 def recv_frame(sock: socket.socket) -> Any:

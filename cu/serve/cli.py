@@ -6,15 +6,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
+import shutil
 from pathlib import Path
 
 from cu.node.config import TEE_CHOICES, NodeConfig
+from cu.node.logconf import FORMATS, LEVELS
+from cu.node.logconf import configure as configure_logging
+from cu.serve import settings
 from cu.serve.gunicorn_app import run_gunicorn
 from cu.serve.supervisor import Supervisor
 
 log = logging.getLogger("aocu.serve")
 
+METRICS_DIR = "metrics"     # DATA-DIR/metrics: prometheus_client's multi-process files
 TEE_DEVICES = {"snp": ("/dev/sev-guest",), "tdx": ("/dev/tdx_guest", "/dev/tdx-guest")}
 
 
@@ -33,7 +37,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluations between checkpoints")
     p.add_argument("--max-warm", type=int, default=NodeConfig.max_warm,
                    help="warm process instances kept in memory (least recently used are checkpointed out)")
-    p.add_argument("--block-height", type=int, default=0, help="block height stamped on assignments")
+    p.add_argument("--max-memory", default="0", metavar="BYTES",
+                   help="memory budget of the warm instances together (4G, 512M, bytes); beyond it the least recently "
+                        "used are checkpointed out (default 0: half of physical memory)")
+    p.add_argument("--max-outbox", type=int, default=NodeConfig.max_outbox, metavar="N",
+                   help="messages + spawns one evaluation may send; more gives the evaluation an Error result and "
+                        "sends none of them (default 100; 0: no limit)")
+    p.add_argument("--retain-results", type=int, default=NodeConfig.retain_results, metavar="N",
+                   help="keep the result bodies of each process's latest N evaluations; older ones are pruned in the "
+                        "background and read as 410 (default 0: keep all; the message log is always kept)")
+    p.add_argument("--retain-checkpoints", type=int, default=NodeConfig.retain_checkpoints, metavar="N",
+                   help="checkpoints kept per process (default 2, at least 1)")
+    p.add_argument("--block-height", type=int, default=None,
+                   help="block height stamped on assignments and used for block crons (default: with --gateway the "
+                        "gateway's current block, else 0)")
     p.add_argument("--eval-timeout", type=float, default=NodeConfig.eval_timeout_s,
                    help="wall-clock limit of one evaluation in seconds (the message gets an Error result)")
     p.add_argument("--busy-after", type=float, default=NodeConfig.busy_s,
@@ -41,7 +58,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--crank-delay", type=float, default=NodeConfig.crank_delay_s,
                    help="seconds after its acknowledgement an unread message is evaluated (and its outbox "
                         "delivered); a /result request arriving first evaluates it itself (default 0.02)")
-    p.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    p.add_argument("--quiet", action="store_true",
+                   help="no per-request log lines (as --log-level warning, which an explicit --log-level overrides)")
+    p.add_argument("--log-level", choices=LEVELS, default="info",
+                   help="lines of this level and above, from workers and the evaluator (default info: one per request)")
+    p.add_argument("--log-format", choices=FORMATS, default="text",
+                   help="text, or json: one object per line with ts, level, logger, msg (and the request's fields)")
+    p.add_argument("--config", metavar="FILE.toml",
+                   help="serve flags from a TOML file (keys: flag names; docs/OPERATIONS.md); also AOCU_<FLAG> "
+                        "environment variables. A flag given here wins over AOCU_<FLAG>, which wins over the file")
+    a = p.add_argument_group("admission", "slow clients and dry-runs cannot hold every request thread "
+                                          "(docs/HTTP-API.md, Admission)")
+    a.add_argument("--header-timeout", type=float, default=NodeConfig.header_timeout_s, metavar="SECONDS",
+                   help="a request head (and a body up to 64 KiB) must arrive within this, else 408 (default 10)")
+    a.add_argument("--dry-run-timeout", type=float, default=NodeConfig.dry_run_timeout_s, metavar="SECONDS",
+                   help="wall-clock limit of one dry-run evaluation (default 5; the result is an Error)")
+    a.add_argument("--dry-run-rate", type=float, default=5.0, metavar="PER_SECOND",
+                   help="dry-runs per second per client address, in bursts of up to 2x that (429 beyond; default "
+                        "5; 0: no limit)")
+    a.add_argument("--dry-run-slots", type=int, default=NodeConfig.dry_run_slots, metavar="N",
+                   help="dry-runs evaluated at once per worker; as many more wait briefly, others get 503 "
+                        "(default 0: a quarter of --threads, at least 1)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="browser origin allowed to call the node (repeatable; default: any, *)")
     b = p.add_argument_group("legacynet bridge", "compute processes scheduled on a legacy SU (off without --gateway)")
@@ -66,6 +103,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     x.add_argument("--outbox-retry-max", type=float, default=NodeConfig.outbox_retry_max_s, metavar="SECONDS",
                    help="cap of the delivery retry backoff (1 s doubling; default 300)")
     p.set_defaults(func=serve)
+    settings.attach(p)     # --config and AOCU_<FLAG> can set every flag of p (read when parsing)
+
+
+def fresh_metrics_dir(path: Path) -> None:
+    """PROMETHEUS_MULTIPROC_DIR for the workers (cu/http/metrics.py), emptied: files of an earlier run's PIDs
+    would otherwise be summed into this run's counters. Set before gunicorn forks (and before anything here
+    imports prometheus_client, which reads it once)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+    path.mkdir(mode=0o700)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
 def resolve_tee(requested: str) -> str:
@@ -100,8 +150,13 @@ def _bridge_settings(args: argparse.Namespace) -> dict | None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
-                        format="%(message)s")
+    sources = settings.resolve(args)
+    if args.quiet and not settings.was_set(args, "log_level"):
+        args.log_level = "warning"      # --quiet is --log-level warning; a level asked for explicitly wins
+    configure_logging(args.log_level, args.log_format)
+    if sources:
+        log.debug("settings from the environment / config file: %s",
+                  ", ".join(f"{k} ({v})" for k, v in sorted(sources.items())))
     if args.crank_delay < 0:
         raise SystemExit("aocu serve: --crank-delay must not be negative")
     if args.workers < 1 or args.threads < 1:
@@ -115,14 +170,21 @@ def serve(args: argparse.Namespace) -> int:
             "data_dir": data_dir, "tee": tee, "tee_requested": args.tee,
             "wallet": Path(args.wallet).resolve() if args.wallet else None,
             "max_body": args.max_body, "checkpoint_every": args.checkpoint_every, "max_warm": args.max_warm,
-            "block_height": args.block_height,
+            "block_height": args.block_height or 0,
+            "follow_blocks": args.block_height is None and bool(args.gateway),
             "eval_timeout_s": args.eval_timeout, "busy_s": args.busy_after, "evaluator": "socket",
             "crank_delay_s": args.crank_delay,
             "module_cache": Path(args.module_cache).resolve() if args.module_cache else None,
             "bridge": _bridge_settings(args),
             "peers": args.peer, "push_codec": args.push_codec, "deliver_bridged": args.deliver_bridged,
             "outbox_retry_max_s": args.outbox_retry_max,
+            "max_memory": args.max_memory, "max_outbox": args.max_outbox,
+            "retain_results": args.retain_results, "retain_checkpoints": args.retain_checkpoints,
             "cors_origins": args.cors_origin or ["*"],
+            "log_level": args.log_level, "log_format": args.log_format,
+            "header_timeout_s": args.header_timeout, "dry_run_timeout_s": args.dry_run_timeout,
+            "dry_run_rate": args.dry_run_rate, "dry_run_burst": max(1, round(2 * args.dry_run_rate)),
+            "dry_run_slots": args.dry_run_slots or max(1, args.threads // 4),
         })
     except ValueError as exc:
         raise SystemExit(f"aocu serve: {exc}") from None
@@ -132,6 +194,11 @@ def serve(args: argparse.Namespace) -> int:
     from cu.node.store_sqlite import SqliteStore
     SqliteStore(config.db_path).close()
     sup = Supervisor(config)
+    try:
+        fresh_metrics_dir(config.data_dir / METRICS_DIR)
+    except OSError:
+        sup.stop()
+        raise
     try:
         run_gunicorn(config, args)
     finally:

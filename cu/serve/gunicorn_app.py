@@ -8,8 +8,20 @@ from typing import Any
 from cu.node.config import NodeConfig
 
 
+def _child_exit(_arbiter: Any, worker: Any) -> None:
+    # imported here, not at the top: prometheus_client reads PROMETHEUS_MULTIPROC_DIR when first imported
+    from cu.http.metrics import mark_worker_dead
+    mark_worker_dead(worker.pid)
+
+
 def run_gunicorn(config: NodeConfig, args: argparse.Namespace) -> None:
+    from gunicorn import arbiter
     from gunicorn.app.base import BaseApplication
+
+    from cu.serve.supervisor import keep_exit_statuses
+    keep_exit_statuses(arbiter)     # the master's reaping keeps the evaluator's exit status for the supervisor
+    from cu.serve.worker import AocuWorker
+    AocuWorker.header_timeout_s = config.header_timeout_s    # inherited by the workers forked from here
 
     mapping = config.to_mapping()
 
@@ -17,9 +29,12 @@ def run_gunicorn(config: NodeConfig, args: argparse.Namespace) -> None:
         def load_config(self) -> None:
             opts: dict[str, Any] = {
                 "bind": args.bind, "workers": args.workers, "threads": args.threads,
-                "worker_class": "cu.http.worker.KeepAliveThreadWorker" if args.threads > 1 else "sync", "timeout": 120,
+                "worker_class": "cu.serve.worker.AocuWorker", "timeout": 120,
                 "graceful_timeout": 30, "keepalive": 5, "accesslog": None, "errorlog": "-",
-                "loglevel": "warning" if args.quiet else "info", "proc_name": "aocu",
+                "loglevel": getattr(args, "log_level", None) or ("warning" if args.quiet else "info"),
+                "proc_name": "aocu",
+                # the node's log format for gunicorn's lines too; a dead worker's live gauges leave /metrics
+                "logger_class": "cu.serve.logconf.GunicornLogger", "child_exit": _child_exit,
                 # one control socket per user would collide between nodes; nothing here uses it
                 "control_socket_disable": True,
             }

@@ -4,7 +4,11 @@ it dies (its state is rebuilt from the store: checkpoints + log), stopped with S
 One evaluator per data dir: the evaluator holds an exclusive flock on DATA-DIR/evaluator.lock and writes its
 PID into it (cu/node/service.py `acquire_lock`). A node whose data dir is held by another process stops at once
 with `data dir D is in use by PID N`, and a running node whose evaluator cannot restart because another node
-took the data dir gives up (and shuts down) instead of restarting it forever."""
+took the data dir gives up (and shuts down) instead of restarting it forever.
+
+The gunicorn master reaps every child with waitpid(-1) on SIGCHLD, the evaluator included; a status reaped there
+would be lost (subprocess then reports 0), so the master's waitpid is routed through `waitpid` here, which keeps
+the evaluator's status for the supervisor whichever thread reaps it."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import cu
 from cu.node.config import NodeConfig
@@ -27,6 +32,72 @@ log = logging.getLogger("aocu.serve")
 LOCK_FILE = "evaluator.lock"      # the file cu/node/service.py acquire_lock locks
 START_TIMEOUT_S = 30.0
 MAX_BACKOFF_S = 30.0
+
+
+_reap_lock = threading.Lock()
+_watched: set[int] = set()          # evaluator PIDs whose exit status is wanted
+_statuses: dict[int, int] = {}      # PID -> raw wait status, when reaped by someone else's waitpid
+
+
+def waitpid(pid: int, options: int) -> tuple[int, int]:
+    """os.waitpid that keeps the raw status of a supervised evaluator, whoever reaps it."""
+    with _reap_lock:
+        wpid, status = os.waitpid(pid, options)
+        if wpid in _watched:
+            _statuses[wpid] = status
+        return wpid, status
+
+
+class _OsReapingThroughSupervisor:
+    """`os` as the gunicorn arbiter module sees it: every attribute of os, waitpid through `waitpid` above."""
+
+    waitpid = staticmethod(waitpid)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+def keep_exit_statuses(arbiter_module: Any) -> None:
+    """Routes the gunicorn arbiter's reaping (`gunicorn.arbiter`) through `waitpid`."""
+    if not isinstance(arbiter_module.os, _OsReapingThroughSupervisor):
+        arbiter_module.os = _OsReapingThroughSupervisor()
+
+
+def exit_status(proc: subprocess.Popen) -> int | None:
+    """The raw wait status of `proc` once it has exited (None while it runs; -1 when it was reaped by code
+    that did not keep the status). Sets proc.returncode like Popen.poll."""
+    with _reap_lock:
+        status = _statuses.pop(proc.pid, None)
+        if status is None and proc.returncode is None:
+            try:
+                wpid, status = os.waitpid(proc.pid, os.WNOHANG)
+            except ChildProcessError:
+                wpid, status = proc.pid, -1
+            if wpid == 0:
+                return None
+        elif status is None:
+            return -1 if proc.returncode is None else _raw(proc.returncode)
+        _watched.discard(proc.pid)
+        proc.returncode = os.waitstatus_to_exitcode(status) if status != -1 else -1
+        return status
+
+
+def _raw(returncode: int) -> int:
+    return (-returncode) & 0x7F if returncode < 0 else (returncode & 0xFF) << 8
+
+
+def describe_exit(status: int) -> str:
+    """`killed by SIGKILL` / `exited with status 3`: what the log says about an evaluator that ended."""
+    if status == -1:
+        return "exited (status unknown)"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return f"was killed by {name}" + (" (out of memory?)" if sig == signal.SIGKILL else "")
+    return f"exited with status {os.WEXITSTATUS(status)}"
 
 
 class DataDirInUse(SystemExit):
@@ -120,17 +191,20 @@ def start_evaluator(config: NodeConfig) -> subprocess.Popen:
     # The evaluator imports the same `cu` as this process: its package root via PYTHONPATH, and -P so that
     # the working directory (e.g. a source checkout without the built extension) is not put first on sys.path.
     env["PYTHONPATH"] = os.pathsep.join([str(Path(cu.__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
-    proc = subprocess.Popen([sys.executable, "-P", "-m", "cu.node.service", json.dumps(config.to_mapping()),
-                             str(os.getpid())], env=env)
+    with _reap_lock:     # registered before anyone can reap it
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "cu.node.service", json.dumps(config.to_mapping()),
+                                 str(os.getpid())], env=env)
+        _watched.add(proc.pid)
     deadline = time.monotonic() + START_TIMEOUT_S
     assert config.socket_path is not None
     lock = config.data_dir / LOCK_FILE
     # ready = this child holds the lock (its PID is in the lock file) and its socket answers; a socket alone
     # could be another node's evaluator on the same data dir
     while not (_pid_in_file(lock) == proc.pid and _listening(config.socket_path)):
-        if proc.poll() is not None:
+        status = exit_status(proc)
+        if status is not None:
             check_data_dir(config.data_dir)     # lost the lock to another node in between
-            raise SystemExit(f"aocu serve: the evaluator exited with status {proc.returncode}")
+            raise SystemExit(f"aocu serve: the evaluator {describe_exit(status)}")
         if time.monotonic() > deadline:
             proc.terminate()
             raise SystemExit(f"aocu serve: the evaluator did not start within {START_TIMEOUT_S:g} s")
@@ -154,9 +228,10 @@ class Supervisor:
     def _watch(self) -> None:
         backoff = 0.0
         while not self._stopping.wait(0.5 + backoff):
-            if self.proc.poll() is None or self._stopping.is_set():
+            status = exit_status(self.proc)
+            if status is None or self._stopping.is_set():
                 continue
-            log.error("the evaluator exited with status %s; restarting it", self.proc.returncode)
+            log.error("the evaluator (PID %d) %s; restarting it", self.proc.pid, describe_exit(status))
             try:
                 self.proc = start_evaluator(self.config)
                 backoff = 0.0
@@ -176,7 +251,7 @@ class Supervisor:
     def stop(self) -> None:
         self._stopping.set()
         proc = self.proc
-        if proc.poll() is None:
+        if exit_status(proc) is None:
             proc.send_signal(signal.SIGTERM)   # checkpoints warm processes on the way out
             try:
                 proc.wait(timeout=60)

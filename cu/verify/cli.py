@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="exit 0 for a verified answer with an error status (4xx/5xx) too (default: exit 3)")
     v.add_argument("--at", metavar="ISO-TIME", help="verification time for certificates (default: now)")
     v.add_argument("--timeout", type=float, default=30.0, help="HTTP timeout in seconds (default 30)")
-    v.add_argument("--json", action="store_true", help="machine-readable output")
+    v.add_argument("--json", action="store_true", help="machine-readable output: one JSON object on one line")
     v.add_argument("-v", "--verbose", action="store_true", help="list every evidence sub-check, not only failures")
     v.set_defaults(func=cmd_verify)
 
@@ -180,7 +180,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     rep = verify_response(resp, doc, policy=policy, trust=trust, at=at, expected_nonce=expected,
                           endorsements=extra, live_nonce=live)
     if args.json:
-        print(json.dumps(rep.to_dict(), indent=1))
+        print(json.dumps(rep.to_dict()))   # one object on one line, as every aocu --json (JSON Lines)
     else:
         print(rep.format_text(verbose=args.verbose))
     if not rep.ok:

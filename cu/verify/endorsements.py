@@ -7,7 +7,7 @@ import base64
 import binascii
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from attestation.binding import key_binding_report_data
 from attestation.errors import ParseError
@@ -39,6 +39,10 @@ class EndorsedNode:
     node_config_sha256: bytes
     evidence: Evidence | None
     no_evidence: str | None = None
+    # keys the node used before (document `keys`, status "past"): same wallet and tee, their own ed25519 key,
+    # epoch, config and key-binding evidence, so results signed before a rotation keep verifying
+    past: list[EndorsedNode] = field(default_factory=list)
+    retired_at: int | None = None
 
     @classmethod
     def from_document(cls, doc: dict) -> EndorsedNode:
@@ -84,10 +88,46 @@ class EndorsedNode:
             if evidence.tee != tee:
                 raise ValueError(f"evidence bundle labelled {evidence.tee!r}, document says {tee!r}")
         no_ev = doc.get("no_evidence")
-        return cls(tee, address, n, ed, epoch, cfg, cfg_sha, evidence, no_ev if isinstance(no_ev, str) else None)
+        past = [] if doc.get("keys") is None else _past_keys(doc, node)
+        return cls(tee, address, n, ed, epoch, cfg, cfg_sha, evidence, no_ev if isinstance(no_ev, str) else None,
+                   past)
+
+    def for_signer(self, signer: tuple[str, bytes] | None, epoch: int | None) -> EndorsedNode:
+        """The past key the signer and epoch of a response name (a result signed before a rotation), else self
+        (whose checks then report any mismatch)."""
+        if signer is None or (epoch == self.epoch and (signer[0] != "ed25519" or signer[1] == self.ed25519_pub)):
+            return self
+        for p in self.past:
+            if p.epoch == epoch and (signer[0] != "ed25519" or signer[1] == p.ed25519_pub):
+                return p
+        return self
 
     def key_report_data(self) -> bytes:
         return key_binding_report_data(self.n, self.ed25519_pub, self.epoch, self.node_config_sha256)
+
+
+def _past_keys(doc: dict, node: dict) -> list[EndorsedNode]:
+    keys = doc.get("keys")
+    if not isinstance(keys, list):
+        raise ValueError("keys must be a list")
+    out = []
+    for i, k in enumerate(keys):
+        if not isinstance(k, dict):
+            raise ValueError(f"keys[{i}] must be an object")
+        if k.get("status") != "past" or k.get("tee", doc.get("tee")) != doc.get("tee"):
+            continue  # the current key is `node`; keys of another TEE mode cannot sign this node's results
+        sub = {"format": DOCUMENT_FORMAT, "tee": doc.get("tee"), "evidence": k.get("evidence"),
+               "node": {"address": node.get("address"), "wallet_n": node.get("wallet_n"),
+                        **{f: k.get(f) for f in ("ed25519", "epoch", "node_config", "node_config_sha256")}}}
+        if doc.get("tee") != "none" and sub["evidence"] is None:
+            continue  # a past key without evidence binds nothing
+        try:
+            p = EndorsedNode.from_document(sub)
+        except ValueError as exc:
+            raise ValueError(f"keys[{i}] (past key): {exc}") from None
+        p.retired_at = k.get("retired_at") if isinstance(k.get("retired_at"), int) else None
+        out.append(p)
+    return out
 
 
 def report_data_of(kind: str, raw: bytes) -> bytes:

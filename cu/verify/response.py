@@ -104,7 +104,7 @@ class ResponseReport:
             rep = self.evidence_reports.get(c.name)
             if rep is not None:
                 for sub in (rep.checks if verbose else rep.failed()):
-                    line = f"        {'pass' if sub.ok else 'FAIL'}  {sub.name}" + (f": {sub.detail}" if sub.detail else "")
+                    line = f"        {sub.mark.lower() if sub.ok else 'FAIL'}  {sub.name}" + (f": {sub.detail}" if sub.detail else "")
                     if not sub.ok and sub.relax:
                         line += f"  [to accept, relax policy key {sub.relax}]"
                     lines.append(line)
@@ -293,6 +293,12 @@ def _verify(rep: ResponseReport, resp: RawResponse, document: dict | None, polic
         rep.add("evidence", False, "cannot check: " + ("no usable Attestation" if att is None else "no endorsements"))
         return
 
+    # a result signed before a rotation: the past key (with its own evidence) the document lists for it
+    past = node.for_signer(signer_key, att.epoch)
+    if past is not node:
+        node = past
+        rep.add("endorsements.past_key", True, f"signed by the node's past key of epoch {node.epoch}"
+                + (f", retired at {node.retired_at}" if node.retired_at is not None else ""))
     # key binding: the signing key is one of the endorsed keys, and the endorsed keys are in REPORT_DATA
     if att.binding == "key":
         key_ev = Evidence(att.kind or "", att.tee, att.evidence or b"", dict(node.evidence.endorsements) if node.evidence else {})

@@ -397,6 +397,12 @@ CallResult Instance::raw_call(const std::string& msg, const std::string& env) {
                                     : (envl.resp_end > envl.resp_begin
                                            ? out.substr(envl.resp_begin, envl.resp_end - envl.resp_begin)
                                            : std::string("handle() returned ok:false"));
+      if (!envl.resp_is_string && envl.resp_end > envl.resp_begin) {
+        // a thrown non-string value (Lua `error({code = 1})`): the loader throws it as is and the legacy CU
+        // keeps it as the result's Error, so it is handed back with its JSON type as {"Error": <value>}
+        r.has_response = true;
+        r.response = "{\"Error\":" + r.error + "}";
+      }
     } else {
       r.ok = true;
       r.has_response = true;

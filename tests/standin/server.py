@@ -77,6 +77,7 @@ class StandIn:
         self.received: list[Received] = []               # every accepted write, in order
         self.rejected: list[tuple[int, str]] = []        # (status, error) of every refused write
         self.reject_duplicates = False   # True: a re-POSTed id is 400 "Message already exists" (the real SU)
+        self.confirmations: dict[str, int] = {}   # GET /tx/{id}/status of a known item (default 30)
         self._write_lock = threading.Lock()
         self._by_msg: dict[str, dict[str, Edge]] = {}      # pid -> message/assignment id -> first edge
         self._scheduled: dict[str, tuple[str, Edge]] = {}  # id of an item scheduled with data -> (pid, edge)
@@ -310,7 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
         u = urlparse(self.path)
         q = {k: v[0] for k, v in parse_qs(u.query).items()}
         parts = [p for p in u.path.split("/") if p]
-        service = "gateway" if parts[:1] == ["raw"] else "su"
+        service = "gateway" if parts[:1] in (["raw"], ["tx"], ["block"]) else "su"
         s.requests.append((service, self.path))
         if self._outage(service):
             return
@@ -319,6 +320,18 @@ class _Handler(BaseHTTPRequestHandler):
             it = s.item(parts[1])
             return self._send(200, it.data, "application/octet-stream") if it else self._send(404, b"Not Found",
                                                                                                "text/plain")
+        if len(parts) == 3 and parts[0] == "tx" and parts[2] == "status":
+            # Arweave's transaction status: 404 "Not Found" for a transaction it does not have
+            if s.item(parts[1]) is None:
+                return self._send(404, b"Not Found", "text/plain")
+            n = s.confirmations.get(parts[1], 30)
+            h = w.blocks[-1][0]
+            return self._json({"block_height": h - n + 1, "block_indep_hash": "standin", "number_of_confirmations": n})
+        if parts == ["block", "current"]:
+            # the chain tip at the SU clock (Arweave's /block/current: height, timestamp in seconds)
+            h = w._height_at(w.now_ts)
+            bts = next(t for height, t in w.blocks if height == h)
+            return self._json({"height": h, "timestamp": bts, "indep_hash": f"standin-{h}"})
         if parts == ["timestamp"]:
             return self._json({"timestamp": w.now_ts, "block_height": f"{w._height_at(w.now_ts):012d}"})
         if len(parts) == 2 and parts[0] == "processes":

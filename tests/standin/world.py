@@ -233,7 +233,8 @@ class World:
         the next nonce of its log, at the SU clock (`now_ts`, moved on by WRITE_STEP_MS past every edge so
         far), the block height then, an SU-signed assignment continuing the hash chain. The legacy CU's
         dedup (`duplicate`) is modelled: a forwarded message (From-Process) whose data, tags, target and
-        anchor equal an earlier forwarded one's, or a second pure assignment of one message."""
+        anchor equal an earlier forwarded one's, or a pure assignment of a message the process assigned before
+        or had scheduled as a plain (not forwarded) message."""
         log = self.logs[pid]
         ts = max([self.now_ts] + [g[-1].timestamp for g in self.logs.values() if g]) + WRITE_STEP_MS
         self.now_ts = ts
@@ -260,7 +261,12 @@ class World:
     @staticmethod
     def _cu_duplicate(log: list[Edge], message: DataItem | None, assigned: str | None) -> bool:
         if message is None:
-            return any(x.message is None and x.assigned == assigned for x in log)
+            # the legacy CU records every evaluated message under its deep hash (forwarded) or else its id, and
+            # skips a pure assignment whose message id it recorded: assigned before, or scheduled as a plain
+            # (not forwarded) message
+            return any((x.message is None and x.assigned == assigned) or
+                       (x.message is not None and x.message.id == assigned and x.message.tag("From-Process") is None)
+                       for x in log)
         if message.tag("From-Process") is None:
             return False
 

@@ -1,25 +1,33 @@
 """Arweave checkpoints in the legacy CU's format (docs/ABI.md (SU API consumed by the CU, and checkpoints); the
 legacy CU's servers/cu/src/effects/ao-process.js): an ANS-104 data item whose data is the gzip (level 9) of the
-raw linear memory, tagged with the SHA-256 of the uncompressed memory and the evaluation position; and the
-conversion between raw memory and an engine instance."""
+raw linear memory, tagged with the SHA-256 of the uncompressed memory and the evaluation position; the
+conversion between raw memory and an engine instance; and the authentication of the engine snapshots the bridge
+keeps in DATA-DIR/bridge.sqlite (`seal_snapshot` / `open_snapshot`, with the node's cache key,
+cu/node/eval/cacheauth.py)."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import struct
 import uuid
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zstandard
 
 from cu.codec.ans104 import DataItem
 from cu.node.bridge.errors import BridgeTooLarge, StreamInvalid
+from cu.node.eval import cacheauth
+
+log = logging.getLogger("aocu.bridge")
 
 WASM_PAGE = 65536
 # 16 GiB: the largest heap any Module-Format reports (docs/ABI.md (Module-Format strings))
 MAX_MEMORY = 1 << 34
+SNAPSHOT_MAGIC = b"AOCU-BRIDGE-SNAP-MAC1\n"
 
 
 @dataclass(frozen=True)
@@ -147,3 +155,31 @@ def instance_from_memory(module: Any, memory: bytes, **limits: Any) -> Any:
     snap = Snapshot(module_hash=module.hash, format=module.format,
                     state=(len(memory), encode_memory_image(memory), globals_, host), memory_root=b"")
     return Instance.restore(module, snap, **limits)
+
+
+# -- snapshots in bridge.sqlite ----------------------------------------------------------------------------------
+def seal_snapshot(data_dir: str | Path, pid: str, progress_json: str, blob: bytes) -> bytes:
+    """`blob` prefixed with the magic and an HMAC over the process id, its position and the snapshot, when the
+    node registered a cache key for `data_dir` (a bridge built alone, in tests, keeps the plain blob)."""
+    auth = cacheauth.for_dir(data_dir)
+    if auth is None:
+        return blob
+    return SNAPSHOT_MAGIC + auth.tag("bridge-snapshot", pid, progress_json, blob) + blob
+
+
+def open_snapshot(data_dir: str | Path, pid: str, progress_json: str, stored: bytes) -> bytes | None:
+    """The snapshot of a stored blob, or None (logged and counted) when its tag does not verify: the process
+    is then evaluated again from its scheduler, never restored from altered state."""
+    auth = cacheauth.for_dir(data_dir)
+    if auth is None:
+        return stored
+    n = len(SNAPSHOT_MAGIC)
+    if not stored.startswith(SNAPSHOT_MAGIC):
+        why = "no authentication tag"
+    elif auth.verify(stored[n:n + cacheauth.TAG_SIZE], "bridge-snapshot", pid, progress_json,
+                     stored[n + cacheauth.TAG_SIZE:]):
+        return stored[n + cacheauth.TAG_SIZE:]
+    else:
+        why = "HMAC mismatch"
+    auth.rejected(f"bridge snapshot of {pid}", why, "evaluating the process again from its scheduler")
+    return None

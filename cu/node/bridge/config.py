@@ -27,6 +27,7 @@ class BridgeConfig:
     memory_max: int = 1024 * 1024 * 1024
     compute_max: int = 9_000_000_000_000
     eval_timeout_s: float | None = 30.0
+    dry_run_timeout_s: float | None = None     # a dry-run's own wall-clock limit (the node's --dry-run-timeout)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     cache_dir: Path | None = None              # compiled-module cache
 

@@ -3,6 +3,7 @@ used for checkpoints (`POST {uploader}/tx/arweave`)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,3 +148,26 @@ class GatewayClient:
         _, data, _ = self.http.request("POST", f"{self.uploader}/tx/arweave", body=raw_item,
                                        headers={"Content-Type": "application/octet-stream"})
         return data.decode("utf-8", "replace")
+
+    def confirmations(self, tx_id: str) -> int | None:
+        """`GET /tx/{id}/status` -> number_of_confirmations; None while the gateway has it pending or not at all
+        (404/202, as Arweave answers for a transaction not mined yet)."""
+        status, data, _ = self.http.request("GET", f"{self.base}/tx/{q(tx_id)}/status", allow_404=True,
+                                            headers={"Accept": "application/json"})
+        if status != 200:
+            return None
+        try:
+            n = json.loads(data).get("number_of_confirmations")
+        except (ValueError, AttributeError):
+            raise StreamMalformed(f"gateway {self.base} answered /tx/{tx_id}/status with malformed JSON") from None
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise StreamMalformed(f"gateway {self.base}: /tx/{tx_id}/status lacks number_of_confirmations")
+        return n
+
+    def current_block(self) -> Block:
+        """The gateway's current block: `GET /block/current` (height, timestamp in seconds)."""
+        obj = self.http.get_json(f"{self.base}/block/current")
+        try:
+            return Block(int(obj["height"]), int(obj["timestamp"]) * 1000)
+        except (TypeError, KeyError, ValueError):
+            raise StreamMalformed(f"gateway {self.base}: /block/current lacks height/timestamp") from None

@@ -20,6 +20,7 @@ def bridge_config(config: Any) -> BridgeConfig | None:
         return None
     return dataclasses.replace(bc, memory_max=config.memory_max, compute_max=config.compute_max,
                                eval_timeout_s=config.eval_timeout_s,
+                               dry_run_timeout_s=getattr(config, "dry_run_timeout_s", None),
                                cache_dir=Path(config.module_cache or Path(config.data_dir) / "module-cache"))
 
 

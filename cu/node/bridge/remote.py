@@ -108,7 +108,15 @@ def load_process(pid: str, su: SuClient, gateway: GatewayClient) -> ProcessInfo:
                        module_id=t["Module"], module=module, origin_ts=ts, origin_height=height, crons=crons)
 
 
-DedupSeen = Callable[[str, int], bool]      # (key, nonce) -> seen at an earlier nonce
+DedupSeen = Callable[[str, int], bool]      # (key, nonce) -> seen at an earlier nonce (and records it)
+
+
+def dedup_key(s: Scheduled) -> str:
+    """The key an entry is recorded under: its deep hash if it has one (From-Process), else its message id (the
+    prefix is historical: stores written before plain messages were recorded use it for assignments)."""
+    if s.deep_hash is None:
+        s.deep_hash = normalise.deep_hash(s)
+    return s.deep_hash or f"assignment:{s.message_id}"
 
 
 class RemoteProcess:
@@ -240,11 +248,14 @@ class RemoteProcess:
                     yield from self._cold_start(p, s)
                 yield from self._cron_entries(p, s.timestamp)
                 s.deep_hash = normalise.deep_hash(s)
-                key = s.deep_hash if s.deep_hash else (f"assignment:{s.message_id}" if s.is_assignment else None)
+                # every evaluated message is recorded under its deep hash (forwarded messages) or its id; a
+                # forwarded message is skipped when its deep hash was seen, a pure assignment when its message id
+                # was (assigned or scheduled before), a plain message never (the legacy CU's dedup)
+                key = dedup_key(s)
                 p.nonce, p.epoch, p.cursor = s.nonce, s.epoch, s.cursor
                 p.assignment_id, p.hash_chain = s.assignment_id, s.hash_chain
                 p.anchor_ts, p.anchor_height, p.crons_done = s.timestamp, s.block_height, 0
-                if key is not None and seen(key, s.nonce):
+                if seen(key, s.nonce) and (s.deep_hash or s.is_assignment):
                     yield Entry("duplicate", None, s.nonce, None, s.message_id, s.timestamp, s.block_height,
                                 p.copy(), dedup_key=key)
                 else:
@@ -269,9 +280,4 @@ class RemoteProcess:
             for s in page:
                 if s.nonce > to_nonce:
                     return
-                if s.is_assignment:
-                    yield f"assignment:{s.message_id}", s.nonce
-                else:
-                    h = normalise.deep_hash(s)
-                    if h:
-                        yield h, s.nonce
+                yield dedup_key(s), s.nonce

@@ -178,9 +178,10 @@ class BridgeService:
 
     # -- evaluation -----------------------------------------------------------------------------------------
     def compute(self, pid: str, *, to_nonce: int | None = None, to_ts: int | None = None,
-                horizon_ts: int | None = None) -> Progress:
+                horizon_ts: int | None = None, budget: int | None = None) -> Progress:
         """Evaluates `pid` up to scheduled nonce `to_nonce`, or everything scheduled plus crons up to
-        `horizon_ts`. Returns the progress reached."""
+        `horizon_ts`; with `budget`, at most that many evaluations (the rest waits for the next call: a
+        background caller must not hold the process for a long cron backlog). Returns the progress reached."""
         self._check(pid)
         with self._lock(pid):
             w = self._warm_state(pid)
@@ -229,6 +230,10 @@ class BridgeService:
                     w.progress = e.progress
                     if len(rows) >= self.config.batch:
                         flush()
+                    if budget is not None and e.kind != "duplicate":
+                        budget -= 1
+                        if budget <= 0:
+                            break
                 flush()
             except BridgeError as exc:
                 # upstream or stream failure between entries: the warm state matches w.progress; keep it
@@ -263,6 +268,8 @@ class BridgeService:
 
     # -- legacy CU operations ------------------------------------------------------------------------------------
     def result(self, pid: str, message_id: str) -> bytes:
+        """The result of a scheduled message, by its id or by its assignment's id (a pure assignment is read by
+        either, as the legacy CU answers)."""
         self._check(pid)
         row = self.store.result_by_message(pid, message_id)
         if row is not None:
@@ -277,31 +284,42 @@ class BridgeService:
                     raise BridgeNotFound(f"Message {message_id} is not scheduled on process {pid}")
                 nonce, ts = meta
                 progress = self.compute(pid, to_nonce=nonce, to_ts=ts)
-                row = self.store.result_by_message(pid, message_id)
+                row = self.store.result_by_message(pid, message_id) or self.store.result_by_nonce(pid, nonce)
                 if row is not None:
                     return row.body
-                skip = self.store.skipped(pid, message_id)
+                skip = self.store.skipped(pid, message_id) or self.store.skipped_at(pid, nonce)
                 if skip is None and nonce <= progress.nonce:
-                    raise BridgeNotYet(f"message at nonce {nonce} precedes the checkpoint process {pid} was "
-                                           f"started from; its result was not computed here")
+                    first = self.store.first_result_nonce(pid)
+                    if first is None or nonce < first:
+                        raise BridgeNotYet(f"message at nonce {nonce} of {pid} precedes the Arweave checkpoint this "
+                                           f"node started the process from; its result was not computed here")
+                    raise BridgeInternal(f"message at nonce {nonce} of {pid} was evaluated but its result is "
+                                         f"missing")
             if skip is not None:
                 raise BridgeNotFound(f"Message {message_id} at nonce {skip[0]} of {pid} was not evaluated: it is "
                                        f"a duplicate of an earlier message (dedup key {skip[1]})")
             raise BridgeInternal(f"evaluation of {message_id} produced no result")
 
-    def _now(self, pid: str) -> _Warm:
-        """Everything scheduled, then crons up to the SU's current timestamp (as the legacy CU reads "latest")."""
+    def _now(self, pid: str, budget: int | None = None) -> _Warm:
+        """Everything scheduled, then crons up to the SU's current timestamp (as the legacy CU reads "latest");
+        with `budget`, at most that many evaluations of it."""
         self._check(pid)
         with self._lock(pid):
             w = self._warm_state(pid)
             horizon = None
             if w.info.crons:
                 horizon, _ = w.remote.su.timestamp(pid)
-            self.compute(pid, horizon_ts=horizon)
+            self.compute(pid, horizon_ts=horizon, budget=budget)
             return self._warm[pid]
 
-    def cron(self, pid: str) -> None:
-        self._now(pid)
+    def cron(self, pid: str, budget: int | None = None) -> None:
+        self._now(pid, budget)
+
+    def crons_of(self, pid: str) -> bool:
+        """Whether the remote process has crons (loads its metadata from the SU and gateway if needed)."""
+        self._check(pid)
+        with self._lock(pid):
+            return bool(self._warm_state(pid).info.crons)
 
     def state(self, pid: str) -> tuple[bytes, dict[str, str]]:
         with self._lock(pid):
@@ -313,7 +331,8 @@ class BridgeService:
     def dry_run(self, pid: str, body: Any) -> bytes:
         with self._lock(pid):
             w = self._now(pid)
-            return dry_run_on(w, body, pid=pid, timestamp=w.progress.last_ts, block_height=w.progress.last_height)
+            return dry_run_on(w, body, pid=pid, timestamp=w.progress.last_ts, block_height=w.progress.last_height,
+                              timeout_s=self.config.dry_run_timeout_s)
 
     def results_page(self, pid: str, **kw: Any) -> tuple[list[ResultRow], bool]:
         self._check(pid)
@@ -386,3 +405,41 @@ class BridgeService:
             self.store.put_snapshot(pid, w.progress, w.instance.snapshot().to_bytes())
             log.info("process %s starts from Arweave checkpoint %s at nonce %d", pid, tx.id, info.nonce)
             return
+
+    # -- status (the status page and GET /processes) ---------------------------------------------------------
+    def _evaluating(self, pid: str) -> bool:
+        """True while another thread evaluates `pid` (holds its lock); only asked for warm processes."""
+        lock = self._lock(pid)
+        if not lock.acquire(blocking=False):
+            return True
+        lock.release()
+        return False
+
+    def status_page(self, before: tuple[int, str] | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Remote processes newest activity first, with their live position: a warm process being evaluated
+        (a replay) shows how far it got, ahead of what is committed."""
+        rows = self.store.processes_page(before, limit)
+        out = []
+        for pid, meta, state in rows[:limit]:
+            w = self._warm.get(pid)
+            prog = w.progress if w is not None else Progress.from_json(state) if state else Progress()
+            try:
+                module = _info_from_json(meta).module_id
+            except (KeyError, ValueError, TypeError):     # a record this version cannot read: listed all the same
+                module = ""
+            out.append({"pid": pid, "module": module, "slot": prog.nonce,
+                        "evaluated": prog.seq + 1, "last_ts": prog.last_ts, "warm": w is not None,
+                        "evaluating": w is not None and self._evaluating(pid)})
+        return out, len(rows) > limit
+
+    def status(self) -> dict[str, Any]:
+        """Settings and counts, and every evaluation running now with its live and committed positions."""
+        running = []
+        for pid, w in list(self._warm.items()):
+            if self._evaluating(pid):
+                committed = self.store.progress(pid)
+                running.append({"pid": pid, "slot": w.progress.nonce, "evaluated": w.progress.seq + 1,
+                                "committed_slot": committed.nonce if committed else -1})
+        return {"gateway": self.config.gateway_url, "su_url": self.config.su_url or "",
+                "processes": self.store.process_count(), "warm": len(self._warm), "evaluating": running,
+                "metrics": dict(self.metrics)}

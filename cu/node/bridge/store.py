@@ -9,7 +9,9 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from cu.node.bridge.checkpoint import open_snapshot, seal_snapshot
 from cu.node.bridge.remote import Progress
+from cu.node.fsmodes import private_db
 from cu.node.store import ResultRow, results_page_query
 
 SCHEMA = """
@@ -38,12 +40,32 @@ class BridgeStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_db(self.path)  # 0600 whatever the umask (docs/SEALING.md)
         self._lock = threading.RLock()
         self._c = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._c.execute("PRAGMA journal_mode=WAL")
         self._c.execute("PRAGMA synchronous=NORMAL")
         self._c.execute("PRAGMA busy_timeout=30000")
         self._c.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Version 1: every evaluated message is a dedup key (its deep hash, else its id, so a later pure
+        assignment of it is skipped). Stores written before recorded plain messages under no key: their evaluated
+        scheduled entries without a key at their nonce get their id key now."""
+        if self._c.execute("PRAGMA user_version").fetchone()[0] >= 1:
+            return
+        self._c.execute("BEGIN IMMEDIATE")
+        try:
+            self._c.execute(
+                "INSERT OR IGNORE INTO dedup SELECT r.pid, 'assignment:' || r.message_id, r.nonce FROM results r "
+                "WHERE r.cron IS NULL AND r.message_id IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM dedup d WHERE d.pid = r.pid AND d.nonce = r.nonce)")
+            self._c.execute("PRAGMA user_version = 1")
+            self._c.execute("COMMIT")
+        except BaseException:
+            self._c.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -112,16 +134,34 @@ class BridgeStore:
     # snapshots -----------------------------------------------------------------------------------------
     def snapshot(self, pid: str) -> tuple[Progress, bytes] | None:
         rows = self._q("SELECT state, blob FROM snapshots WHERE pid=?", (pid,))
-        return (Progress.from_json(rows[0][0]), bytes(rows[0][1])) if rows else None
+        # authenticated with the node's cache key (an altered snapshot reads as none: docs/SEALING.md)
+        blob = open_snapshot(self.path.parent, pid, rows[0][0], bytes(rows[0][1])) if rows else None
+        return (Progress.from_json(rows[0][0]), blob) if blob is not None else None
 
     def put_snapshot(self, pid: str, progress: Progress, blob: bytes) -> None:
-        self._q("INSERT OR REPLACE INTO snapshots VALUES (?,?,?)", (pid, progress.to_json(), blob))
+        state = progress.to_json()
+        self._q("INSERT OR REPLACE INTO snapshots VALUES (?,?,?)",
+                (pid, state, seal_snapshot(self.path.parent, pid, state, blob)))
 
     # reads ---------------------------------------------------------------------------------------------
     def result_by_message(self, pid: str, message_id: str) -> ResultRow | None:
         rows = self._q("SELECT * FROM results WHERE pid=? AND message_id=? AND cron IS NULL ORDER BY seq LIMIT 1",
                        (pid, message_id))
         return _row(rows[0]) if rows else None
+
+    def result_by_nonce(self, pid: str, nonce: int) -> ResultRow | None:
+        """The result of the scheduled message (or pure assignment) at `nonce` (not a cron after it)."""
+        rows = self._q("SELECT * FROM results WHERE pid=? AND nonce=? AND cron IS NULL ORDER BY seq LIMIT 1",
+                       (pid, nonce))
+        return _row(rows[0]) if rows else None
+
+    def skipped_at(self, pid: str, nonce: int) -> tuple[int, str] | None:
+        rows = self._q("SELECT nonce, key FROM skipped WHERE pid=? AND nonce=?", (pid, nonce))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def first_result_nonce(self, pid: str) -> int | None:
+        rows = self._q("SELECT MIN(nonce) FROM results WHERE pid=? AND cron IS NULL", (pid,))
+        return rows[0][0] if rows else None
 
     def result_by_seq(self, pid: str, seq: int) -> ResultRow | None:
         rows = self._q("SELECT * FROM results WHERE pid=? AND seq=?", (pid, seq))
@@ -147,3 +187,18 @@ class BridgeStore:
             rows = self._q("SELECT seq FROM results WHERE pid=? AND timestamp=? AND nonce=? AND cron=?",
                            (pid, timestamp, nonce, cron))
         return rows[0][0] if rows else None
+
+    # status (the status page and GET /processes) ------------------------------------------------------------
+    def processes_page(self, before: tuple[int, str] | None, limit: int) -> list[tuple[str, str, str | None]]:
+        """(pid, meta, progress JSON) of remote processes, by the time of their last evaluated entry, newest
+        first, after the exclusive bound `before` = (last_ts, pid); `limit` + 1 rows at most (is there more?)."""
+        ts = "coalesce(json_extract(g.state, '$.last_ts'), 0)"
+        q = "SELECT p.pid, p.meta, g.state FROM processes p LEFT JOIN progress g ON g.pid = p.pid"
+        args: list[object] = []
+        if before is not None:
+            q += f" WHERE ({ts}, p.pid) < (?, ?)"
+            args += list(before)
+        return self._q(q + f" ORDER BY {ts} DESC, p.pid DESC LIMIT ?", [*args, limit + 1])
+
+    def process_count(self) -> int:
+        return self._q("SELECT count(*) FROM processes")[0][0]

@@ -7,6 +7,7 @@
 - `outbox`: `OutboxSigner`, the legacy MU's signing of outbox Messages/Spawns/Assignments
 - `patches`: `PatchCache`, the patch@1.0 state of each process (AO-Core `/now`), saved next to checkpoints
 - `checkpoints`: `Checkpoints`, engine snapshots of warm processes in the store
+- `exports`: `StateExports`, `/state` of processes too large for one RPC frame, spooled and read in chunks
 - `locks`: `KeyedLocks`, one lock per process
 - `warm`: `WarmSet` (the warm-instance LRU) and `ProcessLoader`
 - `failed`: `FailedProcesses`, processes whose instance cannot be built (refused until the record is removed)

@@ -14,15 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cu.node import cron, legacy
-from cu.node.errors import CoreError, Internal, NotFound
+from cu.node import cron, legacy, store_legacy
+from cu.node.errors import CoreError, Gone, Internal, NotFound
+from cu.node.eval.cacheauth import CacheAuth
 from cu.node.eval.checkpoints import Checkpoints
+from cu.node.eval.exports import StateExports, StateOut
 from cu.node.eval.failed import FailedProcesses
 from cu.node.eval.modules import ModuleCache
-from cu.node.eval.outbox import OutboxSigner
+from cu.node.eval.outbox import OutboxSigner, over_limit
 from cu.node.eval.patches import PatchCache
 from cu.node.eval.recent import RecentMessages
-from cu.node.eval.runner import Runner, dry_run_on, result_row
+from cu.node.eval.runner import Runner, dry_run_prepare, result_row, run_low_priority
 from cu.node.eval.state import ProcState
 from cu.node.eval.warm import ProcessLoader, WarmSet
 from cu.node.items import Identity
@@ -46,18 +48,26 @@ class Evaluator:
         self.cache_dir = Path(config.module_cache or Path(config.data_dir) / "module-cache")
         self.metrics: dict[str, float] = {"evaluations": 0, "eval_seconds": 0.0, "checkpoints": 0,
                                           "recompute_mismatch": 0, "outbox_delivered": 0, "dry_runs": 0,
-                                          "restores": 0, "restore_failures": 0}
+                                          "restores": 0, "restore_failures": 0, "outbox_limited": 0}
         self.recent = RecentMessages()
-        self.patches = PatchCache(config.data_dir)
+        # compiled modules, checkpoints and patch caches are HMAC-authenticated (docs/SEALING.md)
+        self.cache_auth = CacheAuth.for_node(config.tee, config.data_dir, self.metrics, cache_dir=self.cache_dir)
+        self.patches = PatchCache(config.data_dir, auth=self.cache_auth)
         self.runner = Runner(self.metrics)
         self.outbox = OutboxSigner(identity, config.push_codec)
-        self.checkpoints = Checkpoints(store, self.patches, self.metrics)
-        self.modules = ModuleCache(self.cache_dir, store.item_data)
+        self.checkpoints = Checkpoints(store, self.patches, self.metrics, auth=self.cache_auth)
+        self.modules = ModuleCache(self.cache_dir, store.item_data, auth=self.cache_auth)
         # processes whose instance cannot be built (start function looping past --eval-timeout, ...)
         self.failed = FailedProcesses(config.data_dir)
         self.procs = WarmSet(config.max_warm, ProcessLoader(config, store, self.modules, self.checkpoints,
-                                                            self.patches, self.failed).load, self.checkpoint)
+                                                            self.patches, self.failed).load, self.checkpoint,
+                             config.max_memory, self.metrics)
         self._pending: dict[tuple[str, str], bytes] = {}   # results evaluated but not yet written
+        # the block height now (core: the gateway's current block when the node follows it, cu/node/blocks.py)
+        self.block_height: Callable[[], int] = lambda: config.block_height
+        # the chain's blocks (min height, up to ts) for cron walks when the node follows a gateway, else None
+        self.cron_blocks: Callable[[int, int], list[Any] | None] = lambda min_height, max_ts: None
+        self.exports = StateExports(config.data_dir, inline_max=config.state_chunk, chunk=config.state_chunk)
         # pids that received outbox deliveries (a process sending to itself included) are handed here: the
         # crank queue (EvaluatorCore.notify) rather than evaluated while a caller holds another process's lock.
         # Without a crank they are evaluated when read.
@@ -77,11 +87,18 @@ class Evaluator:
             raise Internal(f"message {entry.message_id} of {st.pid} missing from the store")
         meta, data = got
         # a pure assignment (item not addressed to this process) keeps its own recipient as Target
-        target = st.pid if entry.nonce == 0 or meta.target == st.pid else meta.target
+        pure = entry.nonce != 0 and meta.target != st.pid
+        target = meta.target if pure else st.pid
         msg = legacy.scheduled_message(
             msg_id=meta.id, signature=meta.signature, data=data, owner=meta.owner, target=target,
             anchor=meta.anchor, tags=meta.tags, epoch=entry.epoch, nonce=entry.nonce, timestamp=entry.timestamp,
             block_height=entry.block_height, hash_chain=entry.hash_chain)
+        if pure:
+            # as the legacy CU hydrates an assignment: no Forwarded-By, and no Data when it is excluded
+            msg.pop("Forwarded-By", None)
+            assignment = self.store.item_meta(entry.assignment_id)
+            if assignment is not None and ("Exclude", "Data") in assignment.tags:
+                msg.pop("Data", None)
         return legacy.dumps(msg), meta
 
     def _flush(self, st: ProcState, rows: list[ResultRow], outgoing: dict[int, list[Outgoing]]) -> list[str]:
@@ -111,7 +128,7 @@ class Evaluator:
             rows.clear()
             return []
         pending = self.store.pending_written
-        new = self.store.put_results(rows, outgoing, int(time.time() * 1000), self.config.block_height,
+        new = self.store.put_results(rows, outgoing, int(time.time() * 1000), self.block_height(),
                                      self.identity.build_assignment)
         if self.store.pending_written != pending:
             self.on_outbox()
@@ -124,8 +141,16 @@ class Evaluator:
                       message_id: str | None, timestamp: int, height: int, source: ItemMeta | None,
                       rows: list[ResultRow], outgoing: dict[int, list[Outgoing]]) -> None:
         raw = self.runner.handle(st, msg, keep_patches=True)
+        st.mem_bytes = st.instance.memory_size
         self.patches.apply(st.pid, raw)     # before the legacy merge drops `Patches`
         result = legacy.merge_result(raw)
+        limited = over_limit(result, self.config.max_outbox)
+        if limited is not None:
+            # an Error instead of seconds of RSA signing; the memory keeps the evaluation's effects (undoing
+            # them would need a snapshot before every message)
+            log.warning("%s: %s", st.pid, limited["Error"])
+            self.metrics["outbox_limited"] += 1
+            result = limited
         st.seq += 1
         rows.append(result_row(st.pid, st.seq, nonce, cron_id, message_id, timestamp, height, result))
         outs = self.outbox.outgoing(st.pid, st.module_id, result, source)
@@ -137,16 +162,17 @@ class Evaluator:
                outgoing: dict[int, list[Outgoing]]) -> None:
         if not st.crons or st.nonce < 0:
             return
-        fires = cron.crons_between(st.crons, process_ts=st.process_ts, process_height=st.process_height,
-                                   left_ts=st.last_ts, left_height=st.last_height, right_ts=right_ts,
-                                   height=self.config.block_height, after_ts=st.cron_ts)
+        fires = cron.fires(st.crons, process_ts=st.process_ts, process_height=st.process_height,
+                           left_ts=st.last_ts, left_height=st.last_height, right_ts=right_ts,
+                           height=self.block_height(), after_tick=st.cron_ts,
+                           blocks=self.cron_blocks(st.last_height, right_ts))
         for f in fires:
             msg = legacy.dumps(legacy.cron_message(owner=st.owner, target=st.pid, tags=f.cron.tags,
                                                    timestamp=f.timestamp, block_height=f.block_height))
             self._evaluate_one(st, msg, nonce=st.nonce, cron_id=f.cron.id, message_id=None,
                                timestamp=f.timestamp, height=f.block_height, source=None, rows=rows,
                                outgoing=outgoing)
-            st.cron_ts = f.timestamp
+            st.cron_ts = f.tick       # the walk's step (a block cron's timestamp is its block's)
 
     def catch_up(self, pid: str, to_nonce: int | None = None, cron_horizon: int | None = None) -> list[str]:
         """Evaluates the log of `pid` up to `to_nonce` (default: everything scheduled), and crons up to
@@ -235,9 +261,18 @@ class Evaluator:
         if row is None:
             entry = recent if recent is not None else self.store.log_entry_by_message(pid, message_id)
             if entry is None:
+                # the legacy CU also reads a result by its assignment's id
+                entry = store_legacy.log_entry_by_assignment(self.store, pid, message_id)
+                if entry is not None:
+                    return self.result(pid, entry.message_id)
+            if entry is None:
                 if self.store.process(pid) is None:
                     raise NotFound(f"Process {pid} not found")
                 raise NotFound(f"Message {message_id} is not scheduled on process {pid}")
+            if recent is None and entry.nonce <= self.store.pruned_nonce(pid):
+                raise Gone(f"the result of message {message_id} on process {pid} was removed by this node's "
+                           f"retention policy (--retain-results {self.config.retain_results}); the message log "
+                           "is kept")
             for p in self.catch_up(pid, entry.nonce):
                 self.on_delivery(p)
             body = self._pending.get((pid, message_id))
@@ -259,15 +294,20 @@ class Evaluator:
     def dry_run(self, pid: str, body: Any) -> bytes:
         with self.procs.lock(pid):
             st = self.up_to_now(pid)
-            out = dry_run_on(st, body, pid=pid, timestamp=st.last_ts, block_height=st.last_height)
-            self.metrics["dry_runs"] += 1
-            return out
+            run = dry_run_prepare(st, body, pid=pid, timestamp=st.last_ts, block_height=st.last_height,
+                                  timeout_s=self.config.dry_run_timeout_s)
+        out = run_low_priority(run)   # on its own copy of the instance: the process's messages go on meanwhile
+        self.metrics["dry_runs"] += 1
+        return out
 
-    def state(self, pid: str) -> tuple[bytes, dict[str, str]]:
+    def state(self, pid: str) -> StateOut:
+        """The process's memory after its newest message: inline when small, else spooled for a chunked
+        download (cu/node/eval/exports.py), copied from the zero-copy memory view while the lock is held."""
         with self.procs.lock(pid):
             st = self.up_to_now(pid)
-            return st.instance.memory(), {"Last-Timestamp": str(st.last_ts), "Last-Ordinate": str(st.nonce),
-                                          "Last-Block-Height": str(st.last_height)}
+            return self.exports.offer(st.instance.memory_view(), {
+                "Last-Timestamp": str(st.last_ts), "Last-Ordinate": str(st.nonce),
+                "Last-Block-Height": str(st.last_height)})
 
     def now(self, pid: str) -> dict[str, Any]:
         """Evaluates `pid` up to its newest slot (and due crons), then its slot and patch@1.0 cache (None when

@@ -9,6 +9,7 @@ from typing import Any
 
 from cu.node import legacy
 from cu.node.errors import Invalid, NotFound, Unavailable
+from cu.node.eval import cacheauth
 from cu.node.limits import module_limits
 
 
@@ -24,12 +25,32 @@ def engine() -> Any:
 
 class ModuleCache:
     """Loaded engine modules by module id. `fetch(module_id)` returns the module's wasm (None: not found); the
-    compiled code is cached on disk in `cache_dir` by the engine."""
+    compiled code is cached on disk in `cache_dir` (0700) by the engine, authenticated with `auth` (or the auth
+    the node registered for that directory, cu/node/eval/cacheauth.py): a cache file without a valid HMAC is
+    logged, counted and recompiled, never loaded."""
 
-    def __init__(self, cache_dir: Path | None, fetch: Callable[[str], bytes | None]) -> None:
+    def __init__(self, cache_dir: Path | None, fetch: Callable[[str], bytes | None], *,
+                 auth: cacheauth.CacheAuth | None = None) -> None:
         self.cache_dir = cache_dir
         self._fetch = fetch
         self._modules: dict[str, Any] = {}
+        self.auth = auth
+        if cache_dir is not None:
+            try:
+                cacheauth.private_dir(Path(cache_dir))
+            except OSError:
+                pass  # an unusable cache directory only costs compilations (the engine skips the write)
+
+    def _load(self, eng: Any, wasm: bytes, fmt: str) -> Any:
+        auth = self.auth or (cacheauth.for_dir(self.cache_dir) if self.cache_dir is not None else None)
+        if auth is None:
+            return eng.Module.load(wasm, fmt, cache_dir=self.cache_dir)
+
+        def reject(path: str, why: str) -> None:
+            auth.rejected(path, why, "recompiled")
+
+        return eng.Module.load(wasm, fmt, cache_dir=self.cache_dir, cache_key=auth.subkey("cwasm"),
+                               on_cache_reject=reject)
 
     def get(self, module_id: str, fmt: str) -> Any:
         eng = engine()
@@ -39,7 +60,7 @@ class ModuleCache:
             if wasm is None:
                 raise NotFound(f"Module {module_id} not found")
             try:
-                mod = eng.Module.load(wasm, fmt, cache_dir=self.cache_dir)
+                mod = self._load(eng, wasm, fmt)
             except eng.EngineError as exc:
                 raise Invalid(f"Module {module_id} cannot be loaded: {exc}") from None
             self._modules[module_id] = mod

@@ -11,9 +11,13 @@ Spawns are always ANS-104."""
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from cu.codec.errors import CodecError
@@ -33,6 +37,31 @@ _HTTP_RESERVED = frozenset({"body", "data", "target", "anchor", "id", "owner", "
                             "commitments", "content-digest", "content-type", "inline-body-key", "ao-body-key",
                             "ao-types"}) | signed_http.TRANSPORT_HEADERS
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")
+
+PARALLEL_MIN = 4        # outbox items signed in parallel from this many on
+_POOL: list[ThreadPoolExecutor] = []
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Signing threads, one per core (at most 4), made on first use."""
+    with _POOL_LOCK:
+        if not _POOL:
+            _POOL.append(ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="aocu-sign"))
+        return _POOL[0]
+
+
+def over_limit(result: dict[str, Any], limit: int) -> dict[str, Any] | None:
+    """The Error result replacing a merged `result` whose outbox has more than `limit` Messages + Spawns
+    (`--max-outbox`; 0: no limit), else None. Assignments are not counted: they are not signed."""
+    if not limit or result.get("Error") is not None:
+        return None
+    n = len(result.get("Messages") or []) + len(result.get("Spawns") or [])
+    if n <= limit:
+        return None
+    err = (f"outbox of {n} messages and spawns exceeds this node's limit of {limit} per evaluation "
+           f"(--max-outbox); none of them was signed or sent")
+    return legacy.merge_result({"Error": err, **({"GasUsed": result["GasUsed"]} if "GasUsed" in result else {})})
 
 
 def _tags(obj: dict[str, Any], reserved: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -60,12 +89,13 @@ class OutboxSigner:
                  pushed_for: str | None = None, only: Callable[[str], bool] | None = None) -> list[Outgoing]:
         """The outbox of `result` (evaluated by `pid` running `module_id`, for message `source`; None for a
         cron); nothing for a failed evaluation. `pushed_for` stands in for `source` when only its id is known;
-        `only(target)` False leaves a Message unsigned and out (its index is kept)."""
-        out: list[Outgoing] = []
+        `only(target)` False leaves a Message unsigned and out (its index is kept). Several items are signed in
+        parallel (RSA signing releases the GIL); the order and indexes are the outbox's."""
         if result.get("Error") is not None:
-            return out
+            return []
         if source is not None:
             pushed_for = next((v for n, v in source.tags if n == "Pushed-For"), None) or source.id
+        signs: list[tuple[int, str, Callable[[], Outgoing]]] = []     # (idx, what, sign it)
         idx = 0
         for m in result.get("Messages", []):
             if not isinstance(m, dict) or not isinstance(m.get("Target"), str) or not m["Target"] \
@@ -76,14 +106,8 @@ class OutboxSigner:
             tags += [("Data-Protocol", "ao"), ("Type", "Message"), ("From-Process", pid), ("From-Module", module_id)]
             if pushed_for:
                 tags.append(("Pushed-For", pushed_for))
-            data = _data(m.get("Data", ""))
-            try:
-                meta, raw = self._message(m["Target"], data, tags, _anchor(m))
-            except Exception as exc:  # noqa: BLE001 - a malformed outbox message is dropped like the MU does
-                log.warning("dropping outbox message %d of %s: %s", idx, pid, exc)
-                idx += 1
-                continue
-            out.append(Outgoing(idx, "Message", m["Target"], meta.id, raw, meta))
+            signs.append((idx, "outbox message", partial(self._signed_message, idx, m["Target"], _data(m.get("Data", "")),
+                                                          tags, _anchor(m))))
             idx += 1
         for s in result.get("Spawns", []):
             if not isinstance(s, dict) or only is not None:
@@ -93,20 +117,10 @@ class OutboxSigner:
             tags += [("Data-Protocol", "ao"), ("Type", "Process"), ("Variant", "ao.TN.1"), ("From-Process", pid)]
             if pushed_for:
                 tags.append(("Pushed-For", pushed_for))
-            scheduler = next((v for n, v in tags if n == "Scheduler"), None)
-            if scheduler is None:
-                tags.append(("Scheduler", self.identity.address))
-            data = _data(s.get("Data", "NODATA"))
-            try:
-                item = self.identity.sign_item(data=data, tags=tags, anchor=_anchor(s))
-            except Exception as exc:  # noqa: BLE001
-                log.warning("dropping spawn %d of %s: %s", idx, pid, exc)
-                idx += 1
-                continue
-            meta = item_meta(item)
-            elsewhere = scheduler if scheduler not in (None, self.identity.address) else None
-            out.append(Outgoing(idx, "Spawn", meta.id, meta.id, item.to_bytes(), meta, elsewhere))
+            signs.append((idx, "spawn", partial(self._signed_spawn, idx, _data(s.get("Data", "NODATA")), tags,
+                                                _anchor(s))))
             idx += 1
+        out = self._sign_all(pid, signs)
         for a in result.get("Assignments", []):
             if isinstance(a, dict) and isinstance(a.get("Message"), str) and isinstance(a.get("Processes"), list):
                 for target in a["Processes"]:
@@ -114,6 +128,34 @@ class OutboxSigner:
                         out.append(Outgoing(idx, "Assignment", target, a["Message"], None, None))
                         idx += 1
         return out
+
+    def _sign_all(self, pid: str, signs: list[tuple[int, str, Callable[[], Outgoing]]]) -> list[Outgoing]:
+        def one(job: tuple[int, str, Callable[[], Outgoing]]) -> Outgoing | None:
+            idx, what, sign = job
+            try:
+                return sign()
+            except Exception as exc:  # noqa: BLE001 - a malformed outbox entry is dropped like the MU does
+                log.warning("dropping %s %d of %s: %s", what, idx, pid, exc)
+                return None
+        if len(signs) < PARALLEL_MIN:
+            done = [one(j) for j in signs]
+        else:
+            done = list(_pool().map(one, signs))
+        return [o for o in done if o is not None]
+
+    def _signed_message(self, idx: int, target: str, data: bytes, tags: list[tuple[str, str]],
+                        anchor: str | None) -> Outgoing:
+        meta, raw = self._message(target, data, tags, anchor)
+        return Outgoing(idx, "Message", target, meta.id, raw, meta)
+
+    def _signed_spawn(self, idx: int, data: bytes, tags: list[tuple[str, str]], anchor: str | None) -> Outgoing:
+        scheduler = next((v for n, v in tags if n == "Scheduler"), None)
+        if scheduler is None:
+            tags = [*tags, ("Scheduler", self.identity.address)]
+        item = self.identity.sign_item(data=data, tags=tags, anchor=anchor)
+        meta = item_meta(item)
+        elsewhere = scheduler if scheduler not in (None, self.identity.address) else None
+        return Outgoing(idx, "Spawn", meta.id, meta.id, item.to_bytes(), meta, elsewhere)
 
     def _message(self, target: str, data: bytes, tags: list[tuple[str, str]],
                  anchor: str | None) -> tuple[ItemMeta, bytes]:

@@ -1,6 +1,9 @@
 """The patch@1.0 cache (AO-Core direct state reads, `/now`): per process, the deep merge of every state patch its
 results emitted. Saved next to every checkpoint (same seq), so that a process restored from a checkpoint has it
-too; restored without it, the cache is unknown (None) until the process is evaluated from the start again."""
+too; restored without it, the cache is unknown (None) until the process is evaluated from the start again.
+
+Authenticated (cu/node/eval/cacheauth.py): each file carries an HMAC over its process id, seq and content; a
+file that does not verify is logged, counted and treated as missing (unknown), never served."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cu.node.eval.cacheauth import CacheAuth, private_dir
+
 log = logging.getLogger("aocu.evaluator")
 
 PATCH_DEVICE = "patch@1.0"
@@ -18,9 +23,15 @@ PATCH_RESERVED = frozenset({"device", "target", "anchor", "tags", "data-protocol
                             "patch-from", "patch-to"})
 
 
+class _BadTag(Exception):
+    pass
+
+
 class PatchCache:
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, *, auth: CacheAuth | None = None) -> None:
         self.dir = Path(data_dir) / "patch-cache"
+        # without an explicit auth (unit tests of the parts) a per-object random key: never unauthenticated
+        self.auth = auth or CacheAuth(os.urandom(32))
         self._cache: dict[str, dict[str, Any]] = {}     # pid -> merged patch@1.0 state
         self._unknown: set[str] = set()                 # restored from a checkpoint without its patch cache
 
@@ -50,10 +61,14 @@ class PatchCache:
     def save(self, pid: str, seq: int) -> None:
         path = self._path(pid)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
             tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(json.dumps({"seq": seq, "unknown": pid in self._unknown,
-                                       "cache": self._cache.get(pid, {})}))
+            body = json.dumps({"seq": seq, "unknown": pid in self._unknown, "cache": self._cache.get(pid, {})})
+            doc = {"mac": self.auth.tag("patch-cache", pid, body.encode()).hex(), "body": body}
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                os.fchmod(fd, 0o600)
+                f.write(json.dumps(doc))
             os.replace(tmp, path)
         except OSError as exc:
             log.error("patch cache of %s at seq %d not saved: %s", pid, seq, exc)
@@ -62,9 +77,16 @@ class PatchCache:
         """The cache saved with the checkpoint at `seq` (unknown when there is none)."""
         self.reset(pid)
         try:
-            obj = json.loads(self._path(pid).read_text())
+            doc = json.loads(self._path(pid).read_text())
+            body = doc["body"]
+            if not self.auth.verify(bytes.fromhex(doc["mac"]), "patch-cache", pid, body.encode()):
+                raise _BadTag("HMAC mismatch")
+            obj = json.loads(body)
             ok = obj.get("seq") == seq and isinstance(obj.get("cache"), dict) and not obj.get("unknown")
-        except (OSError, ValueError, AttributeError):
+        except _BadTag as exc:
+            self.auth.rejected(f"patch cache {self._path(pid)}", str(exc), "served as unknown")
+            ok = False
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
             ok = False
         if ok:
             self._cache[pid] = obj["cache"]

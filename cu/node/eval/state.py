@@ -35,3 +35,4 @@ class ProcState:
     last_height: int = 0
     since_checkpoint: int = 0
     stored_seq: int = -1           # last result seq already in the store when this state was loaded
+    mem_bytes: int = 0             # linear memory after the last evaluation (the warm set's byte budget)

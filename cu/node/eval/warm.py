@@ -23,17 +23,26 @@ if TYPE_CHECKING:
 
 
 class WarmSet:
-    """The warm processes, least recently used first, at most `max_warm` of them once idle (permaweb/ao#837):
-    `load(pid)` builds a missing one, `retire(pid)` (called holding the process's lock) checkpoints one about to
-    be dropped."""
+    """The warm processes, least recently used first. Once idle they are kept within `max_warm` instances
+    (permaweb/ao#837) and within `max_memory` bytes of linear memory together (0: no byte budget; the node's
+    `--max-memory`): `load(pid)` builds a missing one, `retire(pid)` (called holding the process's lock)
+    checkpoints one about to be dropped. The most recently used process is never evicted (a caller is using
+    it), so one process larger than the whole budget still runs, alone. `metrics` gets `warm_bytes` and
+    `evictions_count` / `evictions_memory` (why processes were checkpointed out)."""
 
-    def __init__(self, max_warm: int, load: Callable[[str], ProcState], retire: Callable[[str], None]) -> None:
+    def __init__(self, max_warm: int, load: Callable[[str], ProcState], retire: Callable[[str], None],
+                 max_memory: int = 0, metrics: dict[str, float] | None = None) -> None:
         self.max_warm = max_warm
+        self.max_memory = max_memory
         self.lock = KeyedLocks()
         self._load = load
         self._retire = retire
         self._guard = threading.Lock()
         self._procs: OrderedDict[str, ProcState] = OrderedDict()
+        self.metrics = metrics if metrics is not None else {}
+        for k in ("warm_bytes", "evictions_count", "evictions_memory"):
+            self.metrics.setdefault(k, 0)
+        self.metrics["memory_budget"] = max_memory
 
     def __len__(self) -> int:
         return len(self._procs)
@@ -48,6 +57,11 @@ class WarmSet:
     def items(self) -> list[tuple[str, ProcState]]:
         with self._guard:
             return list(self._procs.items())
+
+    def bytes(self) -> int:
+        """Linear memory of the warm instances together (as of their last evaluation)."""
+        with self._guard:
+            return sum(st.mem_bytes for st in self._procs.values())
 
     def state(self, pid: str) -> ProcState:
         """The warm state of `pid`, loaded when it is not warm (call with the process's lock held)."""
@@ -66,16 +80,32 @@ class WarmSet:
         """Forgets the warm state of `pid` (it no longer matches the store: rebuilt from a checkpoint next)."""
         with self._guard:
             self._procs.pop(pid, None)
+        self.metrics["warm_bytes"] = self.bytes()
+
+    def _over(self, count: int, total: int) -> str | None:
+        if count > self.max_warm:
+            return "count"
+        if self.max_memory and total > self.max_memory:
+            return "memory"
+        return None
 
     def trim(self) -> None:
-        if len(self._procs) > self.max_warm:
-            self.evict()      # retried here: an instance busy at load time is idle now
+        """After evaluations (memory may have grown): evicts what the limits no longer allow."""
+        total = self.bytes()
+        self.metrics["warm_bytes"] = total
+        if self._over(len(self._procs), total):
+            self.evict()      # also retries instances that were busy at load time
 
     def evict(self) -> None:
-        """Beyond `max_warm` instances, checkpoints and drops the least recently used ones that are idle."""
+        """Checkpoints and drops the least recently used idle processes while there are more than `max_warm`
+        or they hold more than `max_memory` bytes; never the most recently used one."""
         with self._guard:
-            oldest = list(self._procs)[: max(0, len(self._procs) - self.max_warm)]
-        for pid in oldest:
+            order = list(self._procs.items())
+        count, total = len(order), sum(st.mem_bytes for _, st in order)
+        for pid, _ in order[:-1]:
+            reason = self._over(count, total)
+            if reason is None:
+                break
             lock = self.lock(pid)
             if not lock.acquire(blocking=False):
                 continue
@@ -87,8 +117,11 @@ class WarmSet:
                     self._retire(pid)
                 with self._guard:
                     self._procs.pop(pid, None)
+                count, total = count - 1, total - st.mem_bytes
+                self.metrics[f"evictions_{reason}"] += 1
             finally:
                 lock.release()
+        self.metrics["warm_bytes"] = self.bytes()
 
 
 class ProcessLoader:
@@ -132,4 +165,5 @@ class ProcessLoader:
             self.patches.reset(pid)     # every message is evaluated again from the start
         last = self.store.last_result(pid)
         st.stored_seq = last.seq if last is not None else -1
+        st.mem_bytes = st.instance.memory_size
         return st
