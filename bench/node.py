@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -206,10 +207,9 @@ def client(port: int, pid: str | None, seconds: float, n_presigned: int, start_a
         q.put((lat, errors, time.process_time() - cpu0))
 
 
-def node_cpu(node_pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) so far of the node's processes, by role (evaluator, workers, master)."""
-    out = {"evaluator": 0.0, "workers": 0.0, "master": 0.0}
-    tick = os.sysconf("SC_CLK_TCK")
+def node_processes(node_pid: int) -> Iterator[tuple[str, str, list[str]]]:
+    """(role, /proc entry, stat fields after the command name) of each process in the node's process group;
+    role is master, evaluator or workers."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -220,8 +220,15 @@ def node_cpu(node_pid: int) -> dict[str, float]:
             continue
         if int(stat[2]) != node_pid:     # process group of the node
             continue
-        role = ("master" if int(entry) == node_pid else
-                "evaluator" if b"cu.node.service" in cmd else "workers")
+        yield ("master" if int(entry) == node_pid else
+               "evaluator" if b"cu.node.service" in cmd else "workers"), entry, stat
+
+
+def node_cpu(node_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the node's processes, by role (evaluator, workers, master)."""
+    out = {"evaluator": 0.0, "workers": 0.0, "master": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    for role, _, stat in node_processes(node_pid):
         out[role] += (int(stat[11]) + int(stat[12])) / tick
     return out
 

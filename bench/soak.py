@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from node import RawClient, free_port, setup, start_node  # noqa: E402  (bench/node.py)
+from node import RawClient, free_port, node_processes, setup, start_node  # noqa: E402  (bench/node.py)
 
 from cu.codec.ans104 import DataItem  # noqa: E402
 from cu.codec.wallet import Ed25519Key  # noqa: E402
@@ -173,20 +173,13 @@ class Soak:
 def rss_by_role(node_pid: int) -> dict[str, list[int]]:
     """RSS in MiB of each process of the node's process group, by role."""
     out: dict[str, list[int]] = {"master": [], "workers": [], "evaluator": []}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for role, entry, _ in node_processes(node_pid):
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
             status = Path(f"/proc/{entry}/status").read_text()
         except OSError:
             continue
-        if int(stat[2]) != node_pid:
-            continue
-        rss = next((int(ln.split()[1]) // 1024 for ln in status.splitlines() if ln.startswith("VmRSS:")), 0)
-        role = "master" if int(entry) == node_pid else "evaluator" if b"cu.node.service" in cmd else "workers"
-        out[role].append(rss)
+        out[role].append(next((int(ln.split()[1]) // 1024 for ln in status.splitlines()
+                               if ln.startswith("VmRSS:")), 0))
     return out
 
 

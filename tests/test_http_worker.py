@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,13 +29,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def server(tmp_path: Path):
-    (tmp_path / "wapp.py").write_text(APP)
+def gunicorn_server(tmp_path: Path, app_source: str, worker: str, *extra: str) -> Iterator[int]:
+    """gunicorn with one `worker` process (2 threads) serving `app_source` as wapp:app on a free port; yields
+    the port, stops the server afterwards."""
+    (tmp_path / "wapp.py").write_text(app_source)
     port = _free_port()
     repo = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), str(tmp_path)]))
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "cu.http.worker.KeepAliveThreadWorker",
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", worker, *extra,
                              "-w", "1", "--threads", "2", "-b", f"127.0.0.1:{port}", "--keep-alive", "5", "wapp:app"],
                             env=env, cwd=tmp_path, start_new_session=True, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
@@ -50,6 +52,11 @@ def server(tmp_path: Path):
     yield port
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def server(tmp_path: Path):
+    yield from gunicorn_server(tmp_path, APP, "cu.http.worker.KeepAliveThreadWorker")
 
 
 def _responses(sock: socket.socket, n: int) -> list[tuple[int, bytes]]:

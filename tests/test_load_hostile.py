@@ -180,34 +180,11 @@ def test_ready_decides_when_a_connection_gets_a_thread():
 
 @pytest.fixture()
 def aocu_worker(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from tests.test_http_worker import APP, _free_port
-    (tmp_path / "wapp.py").write_text(APP + "\nfrom cu.serve.worker import AocuWorker\nAocuWorker.header_timeout_s = 1.5\n")
-    port = _free_port()
-    repo = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), str(tmp_path)]))
+    from tests.test_http_worker import APP, gunicorn_server
     # --preload: the app module (and the class setting in it) is imported by the master, before the fork
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "cu.serve.worker.AocuWorker", "--preload",
-                             "-w", "1", "--threads", "2", "-b", f"127.0.0.1:{port}", "--keep-alive", "5", "wapp:app"],
-                            env=env, cwd=tmp_path, start_new_session=True, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("gunicorn did not start")
-            time.sleep(0.1)
-    yield port
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    yield from gunicorn_server(
+        tmp_path, APP + "\nfrom cu.serve.worker import AocuWorker\nAocuWorker.header_timeout_s = 1.5\n",
+        "cu.serve.worker.AocuWorker", "--preload")
 
 
 def test_worker_keeps_the_keep_alive_behaviour(aocu_worker):

@@ -73,25 +73,31 @@ class SevGuestDevice:
             raise NotAvailable(f"cannot open {self.path}: {exc}") from None
         req, resp = ctypes.create_string_buffer(request, 32), ctypes.create_string_buffer(64)
         try:
-            for _attempt in range(20):
-                arg = bytearray(struct.pack("<BxxxxxxxQQQ", 1, ctypes.addressof(req), ctypes.addressof(resp), 0))
-                try:
-                    self._ioctl(fd, SNP_GET_DERIVED_KEY, arg)
-                    rc_err = None
-                except OSError as exc:
-                    rc_err = exc
-                fw_error, vmm_error = struct.unpack_from("<II", arg, 24)
-                if vmm_error == VMM_ERR_BUSY:
-                    time.sleep(0.05)
-                    continue
-                if rc_err is not None or fw_error or vmm_error:
-                    raise ProviderError(
-                        f"SNP_GET_DERIVED_KEY failed: {rc_err}, fw_error 0x{fw_error:x}, vmm_error {vmm_error}"
-                    )
-                return resp.raw
-            raise ProviderError("SNP guest request: host kept answering BUSY")
+            rc_err, fw_error, vmm_error = self._guest_request(fd, SNP_GET_DERIVED_KEY, ctypes.addressof(req),
+                                                              ctypes.addressof(resp))
+            if rc_err is not None or fw_error or vmm_error:
+                raise ProviderError(
+                    f"SNP_GET_DERIVED_KEY failed: {rc_err}, fw_error 0x{fw_error:x}, vmm_error {vmm_error}"
+                )
+            return resp.raw
         finally:
             os.close(fd)
+
+    def _guest_request(self, fd: int, request: int, req_ptr: int, resp_ptr: int) -> tuple[OSError | None, int, int]:
+        """One SNP guest request ioctl (msg_version 1), retried while the host answers BUSY; returns the ioctl
+        error (or None), the firmware error and the VMM error of the last attempt."""
+        for _attempt in range(20):
+            arg = bytearray(struct.pack("<BxxxxxxxQQQ", 1, req_ptr, resp_ptr, 0))
+            try:
+                self._ioctl(fd, request, arg)
+                rc_err = None
+            except OSError as exc:
+                rc_err = exc
+            fw_error, vmm_error = struct.unpack_from("<II", arg, 24)
+            if vmm_error != VMM_ERR_BUSY:
+                return rc_err, fw_error, vmm_error
+            time.sleep(0.05)
+        raise ProviderError("SNP guest request: host kept answering BUSY")
 
     def _ext(self, fd: int, report_data: bytes, vmpl: int) -> tuple[bytes, bytes]:
         certs_len = 0
@@ -118,35 +124,24 @@ class SevGuestDevice:
             req_ptr = ctypes.addressof(ext)
         else:
             req_ptr = ctypes.addressof(req)
-        for _attempt in range(20):
-            arg = bytearray(struct.pack("<BxxxxxxxQQQ", 1, req_ptr, ctypes.addressof(resp), 0))
-            try:
-                self._ioctl(fd, request, arg)
-                rc_err = None
-            except OSError as exc:
-                rc_err = exc
-            fw_error, vmm_error = struct.unpack_from("<II", arg, 24)
-            if vmm_error == VMM_ERR_BUSY:
-                time.sleep(0.05)
-                continue
-            if certs_len is not None and vmm_error == VMM_ERR_INVALID_LEN:
-                needed = struct.unpack_from("<I", ext, 104)[0]
-                return b"", needed, VMM_ERR_INVALID_LEN
-            if rc_err is not None or fw_error or vmm_error:
-                if certs_len is not None:
-                    return b"", 0, fw_error or vmm_error or -1
-                raise ProviderError(
-                    f"SNP_GET_REPORT failed: {rc_err}, fw_error 0x{fw_error:x}, vmm_error {vmm_error}"
-                )
-            status, size = struct.unpack_from("<II", resp.raw, 0)
-            if status != 0:
-                raise ProviderError(f"SNP firmware MSG_REPORT_RSP status 0x{status:x}")
-            if size != REPORT_SIZE:
-                raise ProviderError(f"SNP firmware returned a {size}-byte report")
-            report = resp.raw[0x20 : 0x20 + REPORT_SIZE]
-            table = certs.raw[: certs_len or 0] if certs_len else b""
-            return report, table, None
-        raise ProviderError("SNP guest request: host kept answering BUSY")
+        rc_err, fw_error, vmm_error = self._guest_request(fd, request, req_ptr, ctypes.addressof(resp))
+        if certs_len is not None and vmm_error == VMM_ERR_INVALID_LEN:
+            needed = struct.unpack_from("<I", ext, 104)[0]
+            return b"", needed, VMM_ERR_INVALID_LEN
+        if rc_err is not None or fw_error or vmm_error:
+            if certs_len is not None:
+                return b"", 0, fw_error or vmm_error or -1
+            raise ProviderError(
+                f"SNP_GET_REPORT failed: {rc_err}, fw_error 0x{fw_error:x}, vmm_error {vmm_error}"
+            )
+        status, size = struct.unpack_from("<II", resp.raw, 0)
+        if status != 0:
+            raise ProviderError(f"SNP firmware MSG_REPORT_RSP status 0x{status:x}")
+        if size != REPORT_SIZE:
+            raise ProviderError(f"SNP firmware returned a {size}-byte report")
+        report = resp.raw[0x20 : 0x20 + REPORT_SIZE]
+        table = certs.raw[: certs_len or 0] if certs_len else b""
+        return report, table, None
 
 
 class _NoCerts(Exception):
