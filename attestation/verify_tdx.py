@@ -16,6 +16,7 @@ from .errors import ParseError
 from .policy import Policy, TdxPolicy
 from .result import VerificationReport, check_reference, never_raises, start_verification
 from .tdx import INTEL_QE_VENDOR_ID, PckExtensions, TdxQuote, parse_pck_extensions, parse_quote
+from .tdx_unauth import status_note, unauthenticated_status
 from .trust import INTEL_ROOT_CN, PINNED_SPKI, SIM_PREFIX, TrustStore, check_signatures, check_validity_at
 
 PCK_LEAF_CN = "Intel SGX PCK Certificate"
@@ -120,8 +121,10 @@ def verify_tdx(
         "tdx.tcb.status",
         status in pol.accepted_tcb_status and status != "Revoked",
         f"TCB status {status}, accepted {pol.accepted_tcb_status}"
-        + ("; supply collateral (tcbInfo, QE identity) to evaluate it" if status == "NotEvaluated" else ""),
-        relax="tdx.accepted_tcb_status",
+        + ("; supply collateral (tcbInfo, QE identity) to evaluate it" if status == "NotEvaluated" else "")
+        + status_note(rep),
+        # unauthenticated collateral is fixed by fresh collateral, never by accepting more statuses
+        relax=None if status_note(rep) else "tdx.accepted_tcb_status",
     )
     _policy(rep, q, pol)
     b = q.body
@@ -390,7 +393,8 @@ def _tcb(
         simulated,
         allow_sim,
     )
-    if tcb_info is None or qe_id is None:
+    if tcb_info is None or qe_id is None:  # not authenticated: say what it would give, still Invalid
+        unauthenticated_status(rep, col, lambda r, t, e: _evaluate(r, q, pext, t, e))
         return "Invalid"
     try:
         return _evaluate(rep, q, pext, tcb_info, qe_id)

@@ -1,6 +1,7 @@
 """Node benchmark: message -> result round trip through `aocu serve` (gunicorn + evaluator) on loopback.
 
-    python bench/node.py [--clients 4] [--seconds 10] [--workers 2] [--threads 4]
+    python bench/node.py [--clients 4] [--seconds 10] [--workers 2] [--threads 4] [--evaluators N]
+    python bench/node.py --scaling [--matrix 1:1,1:2,2:1,2:2]    # CPUs x evaluator shards, same run
 
 Each client process owns one AO process (the project's Lua test module, trivial `Echo` handler), and in a
 loop POSTs a pre-signed ed25519 message to `/` and GETs `/result/{id}`; the pair is one round trip.
@@ -13,6 +14,11 @@ phase: 1-client round trips with `?attest-nonce=` (fresh simulated evidence per 
 result body (ed25519 / RSA-PSS-4096 HTTP signatures, ANS-104 item, fresh-nonce evidence). The node has no
 unsigned mode, so the unsigned round trip is the signed one minus the in-process signing cost measured here.
 Target: attestation adds <= 5% to a result's latency in key-binding mode.
+
+`--scaling`: instead, the concurrent message->result phase on a fresh node per configuration CPUS:EVALUATORS
+(the node pinned with sched_setaffinity, like `taskset -c 0` / `taskset -c 0,1`, and `--evaluators`), all in
+one run: results/s and CPU per result by component (evaluator shards summed). When the node has fewer CPUs than
+the machine, the clients are pinned to the others, so they do not take the node's CPU.
 """
 
 from __future__ import annotations
@@ -46,12 +52,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_node(data_dir: Path, port: int, workers: int, threads: int) -> subprocess.Popen:
+def start_node(data_dir: Path, port: int, workers: int, threads: int, evaluators: int | None = None,
+               cpus: set[int] | None = None) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("AOCU_EVALUATORS", None)
+    extra = ["--evaluators", str(evaluators)] if evaluators else []
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None     # taskset for the node and its children
     proc = subprocess.Popen([sys.executable, "-m", "cu.cli", "serve", "--bind", f"127.0.0.1:{port}",
                              "--data-dir", str(data_dir), "--tee", "sim", "--workers", str(workers),
-                             "--threads", str(threads), "--quiet"],
-                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--threads", str(threads), "--quiet", *extra],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=pin)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -63,6 +74,21 @@ def start_node(data_dir: Path, port: int, workers: int, threads: int) -> subproc
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("node did not start")
+
+
+def stop_node(node: subprocess.Popen) -> None:
+    """SIGTERM to `aocu serve` (it stops its workers and evaluators, which checkpoint), then waits until every
+    process of its group is gone, so the data dir can be removed."""
+    node.send_signal(signal.SIGTERM)
+    node.wait(timeout=120)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(node.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.killpg(node.pid, signal.SIGKILL)
 
 
 class RawClient:
@@ -160,7 +186,9 @@ MODES = {"key": ("", {}), "fresh": ("&attest-nonce=" + "ab" * 32, {}),
 
 
 def client(port: int, pid: str | None, seconds: float, n_presigned: int, start_at: float, q: mp.Queue,
-           mode: str = "key", kind: str = "raw") -> None:
+           mode: str = "key", kind: str = "raw", cpus: set[int] | None = None) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     suffix, headers = MODES[mode]
     lat: list[float] = []
     errors = 0
@@ -225,7 +253,8 @@ def node_processes(node_pid: int) -> Iterator[tuple[str, str, list[str]]]:
 
 
 def node_cpu(node_pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) so far of the node's processes, by role (evaluator, workers, master)."""
+    """CPU seconds (user + system) so far of the node's processes, by role (evaluator: every evaluator shard
+    together, workers, master)."""
     out = {"evaluator": 0.0, "workers": 0.0, "master": 0.0}
     tick = os.sysconf("SC_CLK_TCK")
     for role, _, stat in node_processes(node_pid):
@@ -237,11 +266,12 @@ CLIENT_KIND = "raw"
 
 
 def run_phase(port: int, pids: list[str | None], seconds: float, n_presigned: int, mode: str = "key",
-              node_pid: int | None = None) -> dict:
+              node_pid: int | None = None, client_cpus: set[int] | None = None) -> dict:
     ctx = mp.get_context("fork")
     q = ctx.Queue()
     start_at = time.time() + (1.0 + n_presigned * len(pids) / 4000.0 if pids[0] not in (None, PAIR) else 0.5)
-    procs = [ctx.Process(target=client, args=(port, pid, seconds, n_presigned, start_at, q, mode, CLIENT_KIND)) for pid in pids]
+    procs = [ctx.Process(target=client, args=(port, pid, seconds, n_presigned, start_at, q, mode, CLIENT_KIND,
+                                              client_cpus)) for pid in pids]
     for p in procs:
         p.start()
     lat: list[float] = []
@@ -310,13 +340,13 @@ def engine_baseline(wasm: bytes, cache: Path, n: int = 300) -> float:
     return 1000 * statistics.median(lat)
 
 
-def evaluator_socket_round_trips(data_dir: Path, pid: str, n: int = 400) -> tuple[float, float]:
+def evaluator_socket_round_trips(data_dir: Path, pid: str, shards: int, n: int = 400) -> tuple[float, float]:
     """p50 ms of the evaluator's two operations of a round trip, called directly on its Unix socket (no HTTP):
-    schedule (durable, acknowledged after the fsync) and result."""
-    from cu.node.client import over_socket
+    schedule (durable, acknowledged after the fsync) and result (on the socket of the shard owning `pid`)."""
     from cu.node.items import item_meta
+    from cu.node.shards import client_for
     from cu.node.store import ScheduleOp
-    sock = over_socket(data_dir / "evaluator.sock")
+    sock = client_for(data_dir / "evaluator.sock", shards)
     key = Ed25519Key.generate()
     sched, res = [], []
     for i in range(n):
@@ -373,6 +403,72 @@ def signing_costs(tmp: Path, body: bytes) -> dict[str, float]:
     }
 
 
+def node_counters(port: int) -> dict[str, float]:
+    """The node's unlabelled /metrics samples (evaluator counters summed over the shards)."""
+    status, body = call(http.client.HTTPConnection("127.0.0.1", port, timeout=30), "GET", "/metrics")
+    out: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        name, _, value = line.partition(" ")
+        if status == 200 and line and not line.startswith("#") and "{" not in name:
+            out[name] = float(value)
+    return out
+
+
+def parse_matrix(text: str) -> list[tuple[int, int]]:
+    """`1:1,2:2` -> [(cpus, evaluators), ...]."""
+    out = []
+    for part in text.split(","):
+        c, _, e = part.strip().partition(":")
+        if not (c.isdigit() and e.isdigit() and int(c) >= 1 and int(e) >= 1):
+            raise SystemExit(f"--matrix: {part!r} is not CPUS:EVALUATORS")
+        out.append((int(c), int(e)))
+    return out
+
+
+def scaling(args: argparse.Namespace, wasm: bytes) -> int:
+    """The concurrent phase on a fresh node per CPUS:EVALUATORS configuration, in one run."""
+    allowed = sorted(os.sched_getaffinity(0))
+    matrix = parse_matrix(args.matrix or f"1:1,1:{len(allowed)},{len(allowed)}:1,{len(allowed)}:{len(allowed)}")
+    if any(c > len(allowed) for c, _ in matrix):
+        raise SystemExit(f"--matrix asks for more CPUs than the {len(allowed)} this process may use")
+    rows = []
+    for cpus, evaluators in matrix:
+        node_cpus = set(allowed[:cpus])
+        rest = set(allowed) - node_cpus
+        with tempfile.TemporaryDirectory(prefix="aocu-bench-", dir=args.data_root) as tmp:
+            port = free_port()
+            node = start_node(Path(tmp) / "data", port, args.workers, args.threads, evaluators, node_cpus)
+            try:
+                pids = setup(port, wasm, args.clients)
+                n_pre = int(args.seconds * 2500 / args.clients) + 100
+                load0 = os.getloadavg()[0]
+                m0 = node_counters(port)
+                r = run_phase(port, list(pids), args.seconds, n_pre, node_pid=node.pid, client_cpus=rest or None)
+                m1 = node_counters(port)
+                r["load"] = (load0 + os.getloadavg()[0]) / 2
+                r["commits"] = (m1.get("aocu_store_commits_total", 0) - m0.get("aocu_store_commits_total", 0)) / r["n"]
+                r["shards"] = sum(1 for role, _, _ in node_processes(node.pid) if role == "evaluator")
+            finally:
+                stop_node(node)
+        rows.append((cpus, evaluators, r))
+    print(f"aocu node scaling bench: {args.clients} clients, gunicorn workers={args.workers} threads={args.threads}, "
+          f"--tee sim, trivial handler (Lua Echo), {len(allowed)} CPUs allowed, {CLIENT_KIND} client; clients "
+          f"pinned to the CPUs the node does not have (if any)")
+    print(f"{'node CPUs':>9} {'evaluators':>10} {'n':>7} {'err':>4} {'per s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'CPU/result ms: evaluators':>26} {'workers':>8} {'master':>7} {'node':>6} {'clients':>8} "
+          f"{'commits/result':>14} {'load':>5}")
+    for cpus, evaluators, r in rows:
+        c = r["cpu_ms"]
+        node_ms = c.get("evaluator", 0) + c.get("workers", 0) + c.get("master", 0)
+        print(f"{cpus:9d} {evaluators:10d} {r['n']:7d} {r['errors']:4d} {r['per_s']:8.0f} {r['p50_ms']:7.2f} "
+              f"{r['p99_ms']:7.2f} {c.get('evaluator', 0):26.2f} {c.get('workers', 0):8.2f} {c.get('master', 0):7.2f} "
+              f"{node_ms:6.2f} {c['clients']:8.2f} {r['commits']:14.2f} {r['load']:5.1f}")
+    base = rows[0][2]["per_s"]
+    print("throughput ratios vs the first row (same run): " + ", ".join(
+        f"{c} CPU x {e} ev: x{r['per_s'] / base:.2f}" for c, e, r in rows))
+    return 0 if all(r["errors"] == 0 for _, _, r in rows) else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=4)
@@ -384,6 +480,11 @@ def main() -> int:
     ap.add_argument("--wasm", help="a prebuilt lua32 module (default: tests.modules.build)")
     ap.add_argument("--client", choices=("raw", "http.client"), default="raw",
                     help="load generator's HTTP client (default raw: a minimal keep-alive client)")
+    ap.add_argument("--evaluators", type=int, default=None,
+                    help="the node's evaluator shards (default: the node's own default, one per CPU)")
+    ap.add_argument("--scaling", action="store_true",
+                    help="only the concurrent phase, on a fresh node per --matrix configuration")
+    ap.add_argument("--matrix", help="CPUS:EVALUATORS,... for --scaling (default 1:1,1:N,N:1,N:N, N = CPUs allowed)")
     args = ap.parse_args()
     global CLIENT_KIND
     CLIENT_KIND = args.client
@@ -392,11 +493,13 @@ def main() -> int:
     else:
         from tests.modules.build import build
         wasm = build("lua32").read_bytes()
+    if args.scaling:
+        return scaling(args, wasm)
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="aocu-bench-", dir=args.data_root) as tmp:
         fsync_ms = fsync_baseline(Path(tmp))
         engine_ms = engine_baseline(wasm, Path(tmp) / "mc")
-        node = start_node(Path(tmp) / "data", port, args.workers, args.threads)
+        node = start_node(Path(tmp) / "data", port, args.workers, args.threads, args.evaluators)
         try:
             pids = setup(port, wasm, args.clients)
             # ~2x the target rate per client is plenty of pre-signed messages
@@ -404,7 +507,8 @@ def main() -> int:
             base1 = run_phase(port, [None], args.seconds / 2, 0)
             pair = run_phase(port, [PAIR], args.seconds / 2, 0)
             one = run_phase(port, [pids[0]], args.seconds / 2, n_pre, node_pid=node.pid)
-            sock_sched, sock_result = evaluator_socket_round_trips(Path(tmp) / "data", pids[0])
+            shards = sum(1 for role, _, _ in node_processes(node.pid) if role == "evaluator")
+            sock_sched, sock_result = evaluator_socket_round_trips(Path(tmp) / "data", pids[0], shards)
             base = run_phase(port, [None] * args.clients, args.seconds, 0)
             many = run_phase(port, list(pids), args.seconds, n_pre, node_pid=node.pid)
             fresh = run_phase(port, [pids[0]], args.seconds / 2, n_pre, "fresh")
@@ -412,9 +516,9 @@ def main() -> int:
             body = result_body(port, pids[0])
             costs = signing_costs(Path(tmp), body)
         finally:
-            os.killpg(node.pid, signal.SIGTERM)
-            node.wait(timeout=60)
-    print(f"aocu node bench: gunicorn workers={args.workers} threads={args.threads}, loopback, "
+            stop_node(node)
+    print(f"aocu node bench: gunicorn workers={args.workers} threads={args.threads}, evaluators={shards}"
+          f"{'' if args.evaluators else ' (default: one per CPU)'}, loopback, "
           f"{os.cpu_count()} CPUs, {CLIENT_KIND} client, trivial handler (Lua Echo), data under {args.data_root or tempfile.gettempdir()}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'phase':38} {'n':>7} {'err':>4} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8}")
@@ -435,8 +539,8 @@ def main() -> int:
         total = sum(cpu.values())
         print(f"CPU per result, {name}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in cpu.items())
               + f"; total {total:.2f} ms -> at most {1000 * (os.cpu_count() or 1) / total:.0f} results/s on "
-              f"{os.cpu_count()} CPUs; the evaluator (one process, one GIL) alone caps at "
-              f"{1000 / max(cpu.get('evaluator', 0.0), 1e-9):.0f}/s")
+              f"{os.cpu_count()} CPUs; the evaluator ({shards} shard process(es), one GIL each) alone caps at "
+              f"{1000 * min(shards, os.cpu_count() or 1) / max(cpu.get('evaluator', 0.0), 1e-9):.0f}/s")
     print(f"ratios vs baseline (same run): 1 client p50 x{one['p50_ms'] / base1['p50_ms']:.1f}, "
           f"{args.clients} clients throughput {many['per_s'] / base['per_s']:.2f} of /health")
     print(f"attestation, 1 client round trips (same run): fresh-nonce evidence p50 {fresh['p50_ms']:.2f} ms "

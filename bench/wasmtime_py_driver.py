@@ -17,8 +17,9 @@ class _LongJmp(Exception):
     pass
 
 
-def make_engine() -> wasmtime.Engine:
-    # same determinism/limit configuration as cu.engine (fuel, epochs, NaN canonicalisation, memory64, EH)
+def make_engine(**overrides) -> wasmtime.Engine:
+    # same determinism/limit configuration as cu.engine (fuel, epochs, NaN canonicalisation, memory64, EH);
+    # `overrides`: wasmtime.Config attributes to change (bench/engine.py measures config variants this way)
     c = wasmtime.Config()
     c.consume_fuel = True
     c.epoch_interruption = True
@@ -27,14 +28,20 @@ def make_engine() -> wasmtime.Engine:
     c.wasm_relaxed_simd_deterministic = True
     c.wasm_memory64 = True
     c.wasm_exceptions = True
+    for k, v in overrides.items():
+        setattr(c, k, v)
     return wasmtime.Engine(c)
 
 
 class PyDriver:
-    def __init__(self, engine: wasmtime.Engine, wasm: bytes, *, wasm64: bool) -> None:
+    def __init__(self, engine: wasmtime.Engine, wasm: bytes, *, wasm64: bool, fuel: bool = True,
+                 epoch: bool = True) -> None:
         self.store = wasmtime.Store(engine)
-        self.store.set_epoch_deadline(1 << 40)
-        self.store.set_fuel(1 << 62)
+        self.fuel = fuel  # False for an engine made with consume_fuel=False
+        if epoch:
+            self.store.set_epoch_deadline(1 << 40)
+        if fuel:
+            self.store.set_fuel(1 << 62)
         self.module = wasmtime.Module(engine, wasm)
         self.w64 = wasm64
         self.clock = 10000.0
@@ -150,7 +157,8 @@ class PyDriver:
     # -- one message (docs/ABI.md, Calling handle) -------------------------------------------------------------------------
     def call(self, msg: bytes, env: bytes) -> bytes:
         st = self.store
-        st.set_fuel(9_000_000_000_000_000)
+        if self.fuel:
+            st.set_fuel(9_000_000_000_000_000)
         sp = self.stack_save(st)
         pm = self.stack_alloc(st, len(msg) + 1)
         self.mem.write(st, msg + b"\0", pm)

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# images/build.sh OUTDIR — builds the aocu confidential-VM guest payload:
+# images/build.sh [--firmware] OUTDIR — builds the aocu confidential-VM guest payload:
 #   OUTDIR/vmlinuz      Debian bookworm-backports kernel (sev-guest, tdx-guest, configfs-tsm)
 #   OUTDIR/initrd.img   Debian minbase rootfs + Python venv with aocu and its locked wheels, /init
 #   OUTDIR/cmdline      kernel command line (part of the measured launch)
 #   OUTDIR/manifest.json  inputs, versions and SHA-256 of every artifact
+# With --firmware also (images/firmware.sh: AmdSev OVMF from Debian 13's edk2 source, built once and cached):
+#   OUTDIR/ovmf-amdsev.fd, OUTDIR/firmware.json  the SEV-SNP firmware for measured direct boot (in the manifest)
+#   OUTDIR/reference-values.json  the full SNP launch measurement (firmware + kernel/initrd/cmdline hashes) for
+#     the vCPU counts in $AOCU_SNP_VCPUS (default 2) and models in $AOCU_SNP_VCPU_TYPES (default EPYC-v4),
+#     comma lists: `aocu measure --payload OUTDIR`; the verifier's --policy file
 # Reproducible: the same inputs (repository tree, package versions below, requirements.lock) give the same
 # bytes. Downloads are cached in $AOCU_IMAGE_CACHE (default images/out/cache) and verified by hash.
 #
@@ -15,7 +20,9 @@
 # default .venv/bin/python, where scripts/install.sh puts them). Tools: `scripts/install.sh --image`.
 set -euo pipefail
 
-usage() { echo "usage: images/build.sh OUTDIR" >&2; exit 2; }
+usage() { echo "usage: images/build.sh [--firmware] OUTDIR" >&2; exit 2; }
+with_firmware=0
+[ "${1:-}" = --firmware ] && { with_firmware=1; shift; }
 [ $# -eq 1 ] || usage
 [ "$(id -u)" -eq 0 ] || { echo "build.sh: needs root (debootstrap, chroot)" >&2; exit 2; }
 
@@ -53,7 +60,7 @@ CMDLINE="console=ttyS0 quiet panic=-1 aocu.tee=$tee_mode aocu.seal=$seal_mode"
 SDE=$(cd "$repo" && git log -1 --format=%ct 2>/dev/null || echo 0)
 export SOURCE_DATE_EPOCH=$SDE LC_ALL=C TZ=UTC
 step=0
-steps=7
+steps=$((7 + 2 * with_firmware))
 say() { step=$((step + 1)); echo "[build $step/$steps] $*" >&2; }
 
 mkdir -p "$cache/debs" "$cache/wheels"
@@ -173,6 +180,13 @@ find "$root" -newermt "@$SDE" -print0 | xargs -0r touch -h -d "@$SDE"
   cpio --null --create --format=newc --reproducible --owner=0:0 --quiet) | zstd -q -12 -T1 > "$out/initrd.img"
 printf '%s' "$CMDLINE" > "$out/cmdline"
 
+# ---- firmware (--firmware) -------------------------------------------------------------------------------
+rm -f "$out/ovmf-amdsev.fd" "$out/firmware.json" "$out/reference-values.json"
+if [ "$with_firmware" = 1 ]; then
+  say "AmdSev firmware (images/firmware.sh; cached after the first build)"
+  AOCU_IMAGE_CACHE=$cache bash "$here/firmware.sh" "$out"
+fi
+
 # ---- 7. manifest ----------------------------------------------------------------------------------------
 say "manifest"
 "$PY" - "$out" "$work/packages.txt" "$SDE" "$KERNEL_PKG=$KERNEL_VER" "$tee_mode" "$seal_mode" "$here/requirements.lock" \
@@ -188,11 +202,18 @@ manifest = {
                "requirements_lock_sha256": sha(pathlib.Path(lock)),
                "rootfs_packages": pathlib.Path(pkgs).read_text().split()},
     "artifacts": {name: {"sha256": sha(out / name), "size": (out / name).stat().st_size}
-                  for name in ("vmlinuz", "initrd.img", "cmdline")},
+                  for name in ("vmlinuz", "initrd.img", "cmdline", "ovmf-amdsev.fd") if (out / name).exists()},
     "cmdline": (out / "cmdline").read_text(),
 }
+if (out / "firmware.json").exists():  # build.sh --firmware: how the firmware was built
+    manifest["inputs"]["firmware"] = json.loads((out / "firmware.json").read_text())
 (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 for name, a in manifest["artifacts"].items():
     print(f"  {name:11s} {a['size']:>10d}  sha256 {a['sha256']}", file=sys.stderr)
 PYEOF
+if [ "$with_firmware" = 1 ]; then
+  say "SNP reference values (vCPUs ${AOCU_SNP_VCPUS:-2}, models ${AOCU_SNP_VCPU_TYPES:-EPYC-v4})"
+  (cd "$repo" && "$PY" -m cu.cli measure --payload "$out" --vcpus "${AOCU_SNP_VCPUS:-2}" \
+    --vcpu-type "${AOCU_SNP_VCPU_TYPES:-EPYC-v4}" -o "$out/reference-values.json") >&2
+fi
 echo "[build] payload in $out" >&2

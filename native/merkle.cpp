@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <stdexcept>
 
 namespace aocu::merkle {
 
@@ -153,6 +154,44 @@ struct PageMerkle::Tracker {
   }
 };
 
+namespace {
+constexpr uint64_t kPageIsFile = 1 << 2, kPageIsPresent = 1 << 3, kPageIsSwapped = 1 << 4;
+
+// Pages of [s, e) (a private mapping of a page image) that differ from the image's: present anonymous
+// copies (written) or swapped-out ones. False when PAGEMAP_SCAN is unavailable.
+template <typename F>
+bool scan_cow_written(uint64_t s, uint64_t e, F on_written) {
+  int pm = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (pm < 0) return false;
+  PageRegion vec[256];
+  uint64_t pos = s;
+  bool ok = true;
+  while (ok && pos < e) {
+    PmScanArg a{};
+    a.size = sizeof a;
+    a.start = pos;
+    a.end = e;
+    a.vec = reinterpret_cast<uint64_t>(vec);
+    a.vec_len = sizeof vec / sizeof vec[0];
+    a.category_anyof_mask = kPageIsPresent | kPageIsSwapped;
+    a.return_mask = kPageIsFile | kPageIsPresent | kPageIsSwapped;
+    long n = ioctl(pm, kPagemapScan, &a);
+    if (n < 0) {
+      ok = false;
+      break;
+    }
+    for (long i = 0; i < n; ++i) {
+      uint64_t c = vec[i].categories;
+      if ((c & kPageIsSwapped) || ((c & kPageIsPresent) && !(c & kPageIsFile))) on_written(vec[i].start, vec[i].end);
+    }
+    if (a.walk_end <= pos) ok = false;
+    pos = a.walk_end;
+  }
+  close(pm);
+  return ok;
+}
+}  // namespace
+
 PageMerkle::PageMerkle(Method preferred) : preferred_(preferred) {}
 PageMerkle::~PageMerkle() = default;
 
@@ -168,6 +207,7 @@ void PageMerkle::reset_locked() {
   levels_.clear();
   committed_ = false;
   using_uffd_ = false;
+  cow_seeded_ = false;
   base_ = nullptr;
   len_ = 0;
   root_ = Digest{};
@@ -218,7 +258,25 @@ Digest PageMerkle::commit(const uint8_t* data, size_t len) {
   if (!restart) {
     const size_t old_pages = pages_for(len_), new_pages = pages_for(len);
     std::vector<uint8_t> mark(new_pages, 0);
-    if (using_uffd_) {
+    if (cow_seeded_) {
+      // First commit after seed(): pages written since are the anonymous ones; then track as usual.
+      const uint64_t b = reinterpret_cast<uint64_t>(data);
+      restart = !scan_cow_written(b, b + len_, [&](uint64_t s, uint64_t e) {
+        if (e <= s || s < b) return;
+        for (size_t p = (s - b) / kPageSize; p < new_pages && b + p * kPageSize < e; ++p) mark[p] = 1;
+      });
+      cow_seeded_ = false;
+      if (!restart) {
+        if (preferred_ != Method::Shadow && b % kOsPage == 0 && len % kOsPage == 0) {
+          auto t = std::make_unique<Tracker>();
+          if (t->open_ctx() && t->add_range(b, b + len)) {
+            tracker_ = std::move(t);
+            using_uffd_ = true;
+          }
+        }
+        if (!using_uffd_) shadow_.assign(data, data + len);
+      }
+    } else if (using_uffd_) {
       const uint64_t b = reinterpret_cast<uint64_t>(data);
       if (len > len_ && (len % kOsPage != 0 || !tracker_->add_range(b + len_, b + len))) {
         restart = true;
@@ -281,6 +339,31 @@ Digest PageMerkle::commit(const uint8_t* data, size_t len) {
   base_ = data;
   len_ = len;
   committed_ = true;
+  root_ = root_hash(len, top_of(levels_));
+  return root_;
+}
+
+Digest leaf_digest(const uint8_t* p, size_t n) {
+  Hasher h(Hasher::Alg::SHA256);
+  return leaf_hash(h, p, n);
+}
+
+Digest root_from_leaves(size_t len, const std::vector<Digest>& leaves) {
+  std::vector<std::vector<Digest>> levels(1, leaves);
+  build_levels(levels);
+  return root_hash(len, top_of(levels));
+}
+
+Digest PageMerkle::seed(const uint8_t* data, size_t len, const std::vector<Digest>& leaves) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (leaves.size() != pages_for(len)) throw std::invalid_argument("PageMerkle.seed: wrong number of leaves");
+  reset_locked();
+  levels_.assign(1, leaves);
+  build_levels(levels_);
+  base_ = data;
+  len_ = len;
+  committed_ = true;
+  cow_seeded_ = true;
   root_ = root_hash(len, top_of(levels_));
   return root_;
 }

@@ -43,6 +43,10 @@ using Digest = aocu::hash::Digest32;
 
 // Root of `len` bytes at `data`, computed from scratch (verification / reference).
 Digest full_root(const uint8_t* data, size_t len);
+// Leaf digest of one page (n <= kPageSize bytes) and the root over a buffer of `len` bytes from its leaves
+// (copy-on-write page images keep their leaves, native/engine/memory_creator.h).
+Digest leaf_digest(const uint8_t* p, size_t n);
+Digest root_from_leaves(size_t len, const std::vector<Digest>& leaves);
 
 class PageMerkle {
  public:
@@ -69,8 +73,20 @@ class PageMerkle {
   }
   // Forget all state (the next commit hashes everything).
   void reset();
+  // Adopt `leaves` (the leaf digests of [data, data+len) as it is now) as committed, where [data, data+len)
+  // is a private copy-on-write mapping of a page image just made (native/engine/memory_creator.h) and the
+  // caller guarantees the leaves are the image's. Costs nothing now: the next commit finds the pages written
+  // since in one PAGEMAP_SCAN (a written page of such a mapping is an anonymous copy, an unwritten one is
+  // the image's page or not present), rehashes only those and then tracks writes as usual. Without
+  // PAGEMAP_SCAN that commit hashes everything (still exact).
+  Digest seed(const uint8_t* data, size_t len, const std::vector<Digest>& leaves);
   // "uffd-wp" or "shadow": the method in use after the last commit ("none" before the first).
   const char* method() const;
+  // Leaf digests as of the last commit (empty before the first).
+  std::vector<Digest> leaves() const {
+    std::lock_guard<std::mutex> g(mu_);
+    return levels_.empty() ? std::vector<Digest>{} : levels_[0];
+  }
   // Pages rehashed by the last commit (for tests and benchmarks).
   size_t last_rehashed() const {
     std::lock_guard<std::mutex> g(mu_);
@@ -93,6 +109,7 @@ class PageMerkle {
   Digest root_{};
   std::vector<uint8_t> shadow_;  // Shadow method only
   bool using_uffd_ = false;
+  bool cow_seeded_ = false;  // seed(): the next commit scans for anonymous (written) pages
   size_t last_rehashed_ = 0;
 };
 

@@ -10,4 +10,5 @@ PYBIND11_MODULE(_native, m) {
   aocu_register_engine(m);
   aocu_register_merkle(m);
   aocu_register_transform(m);
+  aocu_register_fast(m);
 }

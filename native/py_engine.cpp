@@ -2,8 +2,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
+
 #include "engine/engine.h"
 #include "engine/instance.h"
+#include "engine/memory_creator.h"
 #include "engine/snapshot.h"
 #include "py_modules.h"
 #include "wasmtime_api.h"
@@ -22,9 +25,14 @@ StateImage state_from_py(const py::tuple& t) {
   if (t.size() != 4) throw SnapshotDataError("state must be (mem_size, memory_image, globals, host_state)");
   StateImage s;
   s.mem_size = t[0].cast<uint64_t>();
-  s.memory = t[1].cast<std::string>();
-  s.encoded = true;
-  if (encoded_memory_size(s.memory) != s.mem_size) throw SnapshotDataError("memory image size mismatch");
+  if (py::isinstance<PageImage>(t[1])) {  // copy-on-write restore from a raw page image
+    s.image = t[1].cast<std::shared_ptr<PageImage>>();
+    if (s.image->size() != s.mem_size) throw SnapshotDataError("page image size mismatch");
+  } else {
+    s.memory = t[1].cast<std::string>();
+    s.encoded = true;
+    if (encoded_memory_size(s.memory) != s.mem_size) throw SnapshotDataError("memory image size mismatch");
+  }
   for (auto g : t[2].cast<py::list>()) {
     auto gt = g.cast<py::tuple>();
     s.globals.push_back(GlobalVal{gt[0].cast<std::string>(), gt[1].cast<uint8_t>(), gt[2].cast<int64_t>()});
@@ -57,7 +65,8 @@ void aocu_register_engine(py::module_& m) {
       },
       py::arg("libwasmtime_path"), "dlopen the wasmtime C API library and resolve the declared subset");
   e.def("initialized", [] { return aocu::wt::api != nullptr; });
-  e.def("fingerprint", &Engine::fingerprint, "engine configuration string (compiled-module cache key part)");
+  e.def("fingerprint", &Engine::fingerprint, py::arg("fuel") = true,
+        "engine configuration string (compiled-module cache key part) of the fuel or fuel-free engine");
   e.def("encoded_memory_size", [](const py::bytes& b) { return encoded_memory_size(std::string(b)); });
   e.attr("F1") = static_cast<int>(F1);
   e.attr("F2") = static_cast<int>(F2);
@@ -67,17 +76,20 @@ void aocu_register_engine(py::module_& m) {
 
   py::class_<CompiledModule, std::shared_ptr<CompiledModule>>(e, "CompiledModule")
       .def_static("compile",
-                  [](const py::bytes& b) {
+                  [](const py::bytes& b, bool fuel) {
                     std::string s = b;
                     py::gil_scoped_release nogil;
-                    return CompiledModule::compile(reinterpret_cast<const uint8_t*>(s.data()), s.size());
-                  })
+                    return CompiledModule::compile(reinterpret_cast<const uint8_t*>(s.data()), s.size(), fuel);
+                  },
+                  py::arg("wasm"), py::arg("fuel") = true)
       .def_static("deserialize",
-                  [](const py::bytes& b) {
+                  [](const py::bytes& b, bool fuel) {
                     std::string s = b;
                     py::gil_scoped_release nogil;
-                    return CompiledModule::deserialize(reinterpret_cast<const uint8_t*>(s.data()), s.size());
-                  })
+                    return CompiledModule::deserialize(reinterpret_cast<const uint8_t*>(s.data()), s.size(), fuel);
+                  },
+                  py::arg("data"), py::arg("fuel") = true)
+      .def_property_readonly("fuel", &CompiledModule::fuel, "compiled for (and runs on) the fuel engine")
       .def("serialize", [](const CompiledModule& cm) { return py::bytes(cm.serialize()); })
       .def("imports",
            [](const CompiledModule& cm) {
@@ -93,6 +105,64 @@ void aocu_register_engine(py::module_& m) {
            })
       .def("check", [](const CompiledModule& cm, int fam) { return cm.check(to_family(fam)); })
       .def_property_readonly("metered", &CompiledModule::imports_usegas);
+
+  auto digest_bytes = [](const PageDigest& d) { return py::bytes(reinterpret_cast<const char*>(d.data()), d.size()); };
+  py::class_<PageImage, std::shared_ptr<PageImage>>(e, "PageImage",
+                                                    "raw page image mapped copy-on-write (engine/memory_creator.h)")
+      .def_static("from_encoded",
+                  [](const py::bytes& b) {
+                    std::string s = b;
+                    py::gil_scoped_release nogil;
+                    return PageImage::from_encoded(s);
+                  })
+      .def_static(
+          "from_instance",
+          [](const Instance& inst, py::object leaves) {
+            std::vector<PageDigest> ds;
+            if (!leaves.is_none()) {
+              std::string l = leaves.cast<std::string>();
+              if (l.size() % 32) throw py::value_error("leaves must be 32-byte digests");
+              ds.resize(l.size() / 32);
+              for (size_t i = 0; i < ds.size(); ++i) std::memcpy(ds[i].data(), l.data() + 32 * i, 32);
+            }
+            py::gil_scoped_release nogil;
+            return PageImage::from_memory(inst.memory_data(), inst.memory_size(), leaves.is_none() ? nullptr : &ds);
+          },
+          py::arg("instance"), py::arg("leaves") = py::none(),
+          "copy of the instance's memory; `leaves`: its page digests from a page-Merkle commit just taken")
+      .def_static(
+          "open",
+          [](const std::string& path, bool verify) {
+            py::gil_scoped_release nogil;
+            return PageImage::open(path, verify);
+          },
+          py::arg("path"), py::arg("verify") = true)
+      .def(
+          "write_file",
+          [](const PageImage& img, const std::string& path, const py::bytes& meta) {
+            std::string m = meta;
+            py::gil_scoped_release nogil;
+            img.write_file(path, m);
+          },
+          py::arg("path"), py::arg("meta"))
+      .def("encode",
+           [](const PageImage& img) {
+             std::string out;
+             {
+               py::gil_scoped_release nogil;
+               out = encode_memory(img.data(), img.size());
+             }
+             return py::bytes(out);
+           })
+      .def_property_readonly("size", &PageImage::size)
+      .def_property_readonly("file_backed", &PageImage::file_backed)
+      .def_property_readonly("meta", [](const PageImage& img) { return py::bytes(img.meta()); })
+      .def_property_readonly("root", [digest_bytes](const PageImage& img) { return digest_bytes(img.root()); })
+      .def_property_readonly("leaves", [](const PageImage& img) {
+        std::string out;
+        for (const PageDigest& d : img.leaves()) out.append(reinterpret_cast<const char*>(d.data()), d.size());
+        return py::bytes(out);
+      });
 
   py::class_<Instance>(e, "Instance")
       .def(py::init([](std::shared_ptr<CompiledModule> cm, int fam, int64_t memory_limit, int64_t compute_limit,

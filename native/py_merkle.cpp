@@ -2,7 +2,9 @@
 // the buffer export is held for the whole call so the memory cannot be resized underneath.
 #include <pybind11/pybind11.h>
 
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "merkle.h"
 #include "py_modules.h"
@@ -68,6 +70,32 @@ void aocu_register_merkle(py::module_& m) {
       .def_property_readonly("last_rehashed", &PageMerkle::last_rehashed,
                              "pages rehashed by the last commit")
       .def("reset", &PageMerkle::reset)
+      .def(
+          "leaves",
+          [](const PageMerkle& self) {
+            std::string out;
+            for (const Digest& d : self.leaves()) out.append(reinterpret_cast<const char*>(d.data()), d.size());
+            return py::bytes(out);
+          },
+          "leaf digests (32 bytes per 64 KiB page) as of the last commit")
+      .def(
+          "seed",
+          [](PageMerkle& self, const py::buffer& buf, const py::bytes& leaves) {
+            View v(buf);
+            std::string l = leaves;
+            if (l.size() % 32) throw py::value_error("PageMerkle.seed: leaves must be 32-byte digests");
+            std::vector<Digest> ds(l.size() / 32);
+            for (size_t i = 0; i < ds.size(); ++i) std::memcpy(ds[i].data(), l.data() + 32 * i, 32);
+            Digest d;
+            {
+              py::gil_scoped_release nogil;
+              d = self.seed(v.ptr, v.len, ds);
+            }
+            return to_bytes(d);
+          },
+          py::arg("buf"), py::arg("leaves"),
+          "Adopt the leaf digests of the buffer's current contents as committed (a copy-on-write restore); "
+          "later commits rehash only pages written after this call. Returns the root")
       .def_static(
           "full_root",
           [](const py::buffer& buf) {

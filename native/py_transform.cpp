@@ -30,7 +30,7 @@ py::bytes to_bytes(const std::vector<uint8_t>& v) {
 }  // namespace
 
 void aocu_register_transform(py::module_& m) {
-  auto t = m.def_submodule("transform", "Load-time wasm binary transforms (legacy EH translation, metering)");
+  auto t = m.def_submodule("transform", "Load-time wasm binary transforms (legacy EH translation, metering, memory64 lowering)");
   t.def(
       "has_legacy_eh",
       [](const py::buffer& wasm) {
@@ -55,4 +55,25 @@ void aocu_register_transform(py::module_& m) {
       py::arg("wasm"), py::arg("i64"),
       "The @permaweb/wasm-metering rewrite (see docs/ABI.md): imports metering.usegas((i64|i32)) and charges "
       "every code segment before it runs");
+  t.def(
+      "memory64_limits",
+      [](const py::buffer& wasm) -> py::object {
+        auto info = run(wasm, [](const uint8_t* p, size_t n) { return aocu::transform::memory64_info(p, n); });
+        if (!info.memory64) return py::none();
+        return py::make_tuple(info.min_pages, info.has_max ? py::object(py::int_(info.max_pages)) : py::none());
+      },
+      py::arg("wasm"),
+      "(min pages, max pages or None) of the module's memory when it has exactly one defined 64-bit memory, "
+      "else None");
+  t.def(
+      "lower_memory64",
+      [](const py::buffer& wasm, bool branch_checks) {
+        return to_bytes(run(wasm, [branch_checks](const uint8_t* p, size_t n) {
+          return aocu::transform::lower_memory64(p, n, branch_checks);
+        }));
+      },
+      py::arg("wasm"), py::kw_only(), py::arg("branch_checks") = false,
+      "memory64 lowering: the module on a 32-bit memory with i64 addresses saturated at each access, "
+      "memory.size/grow extended (docs/ABI.md); exact while the memory stays <= 65535 pages, which the caller "
+      "ensures. ValueError when the module cannot be lowered");
 }

@@ -125,6 +125,25 @@ typedef wasm_trap_t* (*wasmtime_func_unchecked_callback_t)(void* env, wasmtime_c
                                                             size_t num_args_and_results);
 typedef void (*aocu_finalizer_t)(void*);
 
+// Host linear-memory creator (wasmtime/config.h): every memory of an engine is allocated by the embedder.
+typedef uint8_t* (*wasmtime_memory_get_callback_t)(void* env, size_t* byte_size, size_t* byte_capacity);
+typedef wasmtime_error_t* (*wasmtime_memory_grow_callback_t)(void* env, size_t new_size);
+struct wasmtime_linear_memory_t {
+  void* env;
+  wasmtime_memory_get_callback_t get_memory;
+  wasmtime_memory_grow_callback_t grow_memory;
+  aocu_finalizer_t finalizer;
+};
+typedef wasmtime_error_t* (*wasmtime_new_memory_callback_t)(void* env, const wasm_memorytype_t* ty, size_t minimum,
+                                                             size_t maximum, size_t reserved_size_in_bytes,
+                                                             size_t guard_size_in_bytes,
+                                                             wasmtime_linear_memory_t* memory_ret);
+struct wasmtime_memory_creator_t {
+  void* env;
+  wasmtime_new_memory_callback_t new_memory;
+  aocu_finalizer_t finalizer;
+};
+
 }  // extern "C"
 
 namespace aocu::wt {
@@ -154,6 +173,9 @@ constexpr wasmtime_opt_level_t OPT_SPEED = 1;
   X(wasmtime_config_wasm_reference_types_set, void, (wasm_config_t*, bool))                             \
   X(wasmtime_config_max_wasm_stack_set, void, (wasm_config_t*, size_t))                                 \
   X(wasmtime_config_parallel_compilation_set, void, (wasm_config_t*, bool))                             \
+  X(wasmtime_config_host_memory_creator_set, void, (wasm_config_t*, const wasmtime_memory_creator_t*))  \
+  X(wasmtime_error_new, wasmtime_error_t*, (const char*))                                               \
+  X(wasmtime_config_memory_init_cow_set, void, (wasm_config_t*, bool))                                  \
   X(wasm_engine_new_with_config, wasm_engine_t*, (wasm_config_t*))                                      \
   X(wasm_engine_delete, void, (wasm_engine_t*))                                                         \
   X(wasmtime_engine_increment_epoch, void, (wasm_engine_t*))                                            \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs aocu into ./.venv on Debian 12, with the wheel-building tools images/build.sh uses (pybind11,
 # setuptools, wheel: pyproject.toml's build requirements). With --image, also the tools images/build.sh runs
-# (debootstrap, cpio, zstd, kmod, git). With --test, also the test toolchain: Debian's emscripten and wabt,
+# (debootstrap, cpio, zstd, kmod, git) and the edk2 toolchain of images/firmware.sh (nasm, acpica-tools,
+# uuid-dev). With --test, also the test toolchain: Debian's emscripten and wabt,
 # QEMU/OVMF for the image tests, and the node peers (aoconnect, arbundles, binaryen) under tests/peers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,8 +20,11 @@ SUDO=""
 
 pkgs=(build-essential python3-venv python3-dev libssl-dev libzstd-dev)
 if [ "$want_image" = 1 ]; then pkgs+=(debootstrap cpio zstd kmod git); fi
+# images/firmware.sh (build.sh --firmware): edk2's toolchain; the compiler comes with build-essential
+if [ "$want_image" = 1 ]; then pkgs+=(nasm acpica-tools uuid-dev dpkg-dev xz-utils patch); fi
 if [ "$want_test" = 1 ]; then
   pkgs+=(emscripten wabt qemu-system-x86 ovmf cpio zstd debootstrap kmod curl chromium)  # chromium: status page test
+  pkgs+=(postgresql)  # tests/pg.py starts a private server for the --store postgresql:// tests
   command -v npm >/dev/null || pkgs+=(nodejs npm)
 fi
 missing=()

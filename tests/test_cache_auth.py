@@ -54,7 +54,9 @@ class Node:
         wallet.write_text(json.dumps(jwk))
         wallet.chmod(0o600)
         self.cfg = NodeConfig.from_mapping({"data_dir": base / "node", "tee": "sim", "wallet": wallet,
-                                            "evaluator": "socket", "checkpoint_every": 1, "busy_s": 120.0})
+                                            "evaluator": "socket", "checkpoint_every": 1, "busy_s": 120.0,
+                                            # full checkpoints only (deltas: tests/test_lifecycle.py)
+                                            "lifecycle": "classic"})
         self.log_path = base / "evaluator.log"
         self.proc: subprocess.Popen | None = None
 
@@ -112,14 +114,18 @@ def test_tampered_cwasm_and_checkpoint_are_rebuilt_never_used(node):
     n.stop()
 
     data = n.cfg.data_dir
-    (cw,) = (data / "module-cache").glob("*.cwasm")
-    raw = cw.read_bytes()
-    assert raw.startswith(V2_MAGIC)
-    blob = bytearray(raw[len(V2_MAGIC) + 32:])
-    off, size = elf_text(blob)
-    blob[off:off + size] = b"\xcc" * size            # int3 over the whole code
-    # the attack: the unkeyed format with its SHA-256 recomputed over the altered code
-    cw.write_bytes(V1_MAGIC + hashlib.sha256(blob).digest() + bytes(blob))
+    # one file per compiled variant the node used (the fuel engine's, read at load, and the fuel-free one its
+    # instances run: docs/ABI.md); every one is attacked
+    cws = sorted((data / "module-cache").glob("*.cwasm"))
+    assert 1 <= len(cws) <= 2
+    for cw in cws:
+        raw = cw.read_bytes()
+        assert raw.startswith(V2_MAGIC)
+        blob = bytearray(raw[len(V2_MAGIC) + 32:])
+        off, size = elf_text(blob)
+        blob[off:off + size] = b"\xcc" * size            # int3 over the whole code
+        # the attack: the unkeyed format with its SHA-256 recomputed over the altered code
+        cw.write_bytes(V1_MAGIC + hashlib.sha256(blob).digest() + bytes(blob))
     db = sqlite3.connect(data / "node.sqlite")
     (new_seq, _), (old_seq, old_snap) = db.execute(
         "SELECT seq, snapshot FROM checkpoints WHERE pid=? ORDER BY seq DESC", (pid,)).fetchall()[:2]
@@ -131,24 +137,27 @@ def test_tampered_cwasm_and_checkpoint_are_rebuilt_never_used(node):
 
     n.start()
     assert count(st, pid) == "4"                      # state rebuilt from the log, not the rolled-back snapshot
-    assert rejected(st) == 2
+    assert rejected(st) == len(cws) + 1
     assert st.evaluator.metrics().metrics["restore_failures"] == 1
     log = n.log_path.read_text()
-    assert f"compiled-module cache {cw} rejected (not in the authenticated format)" in log
+    for cw in cws:
+        assert f"compiled-module cache {cw} rejected (not in the authenticated format)" in log
+        assert cw.read_bytes().startswith(V2_MAGIC)   # recompiled and rewritten authenticated
     assert f"cache entry checkpoint {pid}@{new_seq} rejected (HMAC mismatch)" in log
-    assert cw.read_bytes().startswith(V2_MAGIC)       # recompiled and rewritten authenticated
     n.stop()
 
     # same file format, valid magic, altered code: only the HMAC can tell
-    raw = bytearray(cw.read_bytes())
-    off, size = elf_text(raw[len(V2_MAGIC) + 32:])
-    start = len(V2_MAGIC) + 32 + off
-    raw[start:start + 64] = b"\xcc" * 64
-    cw.write_bytes(bytes(raw))
+    for cw in cws:
+        raw = bytearray(cw.read_bytes())
+        off, size = elf_text(raw[len(V2_MAGIC) + 32:])
+        start = len(V2_MAGIC) + 32 + off
+        raw[start:start + 64] = b"\xcc" * 64
+        cw.write_bytes(bytes(raw))
     n.start()
     assert count(st, pid) == "5"
-    assert rejected(st) == 1                           # a new evaluator process: its own counter
-    assert f"compiled-module cache {cw} rejected (HMAC mismatch)" in n.log_path.read_text()
+    assert rejected(st) == len(cws)                    # a new evaluator process: its own counter
+    for cw in cws:
+        assert f"compiled-module cache {cw} rejected (HMAC mismatch)" in n.log_path.read_text()
 
 
 def test_data_dir_files_are_private_under_umask_000(node):

@@ -34,29 +34,26 @@ pytestmark = [
 ]
 
 
-def _build(out: Path, cache: Path) -> dict:
-    if os.geteuid() != 0:
-        pytest.skip("images/build.sh needs root (debootstrap, chroot); CI runs as root")
-    env = dict(os.environ, PYTHON=sys.executable, AOCU_TEE="sim", AOCU_IMAGE_CACHE=str(cache))
-    proc = subprocess.run(["bash", str(REPO / "images" / "build.sh"), str(out)], env=env,
-                          capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "[build 7/7] manifest" in proc.stderr  # progress is shown
-    return json.loads((out / "manifest.json").read_text())
-
-
 @pytest.fixture(scope="module")
-def payloads(tmp_path_factory, cache_dir):
+def payloads(request):
     prebuilt = os.environ.get("AOCU_IMAGE_TEST_PAYLOAD")   # built earlier: iterate on the boots only
     if prebuilt:
         d = Path(prebuilt)
         m = json.loads((d / "manifest.json").read_text())
         return m, None, d, d
-    cache = cache_dir / "images"
-    a_dir = tmp_path_factory.mktemp("payload-a")
-    a = _build(a_dir, cache)
-    b_dir = tmp_path_factory.mktemp("payload-b")
-    b = _build(b_dir, cache)
+    if os.geteuid() != 0:
+        pytest.skip("images/build.sh needs root (debootstrap, chroot); CI runs as root")
+    from tests import background
+    from tests.conftest import IMAGE_PAYLOADS, print_past_capture, start_image_builds
+
+    # Both builds started in the background at collection (tests/conftest.py); this waits for them.
+    start_image_builds()
+    outcome = background.wait("images", timeout=3600)
+    print_past_capture(request, outcome.summary("images: images/build.sh twice"))
+    assert outcome.returncode == 0, outcome.log[-4000:]
+    assert outcome.log.count("[build 7/7] manifest") == 2  # progress is shown, by both builds
+    a_dir, b_dir = IMAGE_PAYLOADS
+    a, b = (json.loads((d / "manifest.json").read_text()) for d in IMAGE_PAYLOADS)
     return a, b, a_dir, b_dir
 
 

@@ -57,7 +57,8 @@ class Node:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(data_dir.parent / f"node-{self.port}.log", "wb")  # noqa: SIM115
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        # one evaluator unless a test asks for shards (`extra=("--evaluators", "N")`, tests/test_shards.py)
+        env = dict(os.environ, PYTHONPATH=str(REPO), AOCU_EVALUATORS=os.environ.get("AOCU_EVALUATORS", "1"))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cu.cli", "serve", "--bind", f"127.0.0.1:{self.port}", "--data-dir",
              str(data_dir), "--tee", "none", "--workers", str(workers), "--quiet", "--wallet", str(node_wallet()),

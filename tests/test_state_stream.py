@@ -42,7 +42,11 @@ def node(tmp_path_factory):
     wallet_path.write_text(json.dumps(ArweaveWallet.generate().to_jwk()))
     wallet_path.chmod(0o600)
     cfg = NodeConfig.from_mapping({"data_dir": base / "node", "tee": "sim", "wallet": wallet_path,
-                                   "evaluator": "socket", "state_chunk": CHUNK, "busy_s": 120.0})
+                                   "evaluator": "socket", "state_chunk": CHUNK, "busy_s": 120.0,
+                                   # full checkpoints that carry the page-Merkle root the streamed bytes are
+                                   # checked against (the default lifecycle's checkpoints are HMAC'd deltas
+                                   # without a root: tests/test_lifecycle.py); streaming itself is the same
+                                   "lifecycle": "classic"})
     Identity.load(cfg.data_dir, cfg.wallet)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     log = open(base / "evaluator.log", "wb")  # noqa: SIM115

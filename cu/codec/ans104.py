@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from cu.codec import secp256k1, wallet
 from cu.codec.errors import CodecError
-from cu.codec.hashes import b64url, b64url_decode, deep_hash, sha256
+from cu.codec.hashes import b64url, b64url_decode, deep_hash, loaded_native_fast, sha256
 from cu.codec.tags import DEFAULT, Tag, TagLimits, decode_tags, encode_tags, normalize_tags
 
 
@@ -189,6 +189,9 @@ class DataItem:
     # -- signatures ------------------------------------------------------------------------------
     def signature_data(self) -> bytes:
         """Deep hash of the deployed 8-element list (docs/CODECS.md, ANS-104 data items)."""
+        if (fast := loaded_native_fast()) is not None:    # the same hash in one native call
+            return fast.signature_data(self.signature_type, self.owner, _opt_bytes(self.target),  # type: ignore[attr-defined]
+                                       _opt_bytes(self.anchor), self.raw_tags, self.data)
         return deep_hash([
             b"dataitem", b"1", str(self.signature_type).encode(), self.owner,
             self.target or b"", self.anchor or b"", self.raw_tags, self.data,
@@ -200,6 +203,9 @@ class DataItem:
         t = self.signature_type
         if t not in VERIFIABLE_TYPES:
             raise CodecError(f"verification of signature type {t} ({SIG_CONFIG[t].name}) is not implemented")
+        if t in (2, 4) and (fast := loaded_native_fast()) is not None:    # one native call, same answer
+            return fast.verify_item(t, self.signature, self.owner, _opt_bytes(self.target),  # type: ignore[attr-defined]
+                                    _opt_bytes(self.anchor), self.raw_tags, self.data)
         msg = signed_message(t, self.signature_data())
         if t == 1:
             return wallet.rsa_pss_verify(self.owner, msg, self.signature, "sha256")
@@ -276,6 +282,10 @@ def signature_data_for(signature_type: int, owner: bytes, target: bytes | None, 
     empty owner, type 1 — docs/ABI.md, SU API consumed by the CU)."""
     return deep_hash([b"dataitem", b"1", str(signature_type).encode(), owner, target or b"", anchor or b"",
                       raw_tags, data])
+
+
+def _opt_bytes(value: bytes | bytearray | None) -> bytes | None:
+    return value if value is None or type(value) is bytes else bytes(value)
 
 
 def signed_message(signature_type: int, deep: bytes) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -48,6 +49,16 @@ def _loaded_native() -> object | None:
     """The native hash module if the process already loaded the extension (never imports it)."""
     mod = sys.modules.get(NATIVE_MODULE)
     return getattr(mod, "hash", None) if mod is not None else None
+
+
+# AOCU_FASTPATH=0 keeps the items' ed25519 work in Python too (to measure one against the other)
+_FAST_OFF = os.environ.get("AOCU_FASTPATH", "1") == "0"
+
+
+def loaded_native_fast() -> object | None:
+    """The native ANS-104 fast paths (native/fast_ans104.cpp) if the process already loaded the extension."""
+    mod = sys.modules.get(NATIVE_MODULE)
+    return None if mod is None or _FAST_OFF else getattr(mod, "fast", None)
 
 
 # -- ANS-104 deep-hash ------------------------------------------------------------------------------------

@@ -108,12 +108,16 @@ class Instance:
             raise ValueError("timeout_s must be a positive number or None")
         self.module = module
         self._limits = {"memory_limit": memory_limit, "compute_limit": compute_limit, "timeout_s": timeout_s}
+        mem, compute = _limit("memory_limit", memory_limit), _limit("compute_limit", compute_limit)
+        # memory64-lowered when the limit allows; fuel-free when fuel cannot matter (module.py)
+        code = module.compiled_for(memory_limit, fuel=module.needs_fuel(compute_limit, timeout_s))
+        self.fuel_engine: bool = code.fuel  # runs on the fuel engine (else the fuel-free one)
         try:
             self._native = native.Instance(
-                module._compiled,
+                code,
                 module._spec.family,
-                _limit("memory_limit", memory_limit),
-                _limit("compute_limit", compute_limit),
+                mem,
+                compute,
                 float(timeout_s or 0.0),
                 _state,
             )
@@ -174,17 +178,30 @@ class Instance:
             self._merkle = merkle.PageMerkle()
         return bytes(self._merkle.commit(self._native.memory_view()))
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, *, root: bool = True, image: bool = False) -> Snapshot:
+        """The state between calls. `root=False` leaves `memory_root` empty (b""): no page-Merkle commit, for
+        callers that authenticate the bytes themselves (the node's incremental checkpoints). `image=True`
+        also copies memory into the snapshot's raw page image now (for `Instance.restore(cow=True)` /
+        `to_file`), reusing the commit's page digests: cheaper than `page_image()` decoding it later."""
         state = self._native.capture()
-        has_merkle = hasattr(getattr(_native, "merkle", None), "PageMerkle")
-        root = self.commitment() if has_merkle else b""
-        return Snapshot(module_hash=self.module.hash, format=self.module.format, state=state, memory_root=root)
+        has_merkle = root and hasattr(getattr(_native, "merkle", None), "PageMerkle")
+        mroot = self.commitment() if has_merkle else b""
+        snap = Snapshot(module_hash=self.module.hash, format=self.module.format, state=state, memory_root=mroot)
+        if image:
+            leaves = self._merkle.leaves() if has_merkle and hasattr(self._merkle, "leaves") else None
+            snap._image = native.PageImage.from_instance(self._native, leaves)
+        return snap
 
     @classmethod
     def restore(cls, module: Module, snap: Snapshot, **limits: Any) -> Instance:
         """A fresh instance of `module` continuing from `snap`. `verify=True` also recomputes the page-Merkle
-        root of the restored memory and compares it with the snapshot's (costs a full hash of memory)."""
+        root of the restored memory and compares it with the snapshot's (costs a full hash of memory).
+        `cow=True` maps the snapshot's raw page image (`snap.page_image()`, built once per snapshot, or the
+        file of `Snapshot.from_file`) copy-on-write instead of writing memory: pages are shared with the
+        image until written, the image is the rollback base, the commitment starts from the image's page
+        digests, and `verify` compares the image's root (its pages were hashed when it was built/opened)."""
         verify = bool(limits.pop("verify", False))
+        cow = bool(limits.pop("cow", False))
         if not isinstance(snap, Snapshot):
             raise TypeError("snap must be a cu.engine.Snapshot")
         if snap.module_hash != module.hash:
@@ -193,7 +210,20 @@ class Instance:
             )
         if snap.format != module.format:
             raise SnapshotError(f"snapshot was taken under format {snap.format}, module is {module.format}")
-        inst = cls(module, _state=snap._state, **limits)
+        if cow:
+            image = snap.page_image()
+            if verify and snap.memory_root and bytes(image.root) != snap.memory_root:
+                raise SnapshotError("the snapshot's page image does not match its page-Merkle root")
+            inst = cls(module, _state=(snap._state[0], image, *snap._state[2:]), **limits)
+            merkle = getattr(_native, "merkle", None)
+            if merkle is not None and hasattr(merkle.PageMerkle, "seed"):
+                inst._merkle = merkle.PageMerkle()
+                inst._merkle.seed(inst._native.memory_view(), image.leaves)
+            return inst
+        state = snap._state
+        if isinstance(state[1], native.PageImage):  # a plain restore of a file snapshot writes its pages
+            state = (state[0], snap._encoded(), *state[2:])
+        inst = cls(module, _state=state, **limits)
         if verify and snap.memory_root:
             merkle = getattr(_native, "merkle", None)
             if merkle is None:

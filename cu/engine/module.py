@@ -27,6 +27,19 @@ _CACHE_MAGIC = b"AOCU-CWASM-1\n"
 _CACHE_MAGIC_MAC = b"AOCU-CWASM-2\n"
 log = logging.getLogger("aocu.engine")
 RejectFn = Callable[[str, str], None]  # (cache file, why)
+# memory64 lowering (native/transform/mem64.cpp): a wasm64 module whose memory cannot pass 65535 pages (its
+# declared maximum or the instance's memory limit) runs on a 32-bit memory, so wasmtime drops bounds checks.
+# AOCU_LOWER_MEMORY64=0 (or setting this to False) keeps memory64 everywhere (benchmarks, diagnosis).
+LOWER_MEMORY64 = os.environ.get("AOCU_LOWER_MEMORY64", "1") != "0"
+_MAX_LOWERED_PAGES = 65535  # 4 GiB - 64 KiB: an access at 0xFFFFFFFF + offset still traps
+_LOWER_KIND = "+lower64-4"  # transform kind in the cache keys; bump when mem64.cpp's output changes
+# Fuel-free engine (docs/ABI.md, Limits and gas): a non-metered instance skips wasmtime fuel when its
+# Compute-Limit could not be reached before its wall-clock timeout even at FUEL_FREE_RATE instructions/s (far
+# above any core's rate), so the epoch timeout always stops the call first and fuel changes nothing observable.
+# AOCU_FUEL_FREE=0 (or setting this to False) keeps fuel everywhere (benchmarks, diagnosis).
+FUEL_FREE = os.environ.get("AOCU_FUEL_FREE", "1") != "0"
+FUEL_FREE_RATE = 5e10
+DEFAULT_FUEL = 9_000_000_000_000_000  # the native default Compute-Limit of non-metered modules (instance.cpp)
 
 
 def _transform_kind(spec: FormatSpec) -> str:
@@ -59,9 +72,20 @@ def _transform(wasm: bytes, spec: FormatSpec, digest: str) -> bytes:
     return out
 
 
-def _compile(wasm: bytes) -> object:
+def _lowered_bytes(wasm: bytes, spec: FormatSpec, digest: str) -> bytes:
+    key = (digest, _transform_kind(spec) + _LOWER_KIND)
+    with _LOCK:
+        hit = _TRANSFORMED.get(key)
+    if hit is None:
+        hit = _native.transform.lower_memory64(_transform(wasm, spec, digest))
+        with _LOCK:
+            _TRANSFORMED[key] = hit
+    return hit
+
+
+def _compile(wasm: bytes, fuel: bool = True) -> object:
     try:
-        return native.CompiledModule.compile(wasm)
+        return native.CompiledModule.compile(wasm, fuel)
     except native.ModuleLoadError as exc:
         msg = str(exc)
         if "legacy_exceptions" in msg and not hasattr(getattr(_native, "transform", None), "translate_legacy_eh"):
@@ -73,7 +97,8 @@ def _cache_tag(mac_key: bytes, path: Path, blob: bytes) -> bytes:
     return hmac.new(mac_key, path.stem.encode() + b"\0" + blob, hashlib.sha256).digest()
 
 
-def _read_cache(path: Path, mac_key: bytes | None = None, on_reject: RejectFn | None = None) -> object | None:
+def _read_cache(path: Path, mac_key: bytes | None = None, on_reject: RejectFn | None = None,
+                fuel: bool = True) -> object | None:
     try:
         data = path.read_bytes()
     except OSError:
@@ -94,7 +119,7 @@ def _read_cache(path: Path, mac_key: bytes | None = None, on_reject: RejectFn | 
         path.unlink(missing_ok=True)
         return None
     try:
-        return native.CompiledModule.deserialize(data[n + 32 :])
+        return native.CompiledModule.deserialize(data[n + 32 :], fuel)
     except native.ModuleLoadError:
         path.unlink(missing_ok=True)
         return None
@@ -115,6 +140,37 @@ def _write_cache(path: Path, compiled: object, mac_key: bytes | None = None) -> 
         raise
 
 
+def _cached_compile(digest: str, kind: str, make: Callable[[], bytes], cache_dir: str | Path | None,
+                    cache_key: bytes | None, on_reject: RejectFn | None,
+                    problem: Callable[[object], ModuleError | None], fuel: bool = True) -> object:
+    """Compiled code for (module digest, transform kind, engine configuration): from this process, the disk
+    cache or a compile of `make()`; `problem(compiled)` returns an error to raise before anything is cached.
+    The key holds the engine's fingerprint, which differs between the fuel and fuel-free engines, so code
+    compiled for one is never loaded into the other."""
+    key = hashlib.sha256(
+        f"{digest};{kind};{native.fingerprint(fuel)};wasmtime={WASMTIME_VERSION}".encode()
+    ).hexdigest()
+    with _LOCK:
+        compiled = _COMPILED.get(key)
+    path = Path(cache_dir) / f"{key}.cwasm" if cache_dir is not None else None
+    if compiled is None and path is not None:
+        compiled = _read_cache(path, cache_key, on_reject, fuel)
+    fresh = compiled is None
+    if compiled is None:
+        compiled = _compile(make(), fuel)
+    err = problem(compiled)
+    if err:
+        raise err
+    if fresh and path is not None:
+        try:
+            _write_cache(path, compiled, cache_key)
+        except OSError:
+            pass  # the cache is an optimisation; an unwritable directory must not fail the load
+    with _LOCK:
+        _COMPILED[key] = compiled
+    return compiled
+
+
 class Module:
     """A validated, compiled module. Create with `Module.load`."""
 
@@ -123,6 +179,9 @@ class Module:
 
     def __init__(self, compiled: object, spec: FormatSpec, digest: str) -> None:
         self._compiled = compiled
+        self._lowerable: tuple | None = None  # (wasm, max pages, cache dir, key, on_reject) when wasm64
+        self._source: tuple = ()  # (wasm, cache dir, key, on_reject): to compile the other variants
+        self._variants: dict[tuple[bool, bool], object] = {(False, True): compiled}  # (lowered, fuel) -> code
         self._spec = spec
         self.hash = digest
         self.format = spec.name
@@ -141,28 +200,77 @@ class Module:
         if wasm[:4] != b"\0asm":
             raise ModuleError("not a wasm binary (missing \\0asm magic)")
         digest = hashlib.sha256(wasm).hexdigest()
-        key = hashlib.sha256(
-            f"{digest};{_transform_kind(spec)};{native.fingerprint()};wasmtime={WASMTIME_VERSION}".encode()
-        ).hexdigest()
-        with _LOCK:
-            compiled = _COMPILED.get(key)
-        path = Path(cache_dir) / f"{key}.cwasm" if cache_dir is not None else None
-        if compiled is None and path is not None:
-            compiled = _read_cache(path, cache_key, on_cache_reject)
-        fresh = compiled is None
-        if compiled is None:
-            compiled = _compile(_transform(wasm, spec, digest))
-        problems = compiled.check(spec.family)
-        if problems:
-            raise ModuleError(f"module cannot run as {spec.name}: " + "; ".join(problems))
-        if fresh and path is not None:
+
+        def problem(c: object) -> ModuleError | None:
+            problems = c.check(spec.family)
+            return ModuleError(f"module cannot run as {spec.name}: " + "; ".join(problems)) if problems else None
+
+        compiled = _cached_compile(digest, _transform_kind(spec), lambda: _transform(wasm, spec, digest),
+                                   cache_dir, cache_key, on_cache_reject, problem)
+        mod = cls(compiled, spec, digest)
+        mod._source = (wasm, cache_dir, cache_key, on_cache_reject)
+        t = getattr(_native, "transform", None)
+        if spec.family == native.W64 and hasattr(t, "lower_memory64"):
             try:
-                _write_cache(path, compiled, cache_key)
-            except OSError:
-                pass  # the cache is an optimisation; an unwritable directory must not fail the load
-        with _LOCK:
-            _COMPILED[key] = compiled
-        return cls(compiled, spec, digest)
+                lim = t.memory64_limits(wasm)
+            except ValueError:
+                lim = None
+            if lim is not None and lim[0] <= _MAX_LOWERED_PAGES:
+                mod._lowerable = (wasm, lim[1], cache_dir, cache_key, on_cache_reject)
+        return mod
+
+    def needs_fuel(self, compute_limit: int | None, timeout_s: float | None) -> bool:
+        """Whether an instance with these limits must run on the fuel engine: only a non-metered module whose
+        Compute-Limit (default DEFAULT_FUEL) could run out before its timeout; metered formats count gas
+        themselves and no timeout means no such bound (docs/ABI.md, Limits and gas)."""
+        if not FUEL_FREE:
+            return True  # the single-engine behaviour
+        if self._compiled.metered:
+            return False
+        if timeout_s is None or timeout_s <= 0:
+            return True
+        limit = DEFAULT_FUEL if compute_limit is None or compute_limit < 0 else compute_limit
+        return limit < timeout_s * FUEL_FREE_RATE
+
+    def compiled_for(self, memory_limit: int | None, *, fuel: bool = True) -> object:
+        """The compiled code an instance with this memory limit runs: the memory64-lowered module when the
+        memory can never pass 65535 pages (declared maximum or limit), else the module as loaded; compiled
+        for the fuel engine or (`fuel=False`, see `needs_fuel`) the fuel-free one."""
+        low = self._lowerable
+        if low is not None and LOWER_MEMORY64:
+            _wasm, max_pages, *_ = low
+            bound = min(max_pages if max_pages is not None else 1 << 48,
+                        memory_limit // 65536 if memory_limit is not None and memory_limit >= 0 else 1 << 48)
+            if bound <= _MAX_LOWERED_PAGES:
+                code = self._variant(True, fuel)
+                if code is not None:
+                    return code
+        code = self._variant(False, fuel)
+        assert code is not None
+        return code
+
+    def _variant(self, lowered: bool, fuel: bool) -> object | None:
+        """Compiled code for (lowered, fuel), compiled (or read from the cache) on first use; None when the
+        lowering does not apply to this module after all."""
+        code = self._variants.get((lowered, fuel))
+        if code is not None:
+            return code
+        wasm, cache_dir, cache_key, on_reject = self._source
+        spec, digest = self._spec, self.hash
+        if lowered:
+            try:
+                code = _cached_compile(digest, _transform_kind(spec) + _LOWER_KIND,
+                                       lambda: _lowered_bytes(wasm, spec, digest),
+                                       cache_dir, cache_key, on_reject, lambda c: None, fuel)
+            except (ValueError, ModuleError) as exc:  # a module the lowering does not handle runs as it is
+                log.warning("module %s: memory64 lowering not applied: %s", digest[:16], exc)
+                self._lowerable = None
+                return None
+        else:
+            code = _cached_compile(digest, _transform_kind(spec), lambda: _transform(wasm, spec, digest),
+                                   cache_dir, cache_key, on_reject, lambda c: None, fuel)
+        self._variants[(lowered, fuel)] = code
+        return code
 
     def imports(self) -> list[tuple[str, str, str, str]]:
         """(module, name, kind, signature) of every import, signature as params:results in i/j/f/d."""

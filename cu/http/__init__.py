@@ -32,16 +32,17 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
     """Builds the node app. `config.evaluator == "embedded"` evaluates inside this process (tests, one
     process); "socket" talks to the evaluator process that `aocu serve` runs next to the gunicorn workers."""
     from cu.http.signing import post_processor
-    from cu.node.client import embedded, over_socket
+    from cu.node.client import embedded
+    from cu.node.cluster import cluster_for, open_store
     from cu.node.dispatch import Dispatcher
     from cu.node.ingest import Scheduler
     from cu.node.items import Identity
+    from cu.node.shards import client_for
     from cu.node.signer import build_signer
-    from cu.node.store_sqlite import SqliteStore
 
     cfg = config if isinstance(config, NodeConfig) else NodeConfig.from_mapping(config)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(cfg.db_path)
+    store = open_store(cfg)     # SQLite in the data dir, or the cluster's PostgreSQL (--store)
     from cu.node.identity import IdentityError, NodeIdentity, config_from_node_config
     # workers start together: the first creates the keys (and simulated TEE state), the others load them
     with open(cfg.data_dir / "signer.lock", "a", opener=lambda f, fl: os.open(f, fl, 0o600)) as lock:
@@ -61,7 +62,8 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
         client = embedded(dispatcher)
     else:
         assert cfg.socket_path is not None
-        client = over_socket(cfg.socket_path, reply_timeout_s=cfg.busy_s)
+        # one socket per evaluator shard; each request goes to the shard owning its process (cu/node/shards.py)
+        client = client_for(cfg.socket_path, cfg.evaluators, reply_timeout_s=cfg.busy_s)
     state = NodeApp(config=cfg, store=store, identity=identity,
                     scheduler=Scheduler(cfg, store, identity, submit=client.submit), evaluator=client,
                     dispatcher=dispatcher)
@@ -143,4 +145,8 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
         return resp
 
     cors.install(app, cfg.cors_origins)   # outermost: preflights, and CORS headers after signing (cu/http/cors.py)
+    cluster = cluster_for(cfg, store, identity.address)
+    if cluster is not None:     # requests for processes leased by another node go there (cu/http/forward.py)
+        from cu.http import forward
+        forward.install(app, cluster, cfg.busy_s + 5)
     return app

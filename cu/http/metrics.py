@@ -59,6 +59,18 @@ EVALUATOR_FAMILIES: tuple[tuple[str, str, str, str, str | None], ...] = (
     ("restores", "aocu_checkpoint_restores_total", "counter", "processes restored from a checkpoint", None),
     ("restore_failures", "aocu_checkpoint_restore_failures_total", "counter",
      "checkpoints that could not be restored (the process was rebuilt from its log)", None),
+    ("restores_evicted", "aocu_checkpoint_restores_in_memory_total", "counter",
+     "evicted processes restored from their compressed state still held in memory", None),
+    ("checkpoint_deltas", "aocu_checkpoint_deltas_total", "counter",
+     "incremental checkpoints written (pages changed since the last one)", None),
+    ("checkpoint_bytes", "aocu_checkpoint_bytes_total", "counter",
+     "bytes of checkpoints written, full and incremental", None),
+    ("retire_failures", "aocu_eviction_checkpoint_failures_total", "counter",
+     "background eviction checkpoints that failed (the process stays recoverable from its log)", None),
+    ("init_images", "aocu_init_images_total", "counter",
+     "module initial-state images taken (one per module and memory limit)", None),
+    ("init_image_starts", "aocu_init_image_starts_total", "counter",
+     "new processes started from a module's initial-state image", None),
     ("cache_rejected", "aocu_cache_rejected_total", "counter",
      "cache entries (compiled modules, checkpoints, patch caches) whose HMAC failed: rebuilt, not used", None),
     ("warm_bytes", "aocu_warm_memory_bytes", "gauge", "linear memory held by the warm process instances", None),
@@ -221,10 +233,51 @@ def build_families(tee: str) -> Iterator[Metric]:
     yield tee_info
 
 
-def evaluator_lock_pid(data_dir: Path) -> int | None:
-    """The evaluator process's PID, as it wrote it into DATA-DIR/evaluator.lock (cu/node/service.py)."""
+def shard_families(replies: list[Any], cpu_seconds: list[float | None]) -> Iterator[Metric]:
+    """Per evaluator shard (`--evaluators`, label `shard`): whether it answered, and its evaluations, warm
+    instances, crank queue and CPU seconds (`replies[i]`: shard i's MetricsReply or the error it failed with)."""
+    up = GaugeMetricFamily("aocu_evaluator_shard_up", "1 when the evaluator shard answered this scrape",
+                           labels=("shard",))
+    evals = CounterMetricFamily("aocu_shard_evaluations", "messages evaluated, by evaluator shard", labels=("shard",))
+    warm = GaugeMetricFamily("aocu_shard_warm_processes", "warm process instances, by evaluator shard",
+                             labels=("shard",))
+    queued = GaugeMetricFamily("aocu_shard_crank_queue", "processes queued for the crank, by evaluator shard",
+                               labels=("shard",))
+    cpu = CounterMetricFamily("aocu_shard_cpu_seconds", "CPU seconds (user + system) of the evaluator shard's "
+                              "current process", labels=("shard",))
+    for i, r in enumerate(replies):
+        label = (str(i),)
+        ok = hasattr(r, "metrics")
+        up.add_metric(label, 1.0 if ok else 0.0)
+        if ok:
+            evals.add_metric(label, float(r.metrics.get("evaluations", 0)))
+            warm.add_metric(label, float(r.warm))
+            queued.add_metric(label, float(r.queued))
+        if i < len(cpu_seconds) and cpu_seconds[i] is not None:
+            cpu.add_metric(label, float(cpu_seconds[i] or 0.0))
+    yield from (up, evals, warm, queued, cpu)
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a live process from /proc (None when it cannot be read)."""
+    if not pid:
+        return None
     try:
-        text = (Path(data_dir) / "evaluator.lock").read_text(encoding="ascii", errors="replace").strip()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def evaluator_lock_pid(data_dir: Path) -> int | None:
+    """The evaluator process's PID (shard 0's), as it wrote it into DATA-DIR/evaluator.lock (cu/node/service.py)."""
+    return lock_file_pid(Path(data_dir) / "evaluator.lock")
+
+
+def lock_file_pid(path: Path) -> int | None:
+    """The PID an evaluator shard wrote into its lock file."""
+    try:
+        text = Path(path).read_text(encoding="ascii", errors="replace").strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None

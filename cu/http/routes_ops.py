@@ -14,7 +14,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from cu.http import metrics as m
 from cu.http.state import NodeApp, node
-from cu.node.client import EvaluatorClient, SocketTransport
+from cu.node import rpc, shards
+from cu.node.client import EvaluatorClient
 from cu.node.errors import CoreError
 
 bp = Blueprint("ops", __name__)
@@ -73,7 +74,8 @@ def health() -> Response:
 def ready() -> Response:
     """Readiness: the evaluator answers and the store takes a write transaction."""
     st = node()
-    problem = _evaluator_problem(st) or store_problem(st.config.db_path)
+    # a PostgreSQL store (--store) answers for itself: reachable, and not a read-only standby
+    problem = _evaluator_problem(st) or (st.store.problem() if st.config.store else store_problem(st.config.db_path))
     if problem:
         return Response(dumps({"status": "not ready", "error": problem}), status=503, mimetype="application/json")
     return Response(b'{"status":"ready"}', mimetype="application/json")
@@ -86,8 +88,10 @@ def _probe(st: NodeApp) -> EvaluatorClient:
     app = current_app
     probe = app.extensions.get(PROBE_KEY)
     if probe is None:
-        probe = app.extensions[PROBE_KEY] = EvaluatorClient(
-            SocketTransport(st.config.socket_path, connect_timeout_s=PROBE_CONNECT_S, reply_timeout_s=PROBE_REPLY_S))
+        # every evaluator shard is asked: /ready is 503 while any of them does not answer
+        probe = app.extensions[PROBE_KEY] = shards.client_for(
+            st.config.socket_path, st.config.evaluators, connect_timeout_s=PROBE_CONNECT_S,
+            reply_timeout_s=PROBE_REPLY_S)
     return probe
 
 
@@ -124,14 +128,25 @@ class _NodeCollector:
     def collect(self) -> Iterator[Metric]:
         yield from m.build_families(self.st.config.tee)
         yield from m.store_families(self.st.store)
-        try:
-            ev = self.probe.metrics()
-        except CoreError:
-            up = 0.0
+        transport = self.probe.send
+        ev: rpc.MetricsReply | None = None
+        if isinstance(transport, shards.ShardedTransport):
+            # each shard's own figures, and the node's (their sum) when every shard answered
+            replies = transport.each(rpc.Metrics())
+            data_dir = self.st.config.data_dir
+            cpu = [m.process_cpu_seconds(m.lock_file_pid(shards.lock_file(data_dir, i))) for i in range(len(replies))]
+            yield from m.shard_families(replies, cpu)
+            if all(isinstance(r, rpc.MetricsReply) for r in replies):
+                ev = shards.merge_metrics(replies)
         else:
-            up = 1.0
+            try:
+                ev = self.probe.metrics()
+            except CoreError:
+                ev = None
+        if ev is not None:
             yield from m.evaluator_families(ev.metrics, ev.warm, ev.queued)
-        yield GaugeMetricFamily("aocu_evaluator_up", "1 when the evaluator answered this scrape", value=up)
+        yield GaugeMetricFamily("aocu_evaluator_up", "1 when the evaluator (every shard) answered this scrape",
+                                value=1.0 if ev is not None else 0.0)
 
 
 @bp.get("/metrics")

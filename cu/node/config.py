@@ -34,6 +34,10 @@ class NodeConfig:
     monitor_budget: int = 2000             # evaluations of one bridged process per monitor pass
     checkpoint_every: int = 200            # evaluations between checkpoints (and one at shutdown)
     max_warm: int = 64                     # warm instances kept; the least recently used are checkpointed out
+    # process lifecycle (cu/node/eval/warm.py, checkpoints.py, images.py): "fast" = module init images,
+    # incremental checkpoints, eviction checkpointed off the request path; "classic" = the earlier paths (full
+    # checkpoints written by the evicting request, restores re-hashed against the page-Merkle root)
+    lifecycle: str = "fast"
     memory_max: int = 1024 * 1024 * 1024   # PROCESS_WASM_MEMORY_MAX_LIMIT
     compute_max: int = 9_000_000_000_000   # PROCESS_WASM_COMPUTE_MAX_LIMIT
     eval_timeout_s: float = 30.0
@@ -46,6 +50,10 @@ class NodeConfig:
     crank_delay_s: float = 0.02
     evaluator: str = "embedded"            # embedded (in this process) | socket (separate evaluator process)
     socket_path: Path | None = None
+    # evaluator shards (`aocu serve --evaluators N`, cu/node/shards.py): N processes, each owning the processes
+    # that hash to it; `shard` is the one an evaluator process serves (its socket and lock: shards.socket_for)
+    evaluators: int = 1
+    shard: int = 0
     bridge: BridgeConfig | None = None     # the legacynet bridge (`aocu serve --gateway URL ...`), or None
     # outbox delivery to other units (cu/node/exchange, docs/EXCHANGE.md)
     peers: list[str] = field(default_factory=list)   # AO-Core / aocu nodes targets may be scheduled on (--peer)
@@ -70,6 +78,10 @@ class NodeConfig:
     retain_results: int = 0                # result bodies kept per process, latest first (0: all; --retain-results)
     retain_checkpoints: int = 2            # checkpoints kept per process (--retain-checkpoints)
     prune_every_s: float = 30.0            # seconds between background retention passes
+    # several nodes on one PostgreSQL database (`--store postgresql://...`, cu/node/cluster.py); "" = SQLite
+    store: str = ""
+    node_url: str = ""                     # the URL other nodes forward requests for this node's processes to
+    lease_s: float = 10.0                  # a dead node's processes move to the others after this (heartbeat: /3)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any] | None) -> NodeConfig:
@@ -87,6 +99,8 @@ class NodeConfig:
         cfg.module_cache = Path(cfg.module_cache) if cfg.module_cache else cfg.data_dir / "module-cache"
         if cfg.tee not in TEE_CHOICES or cfg.tee == "auto":
             raise ValueError(f"tee must be resolved to one of snp, tdx, sim, none (got {cfg.tee!r})")
+        if cfg.lifecycle not in ("fast", "classic"):
+            raise ValueError(f"lifecycle must be 'fast' or 'classic' (got {cfg.lifecycle!r})")
         if cfg.evaluator not in ("embedded", "socket"):
             raise ValueError("evaluator must be 'embedded' or 'socket'")
         if cfg.push_codec not in PUSH_CODECS:
@@ -103,12 +117,25 @@ class NodeConfig:
         if any(o != "*" and not re.fullmatch(r"(https?://[^\s/?#@]+|null)/?", o) for o in cfg.cors_origins):
             raise ValueError(f"cors origins must be * or scheme://host[:port] (got {', '.join(cfg.cors_origins)})")
         _check_resources(cfg)
+        if cfg.store:
+            if not str(cfg.store).startswith(("postgresql://", "postgres://")):
+                raise ValueError("store must be a postgresql:// URL (or empty for the embedded SQLite store)")
+            if not cfg.node_url:
+                raise ValueError("a node on a PostgreSQL store needs its URL (--node-url) for the other nodes")
+            cfg.node_url = check_base_url(str(cfg.node_url), "--node-url")
+        if not float(cfg.lease_s) >= 1.0:
+            raise ValueError("lease_s must be at least 1 second")
+        cfg.lease_s = float(cfg.lease_s)
         for name in ("header_timeout_s", "dry_run_timeout_s"):
             if not float(getattr(cfg, name)) > 0:
                 raise ValueError(f"{name} must be positive")
             setattr(cfg, name, float(getattr(cfg, name)))
         if cfg.dry_run_rate < 0 or cfg.dry_run_burst < 1 or cfg.dry_run_slots < 0 or cfg.dry_run_queue_s < 0:
             raise ValueError("dry_run_rate, dry_run_slots and dry_run_queue_s must not be negative, dry_run_burst >= 1")
+        if not isinstance(cfg.evaluators, int) or not 1 <= cfg.evaluators <= 256 \
+                or not isinstance(cfg.shard, int) or not 0 <= cfg.shard < cfg.evaluators:
+            raise ValueError(f"evaluators must be 1..256 and shard 0..evaluators-1 (got {cfg.evaluators!r}, "
+                             f"{cfg.shard!r})")
         if cfg.socket_path is None:
             cfg.socket_path = cfg.data_dir / "evaluator.sock"
         cfg.socket_path = Path(cfg.socket_path)

@@ -5,6 +5,7 @@ message. Requests reach it through `cu.node.dispatch.Dispatcher`."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import queue
@@ -15,12 +16,14 @@ from concurrent.futures import Future
 from typing import Any
 
 from cu.node import blocks
+from cu.node.cluster import cluster_for, open_store
 from cu.node.config import NodeConfig
 from cu.node.errors import NotFound, Unavailable
 from cu.node.evaluator import Evaluator
 from cu.node.exchange.deliverer import Deliverer, locator_for
 from cu.node.items import Identity
 from cu.node.retention import Pruner
+from cu.node.shards import Ownership, Peers, WriteGate
 from cu.node.store import LogEntry, OutboxEntry, ScheduleOp, StoreError
 from cu.node.store_sqlite import Job, SqliteStore
 
@@ -38,12 +41,20 @@ class EvaluatorCore:
     def __init__(self, config: NodeConfig, store: SqliteStore | None = None, identity: Identity | None = None,
                  ) -> None:
         self.config = config
-        self.store = store or SqliteStore(config.db_path)
+        self.store = store or open_store(config)     # SQLite, or PostgreSQL shared by nodes (--store)
         self.identity = identity or Identity.load(config.data_dir, config.wallet)
         self.evaluator = Evaluator(config, self.store, self.identity)
         self.evaluator.block_height = lambda: blocks.height(config)
         self.evaluator.cron_blocks = lambda min_height, max_ts: blocks.chain(config, min_height, max_ts)
         self.evaluator.on_delivery = self.notify
+        # evaluator shards (cu/node/shards.py): this one evaluates only the processes it owns; the others are
+        # told about deliveries to theirs, and node-wide background work runs in shard 0 alone
+        self.owns = Ownership(config.evaluators, config.shard)
+        self.evaluator.owns = self.owns
+        self.peers = Peers(config.socket_path, config.evaluators, config.shard) if config.evaluators > 1 else None
+        # shards' commits on one SQLite file queue on a flock (a server store orders its own transactions)
+        self._gate = WriteGate(config.data_dir) if config.evaluators > 1 and isinstance(self.store, SqliteStore) \
+            else contextlib.nullcontext()
         self._due: dict[str, float] = {}         # pid -> monotonic time its crank is due
         self._flush_at: float | None = None       # when queued write-behind results must be committed
         self._crank_cv = threading.Condition()
@@ -58,20 +69,31 @@ class EvaluatorCore:
         self.deliverer = Deliverer(self.store, locator_for(config, self.store, self.identity.address),
                                    self._deliver_local, retry_max_s=config.outbox_retry_max_s,
                                    metrics=self.evaluator.metrics)
-        self.evaluator.on_outbox = self.deliverer.wake
+        self.evaluator.on_outbox = self.deliverer.wake if self.owns.leader or self.peers is None \
+            else self.peers.wake_deliverer
         # retention (--retain-results / --retain-checkpoints): a bounded background pass (cu/node/retention.py)
         self.store.keep_checkpoints = config.retain_checkpoints
         self.pruner = Pruner(self.store, retain_results=config.retain_results,
                              retain_checkpoints=config.retain_checkpoints, every_s=config.prune_every_s,
                              metrics=self.evaluator.metrics)
+        # nodes sharing a PostgreSQL store (cu/node/cluster.py): the crank evaluates only processes this node
+        # leases; the leader shard keeps the node's heartbeat and takes over dead nodes' processes
+        self.cluster = cluster_for(config, self.store, self.identity.address,
+                                   lambda pid: self.notify(pid, self.config.crank_delay_s), evaluator=True)
 
     def start(self) -> None:
+        if self.cluster is not None and self.owns.leader:
+            self.cluster.start()
         self._thread = threading.Thread(target=self._crank, name="aocu-crank", daemon=True)
         self._thread.start()
-        self.deliverer.start()
-        self.pruner.start()
-        # messages acknowledged before a stop may not have been evaluated yet
-        for pid in self.store.all_processes():
+        if self.peers is not None:
+            self.peers.start()
+        if self.owns.leader:
+            self.deliverer.start()
+            self.pruner.start()
+        # messages acknowledged before a stop may not have been evaluated yet (or delivered by another shard
+        # while this one was down)
+        for pid in filter(self.owns, self.store.all_processes()):
             proc = self.store.process(pid)
             last = self.store.last_result(pid)
             if proc is not None and (last is None or last.nonce < proc.nonce):
@@ -116,7 +138,8 @@ class EvaluatorCore:
     def _commit(self, batch: list[tuple[Job, bool, Future]]) -> None:
         t0 = time.perf_counter()
         try:
-            results = self.store.transact([job for job, _, _ in batch], any(d for _, d, _ in batch))
+            with self._gate:        # the store is shared by the node's evaluator shards
+                results = self.store.transact([job for job, _, _ in batch], any(d for _, d, _ in batch))
         except Exception as exc:  # noqa: BLE001 - the whole transaction failed: nothing acknowledged
             log.error("group commit of %d writes failed: %s", len(batch), exc)
             for _, _, fut in batch:
@@ -178,6 +201,9 @@ class EvaluatorCore:
         """Evaluate `pid`'s unevaluated messages (and deliver their outbox) `delay_s` from now at the latest."""
         if not self.config.eager:
             return
+        if self.peers is not None and not self.owns(pid):
+            self.peers.notify(pid)      # another shard's process: its owner cranks it
+            return
         due = time.monotonic() + delay_s
         with self._crank_cv:
             cur = self._due.get(pid)
@@ -210,6 +236,8 @@ class EvaluatorCore:
                 self._lead()
             for pid in ready:
                 try:
+                    if self.cluster is not None and not self.cluster.mine(pid):
+                        continue        # leased by another node: its crank evaluates it
                     self.evaluator.settle([pid])
                 except Exception as exc:  # noqa: BLE001 - the crank must survive any one process failing
                     log.error("evaluation of %s failed: %s", pid, exc)
@@ -229,3 +257,7 @@ class EvaluatorCore:
             self._thread.join(timeout=30)
         self.evaluator.shutdown()           # checkpoints (and any queued write-behind results) are written
         self._lead()
+        if self.cluster is not None and self.owns.leader:
+            self.cluster.leave()            # after the checkpoints: the other nodes take over at once
+        if self.peers is not None:
+            self.peers.stop()

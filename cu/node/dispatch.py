@@ -39,12 +39,13 @@ class Dispatcher:
             rpc.Cron: self._cron, rpc.Checkpoint: self._checkpoint, rpc.Now: self._now,
             rpc.ResultsPage: self._results_page, rpc.Flush: self._flush, rpc.Notify: self._notify,
             rpc.Metrics: self._metrics, rpc.Status: self._status, rpc.Monitor: self._monitor,
+            rpc.WakeOutbox: self._wake_outbox,
         }
         # cron monitors (legacy MU /monitor): crons of monitored processes run unread (cu/node/monitors.py)
         cfg = core.config
         self.monitors = CronMonitors(cfg.data_dir, self._run_crons, core.evaluator.metrics,
                                      max_monitors=cfg.monitor_max, per_pass=cfg.monitor_per_pass,
-                                     every_s=cfg.monitor_every_s)
+                                     every_s=cfg.monitor_every_s, owns=core.owns)
 
     @classmethod
     def open(cls, config: NodeConfig, store: SqliteStore | None = None, identity: Identity | None = None,
@@ -60,7 +61,7 @@ class Dispatcher:
     def start(self) -> None:
         self.core.start()
         self.monitors.start()
-        if self.bridged_outbox is not None:
+        if self.bridged_outbox is not None and self.core.owns.leader:    # one per node (cu/node/shards.py)
             self.bridged_outbox.start()
 
     def stop(self) -> None:
@@ -200,6 +201,10 @@ class Dispatcher:
     def _metrics(self, _req: rpc.Metrics) -> rpc.MetricsReply:
         ev = self.core.evaluator
         return rpc.MetricsReply({k: float(v) for k, v in ev.metrics.items()}, ev.warm(), self.core.queued())
+
+    def _wake_outbox(self, _req: rpc.WakeOutbox) -> rpc.Done:
+        self.core.deliverer.wake()
+        return rpc.Done()
 
     def _status(self, req: rpc.Status) -> rpc.StatusReply:
         return status.facts(self, req)     # the status page's facts (cu/node/status.py)

@@ -10,6 +10,7 @@ Counters in the evaluator metrics: `monitors` (gauge), `monitor_passes`, `monito
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -24,8 +25,11 @@ log = logging.getLogger("aocu.monitors")
 
 class CronMonitors:
     def __init__(self, data_dir: str | Path, run: Callable[[str], None], metrics: dict[str, float], *,
-                 max_monitors: int = 1000, per_pass: int = 64, every_s: float = 5.0) -> None:
+                 max_monitors: int = 1000, per_pass: int = 64, every_s: float = 5.0,
+                 owns: Callable[[str], bool] | None = None) -> None:
         self.path = Path(data_dir) / "monitors.json"
+        # evaluator shards (cu/node/shards.py) share the file; each runs (and keeps in memory) the processes it owns
+        self.owns: Callable[[str], bool] = owns or (lambda pid: True)
         self.run = run                   # evaluates one process up to now (crons, outbox)
         self.metrics = metrics
         self.max_monitors = max_monitors
@@ -48,12 +52,25 @@ class CronMonitors:
         except (OSError, ValueError) as exc:
             log.error("cron monitors in %s unreadable (%s); starting with none", self.path, exc)
             return []
-        return [p for p in pids if isinstance(p, str)][: self.max_monitors] if isinstance(pids, list) else []
+        if not isinstance(pids, list):
+            return []
+        return [p for p in pids if isinstance(p, str) and self.owns(p)][: self.max_monitors]
+
+    def _others(self) -> list[str]:
+        """The processes other evaluator shards monitor, as the shared file names them."""
+        try:
+            on_disk = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return []
+        return [p for p in on_disk if isinstance(p, str) and not self.owns(p)] if isinstance(on_disk, list) else []
 
     def _save(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self._pids))
-        os.replace(tmp, self.path)
+        """Writes this shard's processes into the shared file, keeping the other shards' (under a lock file)."""
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(self._others() + self._pids))
+            os.replace(tmp, self.path)
         self.metrics["monitors"] = float(len(self._pids))
 
     def pids(self) -> list[str]:
@@ -65,7 +82,7 @@ class CronMonitors:
         with self._lock:
             if pid in self._pids:
                 return False
-            if len(self._pids) >= self.max_monitors:
+            if len(self._pids) + len(self._others()) >= self.max_monitors:     # node-wide, every shard's
                 raise LimitExceeded(f"{self.max_monitors} processes are monitored already (the maximum): stop "
                                     f"monitoring one first")
             self._pids.append(pid)

@@ -234,8 +234,14 @@ class Status(Request[StatusReply]):
     reply: ClassVar[type] = StatusReply
 
 
+@dataclass(frozen=True)
+class WakeOutbox(Request[Done]):
+    """Another evaluator shard committed pending outbox entries: the deliverer (shard 0's) looks now."""
+    reply: ClassVar[type] = Done
+
+
 REQUESTS: tuple[type, ...] = (Schedule, Result, DryRun, State, StateChunk, StateDone, Cron, Checkpoint, Now,
-                              ResultsPage, Flush, Notify, Metrics, Status)
+                              ResultsPage, Flush, Notify, Metrics, Status, WakeOutbox, Monitor)
 _BY_NAME: dict[str, type] = {cls.__name__: cls for cls in REQUESTS}
 
 

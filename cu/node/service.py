@@ -1,5 +1,6 @@
-"""The evaluator process (`python -m cu.node.service CONFIG_JSON [PARENT_PID]`): one per data dir (exclusive
-file lock), serving the typed evaluator RPC (`cu.node.rpc`) on a Unix socket to the gunicorn workers."""
+"""The evaluator process (`python -m cu.node.service CONFIG_JSON [PARENT_PID]`): one per shard of a data dir
+(exclusive file lock; `aocu serve --evaluators N` runs N shards, cu/node/shards.py), serving the typed evaluator
+RPC (`cu.node.rpc`) on a Unix socket to the gunicorn workers."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import sys
 import threading
 from pathlib import Path
 
-from cu.node import logconf, rpc
+from cu.node import logconf, rpc, shards
 from cu.node.config import NodeConfig
 from cu.node.dispatch import Dispatcher
-from cu.node.errors import CoreError
+from cu.node.errors import CoreError, Unavailable
 from cu.node.wire import recv_frame, send_frame
 
 log = logging.getLogger("aocu.evaluator")
@@ -37,7 +38,11 @@ class _Handler(socketserver.BaseRequestHandler):
             if frame is None:
                 return
             try:
-                reply = [True, rpc.encode_reply(dispatcher.handle(rpc.decode_request(frame)))]
+                req = rpc.decode_request(frame)
+                wrong = shards.wrong_shard(self.server.owns, req)
+                if wrong is not None:
+                    raise Unavailable(wrong)
+                reply = [True, rpc.encode_reply(dispatcher.handle(req))]
             except CoreError as exc:
                 reply = [False, exc.kind, exc.message]
             except Exception as exc:  # noqa: BLE001 - report, keep serving other requests
@@ -60,22 +65,24 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def __init__(self, path: str, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
+        self.owns = dispatcher.core.owns
         super().__init__(path, _Handler)
 
 
 class DataDirInUse(RuntimeError):
-    """Another evaluator holds DATA-DIR/evaluator.lock."""
+    """Another evaluator holds DATA-DIR/evaluator.lock (or the lock of the shard asked for)."""
 
     def __init__(self, data_dir: Path, pid: int | None) -> None:
         self.data_dir, self.pid = data_dir, pid
         super().__init__(f"data dir {data_dir} is in use by " + (f"PID {pid}" if pid else "another process"))
 
 
-def acquire_lock(data_dir: Path) -> int:
-    """Exclusive lock: at most one evaluator per data dir, released by the kernel if the process dies. The
-    holder writes its PID into the lock file, so a second node can name it (cu/serve/supervisor.py)."""
+def acquire_lock(data_dir: Path, shard: int = 0) -> int:
+    """Exclusive lock: at most one evaluator per shard of a data dir (shard 0: DATA-DIR/evaluator.lock, which also
+    stands for the node), released by the kernel if the process dies. The holder writes its PID into the lock
+    file, so a second node can name it (cu/serve/supervisor.py)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(data_dir / "evaluator.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(shards.lock_file(data_dir, shard), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -92,11 +99,12 @@ def acquire_lock(data_dir: Path) -> int:
 def serve_evaluator(config: NodeConfig, parent_pid: int | None = None) -> int:
     """Runs the evaluator process until SIGTERM/SIGINT (checkpoints on the way out) or the parent dies."""
     logconf.configure(config.log_level, config.log_format)   # as `aocu serve --log-level/--log-format` asked
-    lock_fd = acquire_lock(config.data_dir)
+    lock_fd = acquire_lock(config.data_dir, config.shard)
     # many short Python bursts between native calls: hand the GIL over sooner than the 5 ms default
     sys.setswitchinterval(0.0005)
     dispatcher = Dispatcher.open(config)
-    path = str(config.socket_path)
+    assert config.socket_path is not None
+    path = str(shards.socket_for(config.socket_path, config.shard))
     if os.path.exists(path):
         os.unlink(path)   # stale: we hold the lock, so nobody else serves it
     server = _Server(path, dispatcher)
@@ -110,7 +118,7 @@ def serve_evaluator(config: NodeConfig, parent_pid: int | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
     dispatcher.start()
-    log.info("evaluator serving %s", path)
+    log.info("evaluator serving %s (shard %d of %d)", path, config.shard, config.evaluators)
     while not stop.wait(0.5):
         if parent_pid is not None and os.getppid() != parent_pid:
             # orphaned (the master was killed): nobody will wait for a checkpoint, and an evaluation in flight

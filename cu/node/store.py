@@ -241,6 +241,18 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def latest_checkpoint(self, pid: str) -> Checkpoint | None: ...
 
+    # Incremental checkpoints (cu/node/eval/checkpoints.py): a chain of deltas on top of one full checkpoint
+    # (`base_seq`, a row of put_checkpoint), each holding only the pages changed since the previous link. A
+    # delta row is a Checkpoint whose `snapshot` is the sealed delta; rows of another base are garbage.
+    def put_checkpoint_delta(self, cp: Checkpoint, base_seq: int) -> None:
+        """Stores the delta `cp` of the chain on full checkpoint `base_seq` and deletes the process's deltas
+        on older bases (atomically: one transaction)."""
+        raise NotImplementedError(f"{type(self).__name__} stores no incremental checkpoints")
+
+    def checkpoint_deltas(self, pid: str, base_seq: int) -> list[Checkpoint]:
+        """The deltas of `pid` on full checkpoint `base_seq`, by seq ascending ([] when there are none)."""
+        return []
+
     @abc.abstractmethod
     def stats(self) -> dict[str, int]: ...
 

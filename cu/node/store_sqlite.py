@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS pruned (pid TEXT PRIMARY KEY, seq INTEGER NOT NULL, n
 CREATE TABLE IF NOT EXISTS checkpoints (
     pid TEXT NOT NULL, seq INTEGER NOT NULL, nonce INTEGER NOT NULL, cron_ts INTEGER, timestamp INTEGER NOT NULL,
     module_hash TEXT NOT NULL, memory_root BLOB NOT NULL, snapshot BLOB NOT NULL, PRIMARY KEY (pid, seq));
+CREATE TABLE IF NOT EXISTS checkpoint_deltas (
+    pid TEXT NOT NULL, seq INTEGER NOT NULL, base_seq INTEGER NOT NULL, nonce INTEGER NOT NULL, cron_ts INTEGER,
+    timestamp INTEGER NOT NULL, module_hash TEXT NOT NULL, memory_root BLOB NOT NULL, delta BLOB NOT NULL,
+    PRIMARY KEY (pid, seq));
 """
 
 
@@ -524,6 +528,20 @@ class SqliteStore(OutboxStoreMixin, Store):
         if row is None:
             return None
         return Checkpoint(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]), bytes(row[7]))
+
+    def put_checkpoint_delta(self, cp: Checkpoint, base_seq: int) -> None:
+        def job(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM checkpoint_deltas WHERE pid=? AND base_seq<?", (cp.pid, base_seq))
+            c.execute("INSERT OR REPLACE INTO checkpoint_deltas VALUES (?,?,?,?,?,?,?,?,?)",
+                      (cp.pid, cp.seq, base_seq, cp.nonce, cp.cron_ts, cp.timestamp, cp.module_hash,
+                       cp.memory_root, cp.snapshot))
+        self._write(job, False)
+
+    def checkpoint_deltas(self, pid: str, base_seq: int) -> list[Checkpoint]:
+        rows = self._conn().execute("SELECT pid, seq, nonce, cron_ts, timestamp, module_hash, memory_root, delta "
+                                    "FROM checkpoint_deltas WHERE pid=? AND base_seq=? ORDER BY seq",
+                                    (pid, base_seq)).fetchall()
+        return [Checkpoint(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7])) for r in rows]
 
     def stats(self) -> dict[str, int]:
         c = self._conn()

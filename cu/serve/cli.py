@@ -1,5 +1,5 @@
-"""`aocu serve`: gunicorn workers serving the Flask app (cu.http), next to one evaluator process for the data dir
-(cu.node.service, supervised by supervisor.py)."""
+"""`aocu serve`: gunicorn workers serving the Flask app (cu.http), next to the data dir's evaluator processes
+(cu.node.service, one per shard: --evaluators, cu/node/shards.py; supervised by supervisor.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bind", default="127.0.0.1:6363", help="HOST:PORT (default 127.0.0.1:6363)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     p.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    p.add_argument("--evaluators", type=int, default=None, metavar="N",
+                   help="evaluator processes, each owning a shard of the processes (default: the CPUs this node "
+                        "may run on)")
     p.add_argument("--data-dir", default="./data", help="SQLite store, keys and caches (default ./data)")
     p.add_argument("--tee", choices=TEE_CHOICES, default="auto",
                    help="auto uses SNP/TDX when present, otherwise serves with none (said on every response)")
@@ -102,6 +105,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "legacy SUs take ANS-104)")
     x.add_argument("--outbox-retry-max", type=float, default=NodeConfig.outbox_retry_max_s, metavar="SECONDS",
                    help="cap of the delivery retry backoff (1 s doubling; default 300)")
+    c = p.add_argument_group("cluster", "several nodes on one PostgreSQL database (docs/OPERATIONS.md, Cluster)")
+    c.add_argument("--store", default="", metavar="postgresql://...",
+                   help="PostgreSQL database shared with other nodes (default: SQLite in the data dir)")
+    c.add_argument("--node-url", default="", metavar="URL",
+                   help="this node's URL for the other nodes (default http://BIND)")
+    c.add_argument("--lease", type=float, default=NodeConfig.lease_s, metavar="SECONDS",
+                   help="a dead node's processes move to the others after this (default 10)")
     p.set_defaults(func=serve)
     settings.attach(p)     # --config and AOCU_<FLAG> can set every flag of p (read when parsing)
 
@@ -116,6 +126,14 @@ def fresh_metrics_dir(path: Path) -> None:
         path.unlink()
     path.mkdir(mode=0o700)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+def default_evaluators() -> int:
+    """One evaluator per CPU this process may run on (a `taskset` or cgroup cpuset counts)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def resolve_tee(requested: str) -> str:
@@ -161,8 +179,14 @@ def serve(args: argparse.Namespace) -> int:
         raise SystemExit("aocu serve: --crank-delay must not be negative")
     if args.workers < 1 or args.threads < 1:
         raise SystemExit("aocu serve: --workers and --threads must be at least 1")
+    evaluators = args.evaluators if args.evaluators is not None else default_evaluators()
+    if not 1 <= evaluators <= 256:
+        raise SystemExit("aocu serve: --evaluators must be 1..256")
     if not args.outbox_retry_max > 0:
         raise SystemExit("aocu serve: --outbox-retry-max must be positive")
+    if args.store and not args.node_url and args.bind.rsplit(":", 1)[0] in ("0.0.0.0", "::", "[::]", ""):
+        raise SystemExit("aocu serve: --node-url is needed with --store when binding all interfaces "
+                         "(the URL other nodes reach this one at)")
     tee = resolve_tee(args.tee)
     data_dir = Path(args.data_dir).resolve()
     try:
@@ -173,6 +197,7 @@ def serve(args: argparse.Namespace) -> int:
             "block_height": args.block_height or 0,
             "follow_blocks": args.block_height is None and bool(args.gateway),
             "eval_timeout_s": args.eval_timeout, "busy_s": args.busy_after, "evaluator": "socket",
+            "evaluators": evaluators,
             "crank_delay_s": args.crank_delay,
             "module_cache": Path(args.module_cache).resolve() if args.module_cache else None,
             "bridge": _bridge_settings(args),
@@ -185,14 +210,20 @@ def serve(args: argparse.Namespace) -> int:
             "header_timeout_s": args.header_timeout, "dry_run_timeout_s": args.dry_run_timeout,
             "dry_run_rate": args.dry_run_rate, "dry_run_burst": max(1, round(2 * args.dry_run_rate)),
             "dry_run_slots": args.dry_run_slots or max(1, args.threads // 4),
+            "store": args.store, "node_url": args.node_url or (f"http://{args.bind}" if args.store else ""),
+            "lease_s": args.lease,
         })
     except ValueError as exc:
         raise SystemExit(f"aocu serve: {exc}") from None
     # keys exist before the workers race to create them
     from cu.node.items import Identity
     Identity.load(config.data_dir, config.wallet)
-    from cu.node.store_sqlite import SqliteStore
-    SqliteStore(config.db_path).close()
+    from cu.node.cluster import open_store
+    from cu.node.store import StoreError
+    try:
+        open_store(config).close()      # the schema exists (SQLite file or PostgreSQL tables) before the workers
+    except StoreError as exc:
+        raise SystemExit(f"aocu serve: {exc}") from None
     sup = Supervisor(config)
     try:
         fresh_metrics_dir(config.data_dir / METRICS_DIR)

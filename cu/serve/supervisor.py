@@ -1,10 +1,12 @@
-"""Supervision of the evaluator process next to the gunicorn master: started before the workers, restarted when
-it dies (its state is rebuilt from the store: checkpoints + log), stopped with SIGTERM so it checkpoints.
+"""Supervision of the evaluator processes next to the gunicorn master (one per shard, `--evaluators N`,
+cu/node/shards.py): started before the workers, each restarted on its own when it dies (its state is rebuilt
+from the store: checkpoints + log), stopped with SIGTERM so they checkpoint.
 
-One evaluator per data dir: the evaluator holds an exclusive flock on DATA-DIR/evaluator.lock and writes its
-PID into it (cu/node/service.py `acquire_lock`). A node whose data dir is held by another process stops at once
-with `data dir D is in use by PID N`, and a running node whose evaluator cannot restart because another node
-took the data dir gives up (and shuts down) instead of restarting it forever.
+One node per data dir: each shard holds an exclusive flock on its lock file (shard 0: DATA-DIR/evaluator.lock,
+shard i: evaluator-i.lock) and writes its PID into it (cu/node/service.py `acquire_lock`). A node whose data dir
+is held by another process (any shard lock not held by this node's own shards) stops at once with `data dir D is
+in use by PID N`, and a running node whose evaluator cannot restart because another node took the data dir
+gives up (and shuts down) instead of restarting it forever.
 
 The gunicorn master reaps every child with waitpid(-1) on SIGCHLD, the evaluator included; a status reaped there
 would be lost (subprocess then reports 0), so the master's waitpid is routed through `waitpid` here, which keeps
@@ -21,10 +23,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import cu
+from cu.node import shards
 from cu.node.config import NodeConfig
 
 log = logging.getLogger("aocu.serve")
@@ -153,10 +157,9 @@ def _flock_owner(path: Path) -> int | None:
     return None
 
 
-def lock_holder(data_dir: Path) -> int | None:
-    """Who holds DATA-DIR/evaluator.lock: its PID, 0 when held by a process that cannot be named, None when
-    free (or absent). Probes with a non-blocking flock that is released at once."""
-    path = Path(data_dir) / LOCK_FILE
+def _holder(path: Path) -> int | None:
+    """Who holds the lock file `path`: its PID, 0 when held by a process that cannot be named, None when free
+    (or absent). Probes with a non-blocking flock that is released at once."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -177,16 +180,32 @@ def lock_holder(data_dir: Path) -> int | None:
     return _flock_owner(path) or 0
 
 
-def check_data_dir(data_dir: Path) -> None:
-    """Raises DataDirInUse when another process holds the data dir's evaluator lock."""
-    holder = lock_holder(data_dir)
-    if holder is not None:
-        raise DataDirInUse(Path(data_dir), holder)
+def lock_holder(data_dir: Path, shard: int = 0) -> int | None:
+    """Who holds a shard's lock (shard 0: DATA-DIR/evaluator.lock): see `_holder`."""
+    return _holder(shards.lock_file(data_dir, shard))
 
 
-def start_evaluator(config: NodeConfig) -> subprocess.Popen:
-    """Starts the evaluator process and waits until it holds the data dir's lock and serves its socket."""
-    check_data_dir(config.data_dir)
+def check_data_dir(data_dir: Path, ours: Collection[int] = ()) -> None:
+    """Raises DataDirInUse when a process other than `ours` (this node's running shards) holds one of the data
+    dir's evaluator locks (shard 0's first: it names the node)."""
+    first = shards.lock_file(data_dir, 0)
+    for path in [first, *(p for p in shards.lock_files(data_dir) if p != first)]:
+        holder = _holder(path)
+        if holder is not None and holder not in ours:
+            raise DataDirInUse(Path(data_dir), holder)
+
+
+def shard_config(config: NodeConfig, shard: int) -> NodeConfig:
+    """Shard `shard`'s configuration: the node's, with its share of the warm-instance limits (--max-warm and
+    --max-memory are the node's, split evenly between its evaluator shards)."""
+    n = config.evaluators
+    if n == 1:
+        return config
+    return NodeConfig.from_mapping({**config.to_mapping(), "shard": shard, "max_warm": -(-config.max_warm // n),
+                                    "max_memory": max(1, config.max_memory // n)})
+
+
+def _spawn(config: NodeConfig) -> subprocess.Popen:
     env = dict(os.environ)
     # The evaluator imports the same `cu` as this process: its package root via PYTHONPATH, and -P so that
     # the working directory (e.g. a source checkout without the built extension) is not put first on sys.path.
@@ -195,52 +214,94 @@ def start_evaluator(config: NodeConfig) -> subprocess.Popen:
         proc = subprocess.Popen([sys.executable, "-P", "-m", "cu.node.service", json.dumps(config.to_mapping()),
                                  str(os.getpid())], env=env)
         _watched.add(proc.pid)
+    return proc
+
+
+def _await(config: NodeConfig, proc: subprocess.Popen, ours: Collection[int]) -> None:
+    """Waits until the shard process `proc` holds its lock and serves its socket."""
     deadline = time.monotonic() + START_TIMEOUT_S
     assert config.socket_path is not None
-    lock = config.data_dir / LOCK_FILE
+    lock = shards.lock_file(config.data_dir, config.shard)
+    sock = shards.socket_for(config.socket_path, config.shard)
+    what = "the evaluator" if config.evaluators == 1 else f"evaluator shard {config.shard}"
     # ready = this child holds the lock (its PID is in the lock file) and its socket answers; a socket alone
     # could be another node's evaluator on the same data dir
-    while not (_pid_in_file(lock) == proc.pid and _listening(config.socket_path)):
+    while not (_pid_in_file(lock) == proc.pid and _listening(sock)):
         status = exit_status(proc)
         if status is not None:
-            check_data_dir(config.data_dir)     # lost the lock to another node in between
-            raise SystemExit(f"aocu serve: the evaluator {describe_exit(status)}")
+            check_data_dir(config.data_dir, ours)     # lost the lock to another node in between
+            raise SystemExit(f"aocu serve: {what} {describe_exit(status)}")
         if time.monotonic() > deadline:
             proc.terminate()
-            raise SystemExit(f"aocu serve: the evaluator did not start within {START_TIMEOUT_S:g} s")
+            raise SystemExit(f"aocu serve: {what} did not start within {START_TIMEOUT_S:g} s")
         time.sleep(0.02)
+
+
+def start_evaluator(config: NodeConfig, ours: Collection[int] = ()) -> subprocess.Popen:
+    """Starts one evaluator (shard `config.shard`) and waits until it holds its lock and serves its socket;
+    `ours`: the PIDs of this node's other running shards."""
+    check_data_dir(config.data_dir, ours)
+    proc = _spawn(config)
+    _await(config, proc, ours)
     return proc
 
 
 class Supervisor:
-    """Keeps the evaluator process running next to the gunicorn master; restarts it if it dies (its state
-    is rebuilt from the store: checkpoints + log). Gives up, and stops the node, when another process has
-    taken the data dir: `stop()` then raises DataDirInUse, so `aocu serve` exits with that one line."""
+    """Keeps the node's evaluator processes (one per shard, `--evaluators`) running next to the gunicorn
+    master; restarts each one on its own if it dies (its state is rebuilt from the store: checkpoints + log;
+    the other shards keep serving meanwhile). Gives up, and stops the node, when another process has taken the
+    data dir: `stop()` then raises DataDirInUse, so `aocu serve` exits with that one line."""
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.fatal: DataDirInUse | None = None
-        self.proc = start_evaluator(config)
+        self.configs = [shard_config(config, i) for i in range(config.evaluators)]
+        self.procs: list[subprocess.Popen] = []
+        try:
+            # shard 0 first (its lock stands for the node), then the others start side by side
+            self.procs.append(start_evaluator(self.configs[0]))
+            ours = {self.procs[0].pid}
+            rest = [_spawn(c) for c in self.configs[1:]]
+            self.procs += rest
+            ours |= {p.pid for p in rest}
+            for c, p in zip(self.configs[1:], rest, strict=True):
+                _await(c, p, ours)
+        except BaseException:
+            self._terminate(self.procs)
+            raise
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="aocu-evaluator-supervisor", daemon=True)
         self._thread.start()
 
+    @property
+    def proc(self) -> subprocess.Popen:
+        """Shard 0's process (the only one of a one-shard node)."""
+        return self.procs[0]
+
     def _watch(self) -> None:
-        backoff = 0.0
-        while not self._stopping.wait(0.5 + backoff):
-            status = exit_status(self.proc)
-            if status is None or self._stopping.is_set():
-                continue
-            log.error("the evaluator (PID %d) %s; restarting it", self.proc.pid, describe_exit(status))
-            try:
-                self.proc = start_evaluator(self.config)
-                backoff = 0.0
-            except DataDirInUse as exc:
-                self._give_up(exc)
-                return
-            except SystemExit as exc:
-                backoff = min(MAX_BACKOFF_S, max(2.0, backoff * 2))
-                log.error("%s (next attempt in %g s)", exc, backoff)
+        backoff = [0.0] * len(self.procs)
+        next_try = [0.0] * len(self.procs)
+        while not self._stopping.wait(0.5):
+            for i, proc in enumerate(self.procs):
+                if self._stopping.is_set() or time.monotonic() < next_try[i]:
+                    continue
+                if proc.returncode is None:
+                    status = exit_status(proc)
+                    if status is None:
+                        continue
+                    what = "the evaluator" if len(self.procs) == 1 else f"evaluator shard {i}"
+                    log.error("%s (PID %d) %s; restarting it", what, proc.pid, describe_exit(status))
+                try:
+                    ours = {p.pid for j, p in enumerate(self.procs) if j != i and p.returncode is None}
+                    self.procs[i] = start_evaluator(self.configs[i], ours)
+                    backoff[i] = 0.0
+                except DataDirInUse as exc:
+                    self._give_up(exc)
+                    return
+                except SystemExit as exc:
+                    backoff[i] = min(MAX_BACKOFF_S, max(2.0, backoff[i] * 2))
+                    next_try[i] = time.monotonic() + backoff[i]
+                    log.error("%s (next attempt in %g s)", exc, backoff[i])
 
     def _give_up(self, exc: DataDirInUse) -> None:
         self.fatal = exc
@@ -248,14 +309,20 @@ class Supervisor:
         self._stopping.set()
         os.kill(os.getpid(), signal.SIGTERM)      # the gunicorn master stops its workers and returns
 
+    @staticmethod
+    def _terminate(procs: list[subprocess.Popen]) -> None:
+        live = [p for p in procs if exit_status(p) is None]
+        for p in live:
+            p.send_signal(signal.SIGTERM)   # checkpoints warm processes on the way out
+        deadline = time.monotonic() + 60
+        for p in live:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+
     def stop(self) -> None:
         self._stopping.set()
-        proc = self.proc
-        if exit_status(proc) is None:
-            proc.send_signal(signal.SIGTERM)   # checkpoints warm processes on the way out
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        self._terminate(self.procs)
         if self.fatal is not None:
             raise self.fatal

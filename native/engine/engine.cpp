@@ -1,5 +1,6 @@
 // Deterministic engine configuration, epoch ticker, module compile/serialize and import checking.
 #include "engine/engine.h"
+#include "engine/memory_creator.h"
 
 #include <chrono>
 #include <mutex>
@@ -11,21 +12,21 @@ using wt::api;
 
 namespace {
 struct ConfigFlags {
-  static constexpr bool fuel = true, epoch = true, nan_canon = true, threads = false, relaxed_det = true,
+  static constexpr bool epoch = true, nan_canon = true, threads = false, relaxed_det = true,
                         memory64 = true, exceptions = true, reference_types = true;
   static constexpr size_t max_wasm_stack = 4u << 20;
 };
 }  // namespace
 
-std::string Engine::fingerprint() {
+std::string Engine::fingerprint(bool fuel) {
   // wasmtime version is checked by the Python side (the wheel pin) and added to the cache key there too.
-  return "aocu-engine-v1;wasmtime=50.0.1;fuel;epoch;nan-canon;no-threads;relaxed-simd-det;memory64;"
-         "exceptions;reftypes;opt=speed;native=" AOCU_NATIVE_VERSION;
+  return std::string("aocu-engine-v1;wasmtime=50.0.1;") + (fuel ? "fuel" : "no-fuel") +
+         ";epoch;nan-canon;no-threads;relaxed-simd-det;memory64;exceptions;reftypes;opt=speed;native=" AOCU_NATIVE_VERSION;
 }
 
-Engine::Engine() {
+Engine::Engine(bool fuel) : fuel_(fuel) {
   wasm_config_t* c = api->wasm_config_new();
-  api->wasmtime_config_consume_fuel_set(c, ConfigFlags::fuel);
+  api->wasmtime_config_consume_fuel_set(c, fuel);
   api->wasmtime_config_epoch_interruption_set(c, ConfigFlags::epoch);
   api->wasmtime_config_cranelift_nan_canonicalization_set(c, ConfigFlags::nan_canon);
   api->wasmtime_config_cranelift_opt_level_set(c, wt::OPT_SPEED);
@@ -34,6 +35,8 @@ Engine::Engine() {
   api->wasmtime_config_wasm_memory64_set(c, ConfigFlags::memory64);
   api->wasmtime_config_wasm_reference_types_set(c, ConfigFlags::reference_types);
   api->wasmtime_config_wasm_exceptions_set(c, ConfigFlags::exceptions);
+  // Linear memories are our own mmap reservations, so snapshots can be mapped copy-on-write into them.
+  install_memory_creator(c);
   engine_ = api->wasm_engine_new_with_config(c);  // takes ownership of c
   if (!engine_) throw std::runtime_error("wasmtime rejected the engine configuration");
   // Wall-clock backstop: a detached ticker bumps the epoch; stores trap when past their deadline.
@@ -47,30 +50,32 @@ Engine::Engine() {
   }).detach();
 }
 
-Engine& Engine::get() {
-  static std::once_flag once;
-  static Engine* inst = nullptr;
+Engine& Engine::get(bool fuel) {
+  static std::once_flag once[2];
+  static Engine* inst[2] = {nullptr, nullptr};
   if (!api) throw std::runtime_error("wasmtime C API not loaded (cu._native.engine.init was not called)");
-  std::call_once(once, [] { inst = new Engine(); });
-  return *inst;
+  std::call_once(once[fuel], [fuel] { inst[fuel] = new Engine(fuel); });
+  return *inst[fuel];
 }
 
 CompiledModule::~CompiledModule() {
   if (m_) api->wasmtime_module_delete(m_);
 }
 
-std::shared_ptr<CompiledModule> CompiledModule::compile(const uint8_t* wasm, size_t len) {
-  Engine& e = Engine::get();
+std::shared_ptr<CompiledModule> CompiledModule::compile(const uint8_t* wasm, size_t len, bool fuel) {
+  Engine& e = Engine::get(fuel);
   std::shared_ptr<CompiledModule> cm(new CompiledModule());
+  cm->fuel_ = fuel;
   wasmtime_error_t* err = api->wasmtime_module_new(e.raw(), wasm, len, &cm->m_);
   if (err) throw ModuleLoadError("invalid wasm module: " + wt::take_error(err));
   cm->describe();
   return cm;
 }
 
-std::shared_ptr<CompiledModule> CompiledModule::deserialize(const uint8_t* data, size_t len) {
-  Engine& e = Engine::get();
+std::shared_ptr<CompiledModule> CompiledModule::deserialize(const uint8_t* data, size_t len, bool fuel) {
+  Engine& e = Engine::get(fuel);
   std::shared_ptr<CompiledModule> cm(new CompiledModule());
+  cm->fuel_ = fuel;
   // Only ever called on artifacts this engine wrote to its own cache (integrity-checked by the caller).
   wasmtime_error_t* err = api->wasmtime_module_deserialize(e.raw(), data, len, &cm->m_);
   if (err) throw ModuleLoadError("cannot deserialize compiled module: " + wt::take_error(err));

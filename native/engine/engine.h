@@ -21,16 +21,21 @@ struct SnapshotDataError : std::runtime_error {
 
 constexpr unsigned kEpochTickMs = 5;
 
+// Two configurations, identical except for wasmtime fuel: `fuel` engines count instructions (Compute-Limit
+// of non-metered modules); fuel-free ones run without that per-block cost, for instances where fuel can make
+// no observable difference (docs/ABI.md, Limits and gas). Code compiled by one never runs in the other.
 class Engine {
  public:
-  static Engine& get();  // creates the engine and its ticker thread on first use
+  static Engine& get(bool fuel = true);  // creates the engine and its ticker thread on first use
   wasm_engine_t* raw() const { return engine_; }
+  bool fuel() const { return fuel_; }
   // Everything that changes compiled code: part of the compiled-module cache key.
-  static std::string fingerprint();
+  static std::string fingerprint(bool fuel = true);
 
  private:
-  Engine();
+  explicit Engine(bool fuel);
   wasm_engine_t* engine_ = nullptr;
+  bool fuel_ = true;
 };
 
 struct ImportDesc {
@@ -43,9 +48,12 @@ class CompiledModule {
   CompiledModule(const CompiledModule&) = delete;
   CompiledModule& operator=(const CompiledModule&) = delete;
 
-  static std::shared_ptr<CompiledModule> compile(const uint8_t* wasm, size_t len);        // ModuleLoadError
-  static std::shared_ptr<CompiledModule> deserialize(const uint8_t* data, size_t len);  // ModuleLoadError
+  // `fuel`: which engine configuration (Engine::get(fuel)) compiles and later runs the code.
+  static std::shared_ptr<CompiledModule> compile(const uint8_t* wasm, size_t len, bool fuel = true);  // ModuleLoadError
+  static std::shared_ptr<CompiledModule> deserialize(const uint8_t* data, size_t len, bool fuel = true);
   std::string serialize() const;
+  bool fuel() const { return fuel_; }
+  Engine& engine() const { return Engine::get(fuel_); }
 
   const std::vector<ImportDesc>& imports() const { return imports_; }
   // exports: name -> kind ('func' sig or "memory"/"table"/"global")
@@ -61,6 +69,7 @@ class CompiledModule {
   CompiledModule() = default;
   void describe();
   wasmtime_module_t* m_ = nullptr;
+  bool fuel_ = true;
   std::vector<ImportDesc> imports_;
   std::vector<std::pair<std::string, std::string>> exports_;
 };

@@ -28,6 +28,14 @@ std::string clean_message(const std::string& msg) {
   if (k == std::string::npos) {
     size_t nl = s.find('\n');
     if (nl != std::string::npos) s = s.substr(0, nl);
+  } else if (s.rfind("0: ", 0) == 0) {
+    // a numbered cause chain ("0: memory fault at wasm address ... \n 1: wasm trap: out of bounds memory
+    // access", from a guard-page fault): keep its last cause, so the error does not depend on whether the
+    // engine checked bounds explicitly (memory64) or with guard pages (32-bit / lowered memory64)
+    size_t nl = s.rfind('\n');
+    std::string last = s.substr(nl + 1);
+    size_t b2 = last.find_first_not_of(" \t0123456789");
+    if (b2 != std::string::npos && last.compare(b2, 2, ": ") == 0) s = last.substr(b2 + 2);
   }
   return s;
 }

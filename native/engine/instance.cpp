@@ -74,6 +74,13 @@ Instance::Instance(std::shared_ptr<CompiledModule> m, Family fam, Limits lim, co
     build();
     lifecycle_init();
     if (restore) load_state(*restore, true);
+    if (restore && restore->image) {
+      // The page image is the rollback base as it is: no copy of memory before the first message. A
+      // later refresh copies memory, so its cost (~0.5 s/GiB) counts as the cost of this base.
+      base_ = *restore;
+      have_base_ = true;
+      last_base_cost_s_ = static_cast<double>(restore->mem_size) * 0.5e-9;
+    }
   } catch (...) {
     teardown();
     throw;
@@ -101,14 +108,17 @@ bool Instance::get_func(const char* name, wasmtime_func_t& out) {
 }
 
 void Instance::arm_limits(uint64_t fuel) {
-  wasmtime_error_t* e = api->wasmtime_context_set_fuel(ctx_, fuel);
-  if (e) throw std::runtime_error("set_fuel: " + wt::take_error(e));
+  // A fuel-free engine (chosen by the caller only when fuel could not change the outcome) has no fuel to set.
+  if (module_->fuel()) {
+    wasmtime_error_t* e = api->wasmtime_context_set_fuel(ctx_, fuel);
+    if (e) throw std::runtime_error("set_fuel: " + wt::take_error(e));
+  }
   double t = lim_.timeout_s > 0 ? lim_.timeout_s : kDefaultTimeoutS;
   api->wasmtime_context_set_epoch_deadline(ctx_, static_cast<uint64_t>(std::ceil(t * 1000.0 / kEpochTickMs)) + 1);
 }
 
 void Instance::build() {
-  Engine& eng = Engine::get();
+  Engine& eng = module_->engine();  // the configuration the code was compiled for
   st_ = std::make_unique<HostState>();
   st_->family = fam_;
   st_->inst = this;
@@ -165,11 +175,12 @@ void Instance::build() {
     throw ModuleLoadError(std::string("module does not export its memory as '") + n.memory + "'");
   st_->memory = ex.of.memory;
   wasm_memorytype_t* mt = api->wasmtime_memory_type(ctx_, &st_->memory);
-  st_->mem64 = api->wasmtime_memorytype_is64(mt);
+  const bool memory_is64 = api->wasmtime_memorytype_is64(mt);
   api->wasm_memorytype_delete(mt);
-  if ((fam_ == W64) != st_->mem64)
-    throw ModuleLoadError(fam_ == W64 ? "wasm64 format but the module's memory is 32-bit"
-                                      : "wasm32 format but the module's memory is 64-bit");
+  // st_->mem64 is the pointer ABI (i64 pointers in signatures and in memory), which is the format's: a
+  // wasm64 module lowered to a 32-bit memory (native/transform/mem64.cpp) keeps 64-bit pointers.
+  st_->mem64 = fam_ == W64;
+  if (fam_ != W64 && memory_is64) throw ModuleLoadError("wasm32 format but the module's memory is 64-bit");
   std::memset(&ex, 0, sizeof ex);
   if (api->wasmtime_instance_export_get(ctx_, &inst_, n.table, std::strlen(n.table), &ex) &&
       ex.kind == wt::WASMTIME_EXTERN_TABLE) {
@@ -367,9 +378,11 @@ CallResult Instance::raw_call(const std::string& msg, const std::string& env) {
       }
     }
   }
-  uint64_t left = 0;
-  wasmtime_error_t* fe = api->wasmtime_context_get_fuel(ctx_, &left);
-  if (fe) wt::take_error(fe);
+  uint64_t left = fuel0;
+  if (module_->fuel()) {
+    wasmtime_error_t* fe = api->wasmtime_context_get_fuel(ctx_, &left);
+    if (fe) wt::take_error(fe);
+  }
   r.fuel = metered_ ? 0 : (fuel0 >= left ? fuel0 - left : 0);
   if (have_sp) {
     std::string e2;
@@ -444,6 +457,7 @@ void Instance::take_base() {
   auto t0 = std::chrono::steady_clock::now();
   base_.mem_size = memory_size();
   base_.encoded = false;
+  base_.image.reset();
   base_.memory.assign(reinterpret_cast<const char*>(memory_data()), base_.mem_size);  // reuses capacity
   StateImage g = capture(false /*unused memory*/);
   base_.globals = std::move(g.globals);
@@ -491,7 +505,13 @@ void Instance::load_state(const StateImage& s, bool fresh_store) {
   }
   uint8_t* base = st_->mem_base();
   size_t size = memory_size();
-  if (s.encoded) {
+  if (s.image) {
+    if (s.image->size() != s.mem_size) throw SnapshotDataError("page image has the wrong size");
+    if (creator_owns(base, s.mem_size))
+      s.image->map_into(base);  // copy-on-write: nothing is read or written now
+    else
+      std::memcpy(base, s.image->data(), s.mem_size);
+  } else if (s.encoded) {
     decode_memory(s.memory, base, size, std::min(cur, size));
   } else {
     if (s.memory.size() != s.mem_size) throw SnapshotDataError("raw memory image has the wrong size");

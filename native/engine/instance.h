@@ -9,6 +9,7 @@
 
 #include "engine/engine.h"
 #include "engine/host.h"
+#include "engine/memory_creator.h"
 
 namespace aocu::engine {
 
@@ -29,6 +30,8 @@ struct StateImage {
   uint64_t mem_size = 0;
   std::string memory;  // encoded (snapshot.h) when `encoded`, else raw bytes
   bool encoded = false;
+  // When set, the memory is this raw page image (and `memory` is unused): restored copy-on-write.
+  std::shared_ptr<PageImage> image;
   std::vector<GlobalVal> globals;
   std::string host;
 };

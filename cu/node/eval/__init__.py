@@ -6,7 +6,9 @@
 - `recent`: `RecentMessages`, freshly scheduled messages kept in memory until evaluated
 - `outbox`: `OutboxSigner`, the legacy MU's signing of outbox Messages/Spawns/Assignments
 - `patches`: `PatchCache`, the patch@1.0 state of each process (AO-Core `/now`), saved next to checkpoints
-- `checkpoints`: `Checkpoints`, engine snapshots of warm processes in the store
+- `checkpoints`: `Checkpoints`, engine snapshots of warm processes in the store (full, or incremental chains)
+- `memimage`: memory images as page maps and the XOR page deltas of incremental checkpoints
+- `images`: `InitImages`, each module's state right after instantiation, new processes start from it
 - `exports`: `StateExports`, `/state` of processes too large for one RPC frame, spooled and read in chunks
 - `locks`: `KeyedLocks`, one lock per process
 - `warm`: `WarmSet` (the warm-instance LRU) and `ProcessLoader`

@@ -32,16 +32,21 @@ class FailedProcesses:
     def __init__(self, data_dir: str | Path | None) -> None:
         self.path = Path(data_dir) / FILE if data_dir is not None else None
         self._lock = threading.Lock()
-        self._failed: dict[str, dict[str, Any]] = {}
-        if self.path is not None:
-            try:
-                data = json.loads(self.path.read_text())
-                if isinstance(data, dict):
-                    self._failed = {k: v for k, v in data.items() if isinstance(v, dict) and "reason" in v}
-            except FileNotFoundError:
-                pass
-            except (OSError, ValueError) as exc:
+        self._failed: dict[str, dict[str, Any]] = self._read(warn=True)
+
+    def _read(self, *, warn: bool = False) -> dict[str, dict[str, Any]]:
+        if self.path is None:
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            if warn:
                 log.warning("%s unreadable (%s); no process is marked failed", self.path, exc)
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, dict) and "reason" in v} if isinstance(data, dict) \
+            else {}
 
     def __len__(self) -> int:
         return len(self._failed)
@@ -69,7 +74,8 @@ class FailedProcesses:
                "at": int(time.time() * 1000)}
         with self._lock:
             self._failed[pid] = rec
-            snapshot = dict(self._failed)
+            # evaluator shards (cu/node/shards.py) share the file: keep what the others marked
+            snapshot = {**self._read(), **self._failed}
             if self.path is not None:
                 try:
                     self._write(snapshot)

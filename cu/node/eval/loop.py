@@ -20,6 +20,7 @@ from cu.node.eval.cacheauth import CacheAuth
 from cu.node.eval.checkpoints import Checkpoints
 from cu.node.eval.exports import StateExports, StateOut
 from cu.node.eval.failed import FailedProcesses
+from cu.node.eval.images import InitImages
 from cu.node.eval.modules import ModuleCache
 from cu.node.eval.outbox import OutboxSigner, over_limit
 from cu.node.eval.patches import PatchCache
@@ -55,13 +56,16 @@ class Evaluator:
         self.patches = PatchCache(config.data_dir, auth=self.cache_auth)
         self.runner = Runner(self.metrics)
         self.outbox = OutboxSigner(identity, config.push_codec)
-        self.checkpoints = Checkpoints(store, self.patches, self.metrics, auth=self.cache_auth)
+        fast = config.lifecycle == "fast"      # process lifecycle paths (cu/node/config.py)
+        self.checkpoints = Checkpoints(store, self.patches, self.metrics, auth=self.cache_auth, incremental=fast)
         self.modules = ModuleCache(self.cache_dir, store.item_data, auth=self.cache_auth)
         # processes whose instance cannot be built (start function looping past --eval-timeout, ...)
         self.failed = FailedProcesses(config.data_dir)
         self.procs = WarmSet(config.max_warm, ProcessLoader(config, store, self.modules, self.checkpoints,
-                                                            self.patches, self.failed).load, self.checkpoint,
-                             config.max_memory, self.metrics)
+                                                            self.patches, self.failed,
+                                                            InitImages(self.metrics) if fast else None).load,
+                             self.checkpoint, config.max_memory, self.metrics, background=fast,
+                             on_evicted=self.checkpoints.evicted)
         self._pending: dict[tuple[str, str], bytes] = {}   # results evaluated but not yet written
         # the block height now (core: the gateway's current block when the node follows it, cu/node/blocks.py)
         self.block_height: Callable[[], int] = lambda: config.block_height
@@ -74,6 +78,8 @@ class Evaluator:
         self.on_delivery: Callable[[str], None] = lambda pid: None
         # called after results committed outbox entries for targets elsewhere (wakes the deliverer)
         self.on_outbox: Callable[[], None] = lambda: None
+        # the processes this evaluator evaluates (cu/node/shards.py); deliveries to others go to on_delivery
+        self.owns: Callable[[str], bool] = lambda pid: True
 
     def remember(self, entry: LogEntry, item: tuple[ItemMeta, bytes]) -> None:
         """A message was durably scheduled (the store has it; this is only a shortcut)."""
@@ -243,7 +249,9 @@ class Evaluator:
                 log.error("crank of %s failed: %s", pid, exc)
                 continue
             for p in got:
-                if p in done:
+                if not self.owns(p):
+                    self.on_delivery(p)       # another evaluator shard's process: its owner evaluates it
+                elif p in done:
                     if p not in later:
                         later.append(p)
                 elif p not in pending:
@@ -326,6 +334,7 @@ class Evaluator:
             self.checkpoints.write(st)
 
     def shutdown(self) -> None:
+        self.procs.drain()        # evicted processes being checkpointed in the background first
         for pid, st in self.procs.items():
             if st.since_checkpoint:
                 try:

@@ -36,3 +36,5 @@ class ProcState:
     since_checkpoint: int = 0
     stored_seq: int = -1           # last result seq already in the store when this state was loaded
     mem_bytes: int = 0             # linear memory after the last evaluation (the warm set's byte budget)
+    chain: Any = None              # position in its incremental checkpoint chain (cu/node/eval/checkpoints.py)
+    evicting: bool = False         # being checkpointed out of the warm set (cu/node/eval/warm.py)

@@ -1,0 +1,179 @@
+"""Process lifecycle benchmark: many AOS-like processes on one node with few warm instances, round-robin.
+
+    python bench/lifecycle.py [--processes 200] [--max-warm 32] [--rounds 3] [--heap 20000] [--only fast]
+
+An embedded node (evaluator in this process, as tests/lua_process.py builds it) holds `--processes` processes of
+the project's Lua module (lua32). Each process is spawned, then:
+  1. first result: one light message (`Count`); the timed call is the result read, which loads the process
+     (init image or instantiation), evaluates its Type=Process message and the message;
+  2. a set-up round gives every process an AOS-like heap (`--heap` Lua strings in a table, ~1.8 MB);
+  3. `--rounds` timed rounds, round-robin: one `Eval` per process that changes a little of its state; with
+     `--max-warm` below `--processes` every message goes to an evicted process.
+The same run measures the node with `lifecycle = "classic"` (full checkpoints written by the evicting
+request, restores re-hashed against the page-Merkle root: the paths before issue 19) and `"fast"` (init images,
+incremental checkpoints, eviction checkpointed in the background, recently evicted states kept compressed in
+memory). Per round: result latency p50/p99, process CPU per message (all threads, the background ones
+included), checkpoint bytes written per process, growth of the store file. Then the fast node is restarted on
+its data dir and one more round reads every process back from its stored checkpoint chain ("cold").
+A last phase gives the floor: each process gets a message (evicted) and then the timed one (warm).
+The crank is held off (an hour): every message is read at once, and a crank pass would only load evicted
+processes to find nothing to do. Results of both modes are compared message by message (they must be identical). The ratio line averages the
+evicted rounds from the second on: the first one after the set-up round rebases every chain on a new full
+checkpoint (the set-up replaced most of the heap).
+Targets (issue 19): first result p50 <= 10 ms, evicted p50 <= 10 ms, disk per process per round <= 1/4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).absolute().parent.parent
+sys.path.insert(0, str(REPO))
+
+from cu.codec.ans104 import DataItem  # noqa: E402
+from cu.codec.wallet import ArweaveWallet, Ed25519Key  # noqa: E402
+from tests.lua_process import embedded_node, spawn, upload_lua32  # noqa: E402
+
+
+def cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def store_bytes(data_dir: Path) -> int:
+    return sum(p.stat().st_size for p in data_dir.glob("node.sqlite*"))
+
+
+class Node:
+    def __init__(self, data_dir: Path, mode: str, max_warm: int) -> None:
+        self.data_dir = data_dir
+        self.core, self.client, self.sched = embedded_node({
+            "data_dir": data_dir, "max_warm": max_warm, "crank_delay_s": 3600.0, "lifecycle": mode})
+        self.key = Ed25519Key.generate()
+        self.sent = 0
+
+    def send(self, pid: str, action: str, data: str = "") -> tuple[float, str]:
+        self.sent += 1        # a tag of its own: the same signed bytes twice would be one message
+        m = DataItem.create(self.key, data=data.encode(), target=pid,
+                            tags=[("Data-Protocol", "ao"), ("Type", "Message"), ("Action", action),
+                                  ("Sent", str(self.sent))])
+        acc = self.sched.ingest(m.to_bytes())
+        t0 = time.perf_counter()
+        body = self.client.result(pid, acc.id)
+        dt = time.perf_counter() - t0
+        res = json.loads(body)
+        if res.get("Error"):
+            raise SystemExit(f"{pid}: {res['Error']}")
+        return dt, json.dumps(res.get("Output"), sort_keys=True)
+
+    def checkpoint_bytes(self) -> float:
+        return self.core.core.evaluator.metrics["checkpoint_bytes"]
+
+    def settle(self) -> None:
+        self.core.core.evaluator.procs.drain()
+        self.core.store.flush()
+
+    def stop(self) -> None:
+        self.core.stop()
+
+
+def timed_round(node: Node, pids: list[str], action: str, data: str, outputs: list[str],
+                twice: bool = False) -> dict[str, float]:
+    node.settle()
+    disk0, cp0, c0 = store_bytes(node.data_dir), node.checkpoint_bytes(), cpu()
+    lat = []
+    for pid in pids:
+        if twice:
+            outputs.append(node.send(pid, action, data)[1])
+        dt, out = node.send(pid, action, data)
+        lat.append(dt)
+        outputs.append(out)
+    node.settle()          # the background checkpoints of this round are part of its cost
+    n = len(pids) * (2 if twice else 1)      # CPU and bytes per message sent; latency of the timed ones
+    return {"p50_ms": statistics.median(lat) * 1e3, "p99_ms": pct(lat, 0.99) * 1e3,
+            "cpu_ms_per_msg": (cpu() - c0) / n * 1e3, "checkpoint_kb_per_proc": (node.checkpoint_bytes() - cp0) / n / 1e3,
+            "store_growth_kb_per_proc": (store_bytes(node.data_dir) - disk0) / n / 1e3}
+
+
+def run(mode: str, args: argparse.Namespace, root: Path) -> tuple[dict[str, dict[str, float]], list[str]]:
+    data_dir = root / mode
+    node = Node(data_dir, mode, args.max_warm)
+    owner = ArweaveWallet.generate()
+    module_id = upload_lua32(node.sched.ingest, owner)
+    pids = [spawn(node.sched.ingest, owner, module_id, [("Name", f"p{i}")]) for i in range(args.processes)]
+    outputs: list[str] = []
+    rows = {"first result": timed_round(node, pids, "Count", "", outputs)}
+    heap = f"Data = {{}} for k = 1, {args.heap} do Data[k] = 'entry ' .. k end return #Data"
+    rows["set-up (heap)"] = timed_round(node, pids, "Eval", heap, outputs)
+    step = "Count = (Count or 0) + 1; Data[Count] = tostring(Count) .. ' changed'; return Count"
+    for r in range(args.rounds):
+        rows[f"evicted, round {r + 1}"] = timed_round(node, pids, "Eval", step, outputs)
+    # the floor: the same message to a warm process (each process gets one untimed message first)
+    rows["warm (baseline)"] = timed_round(node, pids, "Eval", step, outputs, twice=True)
+    m = node.core.core.evaluator.metrics
+    extra = {k: m.get(k, 0) for k in ("checkpoints", "checkpoint_deltas", "restores", "restores_evicted",
+                                      "init_image_starts", "evictions_count")}
+    node.stop()
+    if mode == "fast":
+        node = Node(data_dir, mode, args.max_warm)       # restarted: every state comes from the store
+        rows["cold (restarted)"] = timed_round(node, pids, "Eval", step, outputs)
+        node.stop()
+    print(f"  {mode}: {extra}", file=sys.stderr)
+    return rows, outputs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--processes", type=int, default=200)
+    ap.add_argument("--max-warm", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--heap", type=int, default=20000, help="Lua strings each process keeps (its heap)")
+    ap.add_argument("--only", choices=("fast", "classic"))
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1/5 min), {os.cpu_count()} CPUs", file=sys.stderr)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    outs: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="aocu-lifecycle-") as tmp:
+        for mode in ([args.only] if args.only else ["classic", "fast"]):
+            print(f"running {mode} ...", file=sys.stderr)
+            results[mode], outs[mode] = run(mode, args, Path(tmp))
+    if len(outs) == 2:
+        n = min(len(outs["classic"]), len(outs["fast"]))
+        same = outs["classic"][:n] == outs["fast"][:n]
+        print(f"results identical in both modes: {same} ({n} messages)")
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return
+    cols = ("p50_ms", "p99_ms", "cpu_ms_per_msg", "checkpoint_kb_per_proc", "store_growth_kb_per_proc")
+    print(f"{'':24} {'mode':8} " + " ".join(f"{c:>24}" for c in cols))
+    phases = list(dict.fromkeys(p for rows in results.values() for p in rows))
+    for phase in phases:
+        for mode, rows in results.items():
+            if phase in rows:
+                print(f"{phase:24} {mode:8} " + " ".join(f"{rows[phase][c]:24.2f}" for c in cols))
+    if len(results) == 2:
+        c, f = results["classic"], results["fast"]
+        ev = [k for k in c if k.startswith("evicted")][1:]    # round 1 rebases the chains after the set-up
+        ratio = lambda key, rows: statistics.mean(rows[k][key] for k in ev)  # noqa: E731
+        print(f"ratios fast/classic (evicted: rounds 2+): first result p50 {f['first result']['p50_ms'] / c['first result']['p50_ms']:.2f}, "
+              f"evicted p50 {ratio('p50_ms', f) / ratio('p50_ms', c):.2f}, checkpoint bytes per round "
+              f"{ratio('checkpoint_kb_per_proc', f) / max(ratio('checkpoint_kb_per_proc', c), 1e-9):.3f}, "
+              f"CPU per message {ratio('cpu_ms_per_msg', f) / ratio('cpu_ms_per_msg', c):.2f}")
+
+
+if __name__ == "__main__":
+    main()
