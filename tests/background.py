@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,13 @@ def start(name: str, argv: list[str], *, env: dict[str, str], log: Path, cwd: Pa
         # nice: the tests in the foreground measure latencies and timeouts; the build only needs to finish
         proc = subprocess.Popen(["nice", "-n", "10", *argv], env=env, cwd=cwd, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    _JOBS[name] = Job(name, argv, log, proc)
+    job = _JOBS[name] = Job(name, argv, log, proc)
+
+    def watch() -> None:       # the job's own end time, not when a test came to wait for it
+        proc.wait()
+        job.ended = time.monotonic()
+
+    threading.Thread(target=watch, name=f"background-{name}", daemon=True).start()
 
 
 def started(name: str) -> bool:
@@ -65,9 +72,8 @@ def wait(name: str, timeout: float) -> Outcome:
     except subprocess.TimeoutExpired:
         _kill(job)
         rc = -signal.SIGKILL
-    if job.ended is None:
-        job.ended = time.monotonic()
-    return Outcome(rc, job.log.read_text(errors="replace"), job.ended - job.started, time.monotonic() - t0)
+    ended = job.ended if job.ended is not None else time.monotonic()
+    return Outcome(rc, job.log.read_text(errors="replace"), ended - job.started, time.monotonic() - t0)
 
 
 def _kill(job: Job) -> None:
