@@ -18,8 +18,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from cu.node import store_sqlite as lite
@@ -206,16 +204,6 @@ class PgStore(SqliteStore):
         c = self._conn()
         c.raw.execute("BEGIN; SET LOCAL synchronous_commit = " + ("on" if durable else "off"))
         return c
-
-    @contextmanager
-    def _tx(self, *, durable: bool) -> Iterator[Any]:
-        c = self._begin(durable)
-        try:
-            yield c
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        c.execute("COMMIT")
 
     def transact(self, jobs: list[Job], durable: bool) -> list[Any]:
         """SqliteStore.transact; jobs that PostgreSQL aborted for a deadlock or a serialization conflict with

@@ -450,21 +450,9 @@ std::vector<uint8_t> translate_legacy_eh(const uint8_t* data, size_t size) {
   ModuleCtx ctx;
   ctx.types = read_types(m);
   uint32_t imported_funcs = 0;
-  if (const Section* s = m.find(kImport)) {
-    Reader r = m.reader(*s);
-    uint32_t n = r.u32();
-    for (uint32_t i = 0; i < n; ++i) {
-      r.name();
-      r.name();
-      switch (r.u8()) {
-        case 0: r.u32(); ++imported_funcs; break;
-        case 1: read_valtype(r); skip_limits(r); break;
-        case 2: skip_limits(r); break;
-        case 3: read_valtype(r); r.u8(); break;
-        case 4: r.u8(); ctx.tag_types.push_back(r.u32()); break;
-        default: r.fail("bad import kind");
-      }
-    }
+  for (const Import& im : read_imports(m)) {
+    if (im.kind == 0) ++imported_funcs;
+    if (im.kind == 4) ctx.tag_types.push_back(im.type);
   }
   if (const Section* s = m.find(kTag)) {
     Reader r = m.reader(*s);

@@ -267,24 +267,9 @@ void lower_offset_expr(Reader& r, Bytes& out) {
 Memory64Info memory64_info(const uint8_t* data, size_t size) {
   Module m(data, size);
   Memory64Info info;
-  if (const Section* s = m.find(kImport)) {
-    Reader r = m.reader(*s);
-    uint32_t n = r.u32();
-    for (uint32_t i = 0; i < n; ++i) {
-      r.name();
-      r.name();
-      uint8_t kind = r.u8();
-      switch (kind) {
-        case 0: r.u32(); break;
-        case 1: read_valtype(r); skip_limits(r); break;
-        case 2: ++info.memories; skip_limits(r); break;
-        case 3: read_valtype(r); r.u8(); break;
-        case 4: r.u8(); r.u32(); break;
-        default: r.fail("bad import kind");
-      }
-    }
-    info.imported = info.memories > 0;
-  }
+  for (const Import& im : read_imports(m))
+    if (im.kind == 2) ++info.memories;
+  info.imported = info.memories > 0;
   if (const Section* s = m.find(kMemory)) {
     Reader r = m.reader(*s);
     uint32_t n = r.u32();
@@ -319,21 +304,9 @@ Bytes lower_memory64(const uint8_t* data, size_t size, bool branch_checks) {
       func_types.push_back(t);
     }
   }
-  uint32_t imported_funcs = 0;
-  if (const Section* s = m.find(kImport)) {
-    Reader r = m.reader(*s);
-    uint32_t n = r.u32();
-    for (uint32_t i = 0; i < n; ++i) {
-      r.name();
-      r.name();
-      uint8_t kind = r.u8();
-      if (kind == 0) { r.u32(); ++imported_funcs; }
-      else if (kind == 1) { read_valtype(r); skip_limits(r); }
-      else if (kind == 3) { read_valtype(r); r.u8(); }
-      else if (kind == 4) { r.u8(); r.u32(); }
-      else r.fail("bad import kind");
-    }
-  }
+  uint32_t imported_funcs = 0;  // the memory is not imported (refused above)
+  for (const Import& im : read_imports(m))
+    if (im.kind == 0) ++imported_funcs;
 
   Bytes out(data, data + 8);
   for (const Section& s : m.sections) {

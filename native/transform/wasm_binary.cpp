@@ -324,6 +324,30 @@ Instr decode(Reader& r) {
   return in;
 }
 
+std::vector<Import> read_imports(const Module& m) {
+  std::vector<Import> out;
+  const Section* s = m.find(kImport);
+  if (!s) return out;
+  Reader r = m.reader(*s);
+  uint32_t n = r.u32();
+  for (uint32_t i = 0; i < n; ++i) {
+    Import im;
+    im.module = r.name();
+    im.field = r.name();
+    im.kind = r.u8();
+    switch (im.kind) {
+      case 0: im.type = r.u32(); break;
+      case 1: read_valtype(r); skip_limits(r); break;
+      case 2: skip_limits(r); break;
+      case 3: read_valtype(r); r.u8(); break;
+      case 4: r.u8(); im.type = r.u32(); break;
+      default: r.fail("bad import kind");
+    }
+    out.push_back(std::move(im));
+  }
+  return out;
+}
+
 std::vector<FuncType> read_types(const Module& m) {
   std::vector<FuncType> types;
   const Section* s = m.find(kType);

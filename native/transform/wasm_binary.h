@@ -121,4 +121,14 @@ Instr decode(Reader& r);
 // The types of the module's type section (plain function types only; GC types are refused).
 std::vector<FuncType> read_types(const Module& m);
 
+// One entry of the import section: kind 0 function, 1 table, 2 memory, 3 global, 4 tag; `type` is the type
+// index of a function or tag (the limits and value types of the others are read past).
+struct Import {
+  std::string module, field;
+  uint8_t kind = 0;
+  uint32_t type = 0;
+};
+// The import section's entries in order (none when the module has no import section).
+std::vector<Import> read_imports(const Module& m);
+
 }  // namespace aocu::wasm
