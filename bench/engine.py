@@ -2,7 +2,7 @@
 of the same module in the same run; cached load + snapshot restore; incremental commitment.
 
     python bench/engine.py [--module lua64|lua32-lazy|...] [--messages 2000]
-    python bench/engine.py --workload heavy [--messages 60] [--rounds 6]
+    python bench/engine.py --workload heavy [--messages 25] [--rounds 12] [--variants cu+lower+nofuel,py]
 
 Targets (issue 2): host overhead <= 10 us/message; messages/s >= 1.15x the wasmtime-py driver;
 cached load + 64 MiB restore < 20 ms; commitment after a small change on 64 MiB < 1 ms.
@@ -70,14 +70,16 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--data", default="1+1")
     ap.add_argument("--workload", choices=("light", "heavy"), default="light")
-    ap.add_argument("--rounds", type=int, default=6, help="heavy: interleaved rounds per variant")
+    ap.add_argument("--rounds", type=int, default=12, help="heavy: interleaved rounds per variant")
     ap.add_argument("--variants", default="all", help="heavy: comma-separated variant names, or all")
+    ap.add_argument("--interleave", choices=("message", "round"), default="message",
+                    help="heavy: variants take turns per message, or per round of --messages messages")
     args = ap.parse_args()
     if args.workload == "heavy":
         from bench.engine_heavy import run_heavy
 
-        return run_heavy(args.module, args.messages if args.messages != 2000 else 60, args.rounds,
-                         args.variants)
+        return run_heavy(args.module, args.messages if args.messages != 2000 else 25, args.rounds,
+                         args.variants, args.interleave)
     info = MODULES[args.module]
     wasm = build(args.module).read_bytes()
     env = json.dumps(ENV, separators=(",", ":")).encode()

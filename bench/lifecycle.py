@@ -10,10 +10,12 @@ the project's Lua module (lua32). Each process is spawned, then:
   3. `--rounds` timed rounds, round-robin: one `Eval` per process that changes a little of its state; with
      `--max-warm` below `--processes` every message goes to an evicted process.
 The same run measures the node with `lifecycle = "classic"` (full checkpoints written by the evicting
-request, restores re-hashed against the page-Merkle root: the paths before issue 19) and `"fast"` (init images,
+request, restores re-hashed against the page-Merkle root: the paths before issue 19), `"fast"` (init images,
 incremental checkpoints, eviction checkpointed in the background, recently evicted states kept compressed in
-memory). Per round: result latency p50/p99, process CPU per message (all threads, the background ones
-included), checkpoint bytes written per process, growth of the store file. Then the fast node is restarted on
+memory, deltas in native code), "fast-python" (the same with the native page deltas turned off in this
+process: deltas in Python, as before) and "fast-cow" (the same as "fast" with evicted states restored
+copy-on-write through page images built in native code: checkpoints.COW_RESTORES). Per round: result latency p50/p99, process CPU per message (all threads, the background ones
+included), CPU of the requesting thread per message (it evaluates: the request path), checkpoint bytes written per process, growth of the store file. Then the fast node is restarted on
 its data dir and one more round reads every process back from its stored checkpoint chain ("cold").
 A last phase gives the floor: each process gets a message (evicted) and then the timed one (warm).
 The crank is held off (an hour): every message is read at once, and a crank pass would only load evicted
@@ -40,7 +42,10 @@ sys.path.insert(0, str(REPO))
 
 from cu.codec.ans104 import DataItem  # noqa: E402
 from cu.codec.wallet import ArweaveWallet, Ed25519Key  # noqa: E402
+from cu.node.eval import checkpoints  # noqa: E402
 from tests.lua_process import embedded_node, spawn, upload_lua32  # noqa: E402
+
+MODES = ("classic", "fast-python", "fast", "fast-cow")
 
 
 def cpu() -> float:
@@ -64,6 +69,7 @@ class Node:
             "data_dir": data_dir, "max_warm": max_warm, "crank_delay_s": 3600.0, "lifecycle": mode})
         self.key = Ed25519Key.generate()
         self.sent = 0
+        self.request_cpu = 0.0
 
     def send(self, pid: str, action: str, data: str = "") -> tuple[float, str]:
         self.sent += 1        # a tag of its own: the same signed bytes twice would be one message
@@ -71,9 +77,10 @@ class Node:
                             tags=[("Data-Protocol", "ao"), ("Type", "Message"), ("Action", action),
                                   ("Sent", str(self.sent))])
         acc = self.sched.ingest(m.to_bytes())
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         body = self.client.result(pid, acc.id)
         dt = time.perf_counter() - t0
+        self.request_cpu += time.thread_time() - c0
         res = json.loads(body)
         if res.get("Error"):
             raise SystemExit(f"{pid}: {res['Error']}")
@@ -93,7 +100,7 @@ class Node:
 def timed_round(node: Node, pids: list[str], action: str, data: str, outputs: list[str],
                 twice: bool = False) -> dict[str, float]:
     node.settle()
-    disk0, cp0, c0 = store_bytes(node.data_dir), node.checkpoint_bytes(), cpu()
+    disk0, cp0, c0, r0 = store_bytes(node.data_dir), node.checkpoint_bytes(), cpu(), node.request_cpu
     lat = []
     for pid in pids:
         if twice:
@@ -104,13 +111,26 @@ def timed_round(node: Node, pids: list[str], action: str, data: str, outputs: li
     node.settle()          # the background checkpoints of this round are part of its cost
     n = len(pids) * (2 if twice else 1)      # CPU and bytes per message sent; latency of the timed ones
     return {"p50_ms": statistics.median(lat) * 1e3, "p99_ms": pct(lat, 0.99) * 1e3,
-            "cpu_ms_per_msg": (cpu() - c0) / n * 1e3, "checkpoint_kb_per_proc": (node.checkpoint_bytes() - cp0) / n / 1e3,
+            "cpu_ms_per_msg": (cpu() - c0) / n * 1e3, "request_cpu_ms": (node.request_cpu - r0) / n * 1e3,
+            "checkpoint_kb_per_proc": (node.checkpoint_bytes() - cp0) / n / 1e3,
             "store_growth_kb_per_proc": (store_bytes(node.data_dir) - disk0) / n / 1e3}
 
 
 def run(mode: str, args: argparse.Namespace, root: Path) -> tuple[dict[str, dict[str, float]], list[str]]:
+    native, cow = checkpoints._pd, checkpoints.COW_RESTORES
+    if mode == "fast-python":
+        checkpoints._pd = None       # read by each Checkpoints object it builds (checkpoints.py)
+    checkpoints.COW_RESTORES = mode == "fast-cow"
+    try:
+        return _run(mode, args, root)
+    finally:
+        checkpoints._pd, checkpoints.COW_RESTORES = native, cow
+
+
+def _run(mode: str, args: argparse.Namespace, root: Path) -> tuple[dict[str, dict[str, float]], list[str]]:
     data_dir = root / mode
-    node = Node(data_dir, mode, args.max_warm)
+    lifecycle = "fast" if mode.startswith("fast") else mode
+    node = Node(data_dir, lifecycle, args.max_warm)
     owner = ArweaveWallet.generate()
     module_id = upload_lua32(node.sched.ingest, owner)
     pids = [spawn(node.sched.ingest, owner, module_id, [("Name", f"p{i}")]) for i in range(args.processes)]
@@ -127,8 +147,8 @@ def run(mode: str, args: argparse.Namespace, root: Path) -> tuple[dict[str, dict
     extra = {k: m.get(k, 0) for k in ("checkpoints", "checkpoint_deltas", "restores", "restores_evicted",
                                       "init_image_starts", "evictions_count")}
     node.stop()
-    if mode == "fast":
-        node = Node(data_dir, mode, args.max_warm)       # restarted: every state comes from the store
+    if lifecycle == "fast":
+        node = Node(data_dir, lifecycle, args.max_warm)       # restarted: every state comes from the store
         rows["cold (restarted)"] = timed_round(node, pids, "Eval", step, outputs)
         node.stop()
     print(f"  {mode}: {extra}", file=sys.stderr)
@@ -141,36 +161,41 @@ def main() -> None:
     ap.add_argument("--max-warm", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--heap", type=int, default=20000, help="Lua strings each process keeps (its heap)")
-    ap.add_argument("--only", choices=("fast", "classic"))
+    ap.add_argument("--only", choices=MODES, action="append", help="run only these modes (repeatable)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1/5 min), {os.cpu_count()} CPUs", file=sys.stderr)
     results: dict[str, dict[str, dict[str, float]]] = {}
     outs: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="aocu-lifecycle-") as tmp:
-        for mode in ([args.only] if args.only else ["classic", "fast"]):
+        for mode in (args.only or MODES):
             print(f"running {mode} ...", file=sys.stderr)
             results[mode], outs[mode] = run(mode, args, Path(tmp))
-    if len(outs) == 2:
-        n = min(len(outs["classic"]), len(outs["fast"]))
-        same = outs["classic"][:n] == outs["fast"][:n]
-        print(f"results identical in both modes: {same} ({n} messages)")
+    if len(outs) > 1:
+        n = min(len(o) for o in outs.values())
+        same = all(o[:n] == next(iter(outs.values()))[:n] for o in outs.values())
+        print(f"results identical in all modes: {same} ({n} messages)")
     if args.json:
         print(json.dumps(results, indent=1))
         return
-    cols = ("p50_ms", "p99_ms", "cpu_ms_per_msg", "checkpoint_kb_per_proc", "store_growth_kb_per_proc")
-    print(f"{'':24} {'mode':8} " + " ".join(f"{c:>24}" for c in cols))
+    cols = ("p50_ms", "p99_ms", "cpu_ms_per_msg", "request_cpu_ms", "checkpoint_kb_per_proc",
+            "store_growth_kb_per_proc")
+    print(f"{'':24} {'mode':11} " + " ".join(f"{c:>24}" for c in cols))
     phases = list(dict.fromkeys(p for rows in results.values() for p in rows))
     for phase in phases:
         for mode, rows in results.items():
             if phase in rows:
-                print(f"{phase:24} {mode:8} " + " ".join(f"{rows[phase][c]:24.2f}" for c in cols))
-    if len(results) == 2:
-        c, f = results["classic"], results["fast"]
+                print(f"{phase:24} {mode:11} " + " ".join(f"{rows[phase][c]:24.2f}" for c in cols))
+    for new, old in (("fast", "classic"), ("fast", "fast-python"), ("fast-cow", "fast")):
+        if new not in results or old not in results:
+            continue
+        c, f = results[old], results[new]
         ev = [k for k in c if k.startswith("evicted")][1:]    # round 1 rebases the chains after the set-up
-        ratio = lambda key, rows: statistics.mean(rows[k][key] for k in ev)  # noqa: E731
-        print(f"ratios fast/classic (evicted: rounds 2+): first result p50 {f['first result']['p50_ms'] / c['first result']['p50_ms']:.2f}, "
-              f"evicted p50 {ratio('p50_ms', f) / ratio('p50_ms', c):.2f}, checkpoint bytes per round "
+        ratio = lambda key, rows, ev=ev: statistics.mean(rows[k][key] for k in ev)  # noqa: E731
+        print(f"ratios {new}/{old} (evicted: rounds 2+): first result p50 "
+              f"{f['first result']['p50_ms'] / c['first result']['p50_ms']:.2f}, "
+              f"evicted p50 {ratio('p50_ms', f) / ratio('p50_ms', c):.2f}, request CPU "
+              f"{ratio('request_cpu_ms', f) / max(ratio('request_cpu_ms', c), 1e-9):.2f}, checkpoint bytes per round "
               f"{ratio('checkpoint_kb_per_proc', f) / max(ratio('checkpoint_kb_per_proc', c), 1e-9):.3f}, "
               f"CPU per message {ratio('cpu_ms_per_msg', f) / ratio('cpu_ms_per_msg', c):.2f}")
 

@@ -1,7 +1,7 @@
 """Node benchmark: message -> result round trip through `aocu serve` (gunicorn + evaluator) on loopback.
 
     python bench/node.py [--clients 4] [--seconds 10] [--workers 2] [--threads 4] [--evaluators N]
-    python bench/node.py --scaling [--matrix 1:1,1:2,2:1,2:2]    # CPUs x evaluator shards, same run
+    python bench/node.py --scaling [--matrix 1:1,1:2,2:1,2:2[:WORKERS]] [--repeat N]   # CPUs x shards, same run
 
 Each client process owns one AO process (the project's Lua test module, trivial `Echo` handler), and in a
 loop POSTs a pre-signed ed25519 message to `/` and GETs `/result/{id}`; the pair is one round trip.
@@ -15,10 +15,11 @@ result body (ed25519 / RSA-PSS-4096 HTTP signatures, ANS-104 item, fresh-nonce e
 unsigned mode, so the unsigned round trip is the signed one minus the in-process signing cost measured here.
 Target: attestation adds <= 5% to a result's latency in key-binding mode.
 
-`--scaling`: instead, the concurrent message->result phase on a fresh node per configuration CPUS:EVALUATORS
-(the node pinned with sched_setaffinity, like `taskset -c 0` / `taskset -c 0,1`, and `--evaluators`), all in
-one run: results/s and CPU per result by component (evaluator shards summed). When the node has fewer CPUs than
-the machine, the clients are pinned to the others, so they do not take the node's CPU.
+`--scaling`: instead, the concurrent message->result phase on a fresh node per configuration
+CPUS:EVALUATORS[:WORKERS] (the node pinned with sched_setaffinity, like `taskset -c 0` / `taskset -c 0,1`,
+`--evaluators`, and gunicorn `--workers`), all in one run: results/s and CPU per result by component (evaluator
+shards summed). When the node has fewer CPUs than the machine, the clients are pinned to the others, so they do
+not take the node's CPU. `--repeat N` runs the configurations N times in turns and shows medians.
 """
 
 from __future__ import annotations
@@ -414,59 +415,81 @@ def node_counters(port: int) -> dict[str, float]:
     return out
 
 
-def parse_matrix(text: str) -> list[tuple[int, int]]:
-    """`1:1,2:2` -> [(cpus, evaluators), ...]."""
+def parse_matrix(text: str, workers: int) -> list[tuple[int, int, int]]:
+    """`1:1,2:2,2:1:1` -> [(cpus, evaluators, gunicorn workers), ...] (workers default: `workers`)."""
     out = []
     for part in text.split(","):
-        c, _, e = part.strip().partition(":")
-        if not (c.isdigit() and e.isdigit() and int(c) >= 1 and int(e) >= 1):
-            raise SystemExit(f"--matrix: {part!r} is not CPUS:EVALUATORS")
-        out.append((int(c), int(e)))
+        fields = part.strip().split(":")
+        if not (len(fields) in (2, 3) and all(f.isdigit() and int(f) >= 1 for f in fields)):
+            raise SystemExit(f"--matrix: {part!r} is not CPUS:EVALUATORS[:WORKERS]")
+        out.append((int(fields[0]), int(fields[1]), int(fields[2]) if len(fields) == 3 else workers))
     return out
 
 
 def scaling(args: argparse.Namespace, wasm: bytes) -> int:
     """The concurrent phase on a fresh node per CPUS:EVALUATORS configuration, in one run."""
     allowed = sorted(os.sched_getaffinity(0))
-    matrix = parse_matrix(args.matrix or f"1:1,1:{len(allowed)},{len(allowed)}:1,{len(allowed)}:{len(allowed)}")
-    if any(c > len(allowed) for c, _ in matrix):
+    matrix = parse_matrix(args.matrix or f"1:1,1:{len(allowed)},{len(allowed)}:1,{len(allowed)}:{len(allowed)}",
+                          args.workers)
+    if any(c > len(allowed) for c, _, _ in matrix):
         raise SystemExit(f"--matrix asks for more CPUs than the {len(allowed)} this process may use")
+    runs = []
+    # --repeat: the configurations take turns, so a change in the machine's load hits each of them alike
+    for _ in range(args.repeat):
+        for cpus, evaluators, workers in matrix:
+            runs.append(((cpus, evaluators, workers), _scaling_run(args, wasm, allowed, cpus, evaluators, workers)))
     rows = []
-    for cpus, evaluators in matrix:
-        node_cpus = set(allowed[:cpus])
-        rest = set(allowed) - node_cpus
-        with tempfile.TemporaryDirectory(prefix="aocu-bench-", dir=args.data_root) as tmp:
-            port = free_port()
-            node = start_node(Path(tmp) / "data", port, args.workers, args.threads, evaluators, node_cpus)
-            try:
-                pids = setup(port, wasm, args.clients)
-                n_pre = int(args.seconds * 2500 / args.clients) + 100
-                load0 = os.getloadavg()[0]
-                m0 = node_counters(port)
-                r = run_phase(port, list(pids), args.seconds, n_pre, node_pid=node.pid, client_cpus=rest or None)
-                m1 = node_counters(port)
-                r["load"] = (load0 + os.getloadavg()[0]) / 2
-                r["commits"] = (m1.get("aocu_store_commits_total", 0) - m0.get("aocu_store_commits_total", 0)) / r["n"]
-                r["shards"] = sum(1 for role, _, _ in node_processes(node.pid) if role == "evaluator")
-            finally:
-                stop_node(node)
-        rows.append((cpus, evaluators, r))
-    print(f"aocu node scaling bench: {args.clients} clients, gunicorn workers={args.workers} threads={args.threads}, "
-          f"--tee sim, trivial handler (Lua Echo), {len(allowed)} CPUs allowed, {CLIENT_KIND} client; clients "
-          f"pinned to the CPUs the node does not have (if any)")
-    print(f"{'node CPUs':>9} {'evaluators':>10} {'n':>7} {'err':>4} {'per s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'CPU/result ms: evaluators':>26} {'workers':>8} {'master':>7} {'node':>6} {'clients':>8} "
+    for conf in matrix:
+        mine = [r for c, r in runs if c == conf]
+        rows.append((*conf, _median_run(mine)))
+    print(f"aocu node scaling bench: {args.clients} clients, gunicorn threads={args.threads}, --tee sim, trivial "
+          f"handler (Lua Echo), {len(allowed)} CPUs allowed, {CLIENT_KIND} client; clients pinned to the CPUs the "
+          f"node does not have (if any); {args.repeat} run(s) per configuration, in turns (medians)")
+    print(f"{'node CPUs':>9} {'evaluators':>10} {'workers':>7} {'n':>7} {'err':>4} {'per s':>8} {'p50 ms':>7} "
+          f"{'p99 ms':>7} {'CPU/result ms: evaluators':>26} {'workers':>8} {'master':>7} {'node':>6} {'clients':>8} "
           f"{'commits/result':>14} {'load':>5}")
-    for cpus, evaluators, r in rows:
+    for cpus, evaluators, workers, r in rows:
         c = r["cpu_ms"]
         node_ms = c.get("evaluator", 0) + c.get("workers", 0) + c.get("master", 0)
-        print(f"{cpus:9d} {evaluators:10d} {r['n']:7d} {r['errors']:4d} {r['per_s']:8.0f} {r['p50_ms']:7.2f} "
-              f"{r['p99_ms']:7.2f} {c.get('evaluator', 0):26.2f} {c.get('workers', 0):8.2f} {c.get('master', 0):7.2f} "
-              f"{node_ms:6.2f} {c['clients']:8.2f} {r['commits']:14.2f} {r['load']:5.1f}")
-    base = rows[0][2]["per_s"]
+        print(f"{cpus:9d} {evaluators:10d} {workers:7d} {r['n']:7d} {r['errors']:4d} {r['per_s']:8.0f} "
+              f"{r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {c.get('evaluator', 0):26.2f} {c.get('workers', 0):8.2f} "
+              f"{c.get('master', 0):7.2f} {node_ms:6.2f} {c['clients']:8.2f} {r['commits']:14.2f} {r['load']:5.1f}")
+    base = rows[0][3]["per_s"]
     print("throughput ratios vs the first row (same run): " + ", ".join(
-        f"{c} CPU x {e} ev: x{r['per_s'] / base:.2f}" for c, e, r in rows))
-    return 0 if all(r["errors"] == 0 for _, _, r in rows) else 1
+        f"{c} CPU x {e} ev x {w} workers: x{r['per_s'] / base:.2f}" for c, e, w, r in rows))
+    return 0 if all(r["errors"] == 0 for _, r in runs) else 1
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """Per field, the median over the runs of one configuration (errors: the sum)."""
+    out = {k: statistics.median(r[k] for r in runs) for k in ("n", "per_s", "p50_ms", "p99_ms", "load", "commits")}
+    out["n"] = int(out["n"])
+    out["errors"] = sum(r["errors"] for r in runs)
+    out["cpu_ms"] = {k: statistics.median(r["cpu_ms"].get(k, 0.0) for r in runs) for k in runs[0]["cpu_ms"]}
+    return out
+
+
+def _scaling_run(args: argparse.Namespace, wasm: bytes, allowed: list[int], cpus: int, evaluators: int,
+                 workers: int) -> dict:
+    """The concurrent message->result phase on a fresh node with `cpus` CPUs, `evaluators` shards, `workers`."""
+    node_cpus = set(allowed[:cpus])
+    rest = set(allowed) - node_cpus
+    with tempfile.TemporaryDirectory(prefix="aocu-bench-", dir=args.data_root) as tmp:
+        port = free_port()
+        node = start_node(Path(tmp) / "data", port, workers, args.threads, evaluators, node_cpus)
+        try:
+            pids = setup(port, wasm, args.clients)
+            n_pre = int(args.seconds * 2500 / args.clients) + 100
+            load0 = os.getloadavg()[0]
+            m0 = node_counters(port)
+            r = run_phase(port, list(pids), args.seconds, n_pre, node_pid=node.pid, client_cpus=rest or None)
+            m1 = node_counters(port)
+            r["load"] = (load0 + os.getloadavg()[0]) / 2
+            r["commits"] = (m1.get("aocu_store_commits_total", 0) - m0.get("aocu_store_commits_total", 0)) / r["n"]
+            r["shards"] = sum(1 for role, _, _ in node_processes(node.pid) if role == "evaluator")
+        finally:
+            stop_node(node)
+    return r
 
 
 def main() -> int:
@@ -481,10 +504,13 @@ def main() -> int:
     ap.add_argument("--client", choices=("raw", "http.client"), default="raw",
                     help="load generator's HTTP client (default raw: a minimal keep-alive client)")
     ap.add_argument("--evaluators", type=int, default=None,
-                    help="the node's evaluator shards (default: the node's own default, one per CPU)")
+                    help="the node's evaluator shards (default: the node's own default, half the CPUs, at least 1)")
     ap.add_argument("--scaling", action="store_true",
                     help="only the concurrent phase, on a fresh node per --matrix configuration")
-    ap.add_argument("--matrix", help="CPUS:EVALUATORS,... for --scaling (default 1:1,1:N,N:1,N:N, N = CPUs allowed)")
+    ap.add_argument("--matrix", help="CPUS:EVALUATORS[:WORKERS],... for --scaling (default 1:1,1:N,N:1,N:N, N = CPUs "
+                                     "allowed; WORKERS default --workers)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="--scaling: runs per configuration, taking turns; the table shows medians")
     args = ap.parse_args()
     global CLIENT_KIND
     CLIENT_KIND = args.client
@@ -518,7 +544,7 @@ def main() -> int:
         finally:
             stop_node(node)
     print(f"aocu node bench: gunicorn workers={args.workers} threads={args.threads}, evaluators={shards}"
-          f"{'' if args.evaluators else ' (default: one per CPU)'}, loopback, "
+          f"{'' if args.evaluators else ' (the default: half the CPUs, at least 1)'}, loopback, "
           f"{os.cpu_count()} CPUs, {CLIENT_KIND} client, trivial handler (Lua Echo), data under {args.data_root or tempfile.gettempdir()}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'phase':38} {'n':>7} {'err':>4} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8}")

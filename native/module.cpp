@@ -11,4 +11,5 @@ PYBIND11_MODULE(_native, m) {
   aocu_register_merkle(m);
   aocu_register_transform(m);
   aocu_register_fast(m);
+  aocu_register_pagedelta(m);
 }

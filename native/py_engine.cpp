@@ -89,6 +89,14 @@ void aocu_register_engine(py::module_& m) {
                     return CompiledModule::deserialize(reinterpret_cast<const uint8_t*>(s.data()), s.size(), fuel);
                   },
                   py::arg("data"), py::arg("fuel") = true)
+      .def_static("describe",
+                  [](const py::bytes& b) {
+                    std::string s = b;
+                    py::gil_scoped_release nogil;
+                    return CompiledModule::describe(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+                  },
+                  py::arg("wasm"), "validated and described without compiling (holds no code)")
+      .def_property_readonly("compiled", &CompiledModule::compiled, "holds code (False: from describe)")
       .def_property_readonly("fuel", &CompiledModule::fuel, "compiled for (and runs on) the fuel engine")
       .def("serialize", [](const CompiledModule& cm) { return py::bytes(cm.serialize()); })
       .def("imports",

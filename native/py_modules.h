@@ -7,3 +7,4 @@ void aocu_register_merkle(pybind11::module_& m);
 void aocu_register_engine(pybind11::module_& m);
 void aocu_register_transform(pybind11::module_& m);
 void aocu_register_fast(pybind11::module_& m);
+void aocu_register_pagedelta(pybind11::module_& m);

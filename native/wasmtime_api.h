@@ -181,6 +181,7 @@ constexpr wasmtime_opt_level_t OPT_SPEED = 1;
   X(wasmtime_engine_increment_epoch, void, (wasm_engine_t*))                                            \
   X(wasmtime_module_new, wasmtime_error_t*, (wasm_engine_t*, const uint8_t*, size_t, wasmtime_module_t**)) \
   X(wasmtime_module_delete, void, (wasmtime_module_t*))                                                 \
+  X(wasmtime_module_validate, wasmtime_error_t*, (wasm_engine_t*, const uint8_t*, size_t))              \
   X(wasmtime_module_serialize, wasmtime_error_t*, (wasmtime_module_t*, wasm_byte_vec_t*))               \
   X(wasmtime_module_deserialize, wasmtime_error_t*,                                                     \
     (wasm_engine_t*, const uint8_t*, size_t, wasmtime_module_t**))                                      \

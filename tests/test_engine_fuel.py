@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import cu.engine.module as engine_module
-from cu.engine import Instance, Module
+from cu.engine import Instance, Module, ModuleError
 from cu.engine.module import clear_process_cache
 from cu.engine.native import native
 from tests.modules.build import MODULES
@@ -56,7 +56,31 @@ def test_variants_are_distinct_code():
         free, fueled = m.compiled_for(limit, fuel=False), m.compiled_for(limit, fuel=True)
         assert free is not fueled and fueled.fuel and not free.fuel
         assert m.compiled_for(limit, fuel=False) is free  # compiled once per (lowering, engine)
-    assert load("f4").compiled_for(None) is load("f4")._compiled  # the loaded code is the fuel engine's
+
+
+def test_load_compiles_only_the_variant_run(tmp_path):
+    """Module.load validates without compiling; the first instance compiles the one variant it runs, and a
+    later load (this process or a new one, through the disk cache) describes the module from that code."""
+    clear_process_cache()
+    cache = tmp_path / "cwasm"
+    wasm, fmt = build("w64"), FORMAT_OF["w64"]
+    m = Module.load(wasm, fmt, cache_dir=cache)
+    assert not m._compiled.compiled and m._variants == {} and not cache.exists()  # nothing compiled yet
+    inst = Instance(m, memory_limit=32 << 20, **AOS_LIMITS)  # the node's defaults: lowered, fuel-free
+    assert not inst.fuel_engine and list(m._variants) == [(True, False)]
+    assert len(list(cache.glob("*.cwasm"))) == 1
+    clear_process_cache()  # a new process: the disk cache has the code, so nothing is validated or compiled
+    m2 = Module.load(wasm, fmt, cache_dir=cache)
+    assert m2._compiled.compiled and list(m2._variants) == [(True, False)]
+    assert m2.imports() == m.imports() and m2.exports() == m.exports()  # the description equals the code's
+    assert Instance(m2, memory_limit=32 << 20, **AOS_LIMITS).handle("c", "{}") == inst.handle("c", "{}")
+    assert len(list(cache.glob("*.cwasm"))) == 1
+    with pytest.raises(ModuleError, match="invalid wasm module"):
+        Module.load(wasm[:-3], fmt)  # still refused at load, not at the first instance
+    with pytest.raises(ModuleError, match="missing export 'handle'"):
+        Module.load(wasm.replace(b"\x06handle", b"\x06handlf"), fmt)
+    with pytest.raises(ValueError, match="only described"):
+        native.Instance(m._compiled, native.W64)
 
 
 @pytest.mark.parametrize("fam", ["f4", "w64"])
@@ -100,9 +124,10 @@ def test_disk_cache_keeps_engines_apart(tmp_path):
     wasm = build("f4")
     clear_process_cache()
     m = Module.load(wasm, FORMAT_OF["f4"], cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("*.cwasm"))) == 1
-    assert Instance(m, **AOS_LIMITS).handle("c", "{}")["Output"] == "1"
-    files = sorted(tmp_path.glob("*.cwasm"), key=lambda p: p.stat().st_mtime_ns)
+    assert not list(tmp_path.glob("*.cwasm"))  # a load compiles nothing
+    assert Instance(m, **AOS_LIMITS).handle("c", "{}")["Output"] == "1"  # compiles the fuel-free variant
+    assert Instance(m).handle("c", "{}")["Output"] == "1"  # no timeout: the fuel engine's variant
+    files = sorted(tmp_path.glob("*.cwasm"), key=lambda p: p.stat().st_mtime_ns)[::-1]  # fuel, fuel-free
     assert len(files) == 2 and native.fingerprint(True) != native.fingerprint(False)
     clear_process_cache()
     m2 = Module.load(wasm, FORMAT_OF["f4"], cache_dir=tmp_path)

@@ -113,3 +113,23 @@ def test_idle_connection_goes_back_to_the_poller_and_still_works(server):
             assert _responses(b, 1)[0][0] == 200
         a.sendall(_get("2"))
         assert b'"q":"2"' in _responses(a, 1)[0][1]
+
+
+def test_frozen_settings_read_as_gunicorn_reads_them():
+    """cu.serve.worker._freeze_settings: after the fork a worker's settings are plain attributes, with the values
+    Config.__getattr__ gives; properties of Config stay computed, hooks stay plain functions (not bound)."""
+    from gunicorn.config import Config
+
+    from cu.serve.worker import _freeze_settings
+    cfg = Config()
+    cfg.set("keepalive", 7)
+    cfg.set("worker_class", "cu.serve.worker.AocuWorker")
+    seen = []
+    cfg.set("pre_request", lambda worker, req: seen.append((worker, req)))
+    before = {name: getattr(cfg, name) for name in cfg.settings if name not in ("pre_request",)}
+    _freeze_settings(cfg)
+    assert "keepalive" in vars(cfg) and cfg.keepalive == 7
+    assert {name: getattr(cfg, name) for name in before} == before
+    assert cfg.worker_class.__name__ == "AocuWorker"      # the property, not the setting's string
+    cfg.pre_request("w", "r")
+    assert seen == [("w", "r")]

@@ -157,7 +157,8 @@ def test_one_crank_pass_evaluates_a_self_sender_once_and_hands_it_to_a_later_tur
         calls.append(pid)
         return {"a": ["a", "b"], "b": ["a", "b", "c"], "c": []}[pid]   # a and b send to themselves and each other
 
-    fake = SimpleNamespace(catch_up=catch_up, on_delivery=later.append, owns=lambda pid: True)
+    fake = SimpleNamespace(catch_up=catch_up, on_delivery=later.append, owns=lambda pid: True,
+                           has_work=lambda pid: True, metrics={"crank_idle": 0})
     Evaluator.settle(fake, ["a"])
     assert calls == ["a", "b", "c"]         # each process at most once per pass
     assert later == ["a", "b"]              # the rest is a later crank turn

@@ -75,7 +75,8 @@ def _exercise(store, ident, module, procs, msgs) -> list:
                     Outgoing(2, "Spawn", spawn.id, spawn.id, spawn.to_bytes(), item_meta(spawn, now_ms=4))]}
     out.append(store.put_results(rows[2:], outgoing, 6000, 9, b))
     out.append(store.put_results(rows[2:], outgoing, 6000, 9, b))        # recomputed: nothing new
-    out += [store.last_result(p0), store.result_by_message(p0, msgs[0].id), store.result_by_seq(p0, 4),
+    out += [store.last_result(p0), store.last_result_nonce(p0), store.last_result_nonce("none"),
+            store.result_by_message(p0, msgs[0].id), store.result_by_seq(p0, 4),
             store.seq_for(p0, 1003, 3, "1-minute"), store.seq_for(p0, 1002, 2, None)]
     for kw in ({"after": None, "until": None, "descending": False, "limit": 2, "crons_only": False,
                 "skip_errors": False},

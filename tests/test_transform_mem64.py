@@ -43,6 +43,7 @@ def _outcome(fn, store, args):
 # addresses around every boundary: memory end (3 pages, 5 after growth), 2^31, 2^32, 2^63, 2^64
 ADDRS = [0, 1, 1024, 3 * PAGE - 9, 3 * PAGE - 8, 3 * PAGE - 1, 3 * PAGE, 5 * PAGE - 1, 5 * PAGE, 2**31,
          2**32 - 8, 2**32 - 1, 2**32, 2**32 + 1024, 2**33, 2**63, 2**64 - 1]
+WRAPS = [2**64 - 2**32 + 1024, 2**64 - 16, 2**64 - 65535]
 CALLS = (
     [(f, (a,)) for f in ("load8", "load8_s", "load32", "load64", "load_far", "loadf", "loadf32") for a in ADDRS]
     + [("store8", (a, 0x1FF)) for a in ADDRS] + [("store16", (a, -2)) for a in ADDRS]
@@ -57,6 +58,12 @@ CALLS = (
     + [("fill", (d, 0xAB, n)) for d, n in itertools.product(ADDRS, (0, 1, 16, 2**32, 2**64 - 1))]
     + [("copy", (d, s, n)) for d, s, n in itertools.product(ADDRS[::3], ADDRS[::4], (0, 3, 2**32 + 3))]
     + [("init", (d, s, n)) for d, s, n in itertools.product(ADDRS, (0, 5, 21, 22), (0, 1, 16))]
+    # elided checks (mem64.cpp, lower_body): known locals, constants, loops, joins; WRAPS: v + 2^32 is small
+    + [(f, (a,)) for f in ("plus_const", "const_addr", "const_far_store", "store_known") for a in ADDRS + WRAPS]
+    + [("const_edge", ()), ("const_far", ())]
+    + [("loop_known", (a, b)) for a in ADDRS[:8] + WRAPS for b in ADDRS[:8] + WRAPS]
+    + [("block_join", (a, flag)) for a in ADDRS + WRAPS for flag in range(4)]
+    + [(f, (a, b)) for f in ("copy_known", "moved_in_value") for a in ADDRS + WRAPS for b in (0, 1024, 2**32 + 8)]
 )
 
 
@@ -102,11 +109,12 @@ def _unbounded_w64() -> bytes:
 
 def test_engine_lowers_only_within_4gib():
     mod = Module.load(_unbounded_w64(), W64)
-    assert mod.compiled_for(None) is mod._compiled  # no maximum, no limit: memory64
-    assert mod.compiled_for(8 << 30) is mod._compiled  # limit above 4 GiB: memory64
-    assert mod.compiled_for(4 << 30) is mod._compiled  # exactly 4 GiB: 65536 pages, kept (see module.py)
+    plain = mod._variant(False, True)  # the module as loaded, on the fuel engine
+    assert mod.compiled_for(None) is plain  # no maximum, no limit: memory64
+    assert mod.compiled_for(8 << 30) is plain  # limit above 4 GiB: memory64
+    assert mod.compiled_for(4 << 30) is plain  # exactly 4 GiB: 65536 pages, kept (see module.py)
     low = mod.compiled_for(1 << 30)
-    assert low is not mod._compiled and mod.compiled_for(4 * 2**30 - PAGE) is low
+    assert low is not plain and mod.compiled_for(4 * 2**30 - PAGE) is low
     results = {}
     for limit in (None, 8 << 30, 1 << 30, 32 << 20):
         inst = Instance(mod, memory_limit=limit)
@@ -145,7 +153,7 @@ def test_lua64_modules_lowered_equal_unlowered(name, cache_dir):
         engine_module.LOWER_MEMORY64 = lower
         try:
             inst = Instance(mod, memory_limit=40 << 20, compute_limit=10**12)
-            assert (mod.compiled_for(40 << 20) is mod._compiled) is not lower
+            assert (mod.compiled_for(40 << 20) is mod._variant(False, True)) is not lower
             out = []
             for k, code in enumerate(codes):
                 m = {"Id": f"M{k}", "Owner": "O", "From": "O", "Target": "P", "Data": code,

@@ -20,6 +20,8 @@ from cu.engine.native import WASMTIME_VERSION, native
 _TRANSFORMED: dict[tuple[str, str], bytes] = {}
 # Compiled modules by cache key (process-wide; compiled code is immutable and shared between instances).
 _COMPILED: dict[str, object] = {}
+# Validated descriptions (no code) by (sha256 of input, transform kind), for modules not compiled yet.
+_DESCRIBED: dict[tuple[str, str], object] = {}
 _LOCK = threading.Lock()
 _CACHE_MAGIC = b"AOCU-CWASM-1\n"
 # Keyed format (Module.load with cache_key): HMAC-SHA256(cache_key, cache file key || blob) instead of the
@@ -32,7 +34,7 @@ RejectFn = Callable[[str, str], None]  # (cache file, why)
 # AOCU_LOWER_MEMORY64=0 (or setting this to False) keeps memory64 everywhere (benchmarks, diagnosis).
 LOWER_MEMORY64 = os.environ.get("AOCU_LOWER_MEMORY64", "1") != "0"
 _MAX_LOWERED_PAGES = 65535  # 4 GiB - 64 KiB: an access at 0xFFFFFFFF + offset still traps
-_LOWER_KIND = "+lower64-4"  # transform kind in the cache keys; bump when mem64.cpp's output changes
+_LOWER_KIND = "+lower64-6"  # transform kind in the cache keys; bump when mem64.cpp's output changes
 # Fuel-free engine (docs/ABI.md, Limits and gas): a non-metered instance skips wasmtime fuel when its
 # Compute-Limit could not be reached before its wall-clock timeout even at FUEL_FREE_RATE instructions/s (far
 # above any core's rate), so the epoch timeout always stops the call first and fuel changes nothing observable.
@@ -83,14 +85,34 @@ def _lowered_bytes(wasm: bytes, spec: FormatSpec, digest: str) -> bytes:
     return hit
 
 
+def _load_error(exc: Exception) -> ModuleError:
+    msg = str(exc)
+    if "legacy_exceptions" in msg and not hasattr(getattr(_native, "transform", None), "translate_legacy_eh"):
+        msg += " (the module uses legacy exception handling; its translation is not available in this build)"
+    return ModuleError(msg)
+
+
 def _compile(wasm: bytes, fuel: bool = True) -> object:
     try:
         return native.CompiledModule.compile(wasm, fuel)
     except native.ModuleLoadError as exc:
-        msg = str(exc)
-        if "legacy_exceptions" in msg and not hasattr(getattr(_native, "transform", None), "translate_legacy_eh"):
-            msg += " (the module uses legacy exception handling; its translation is not available in this build)"
-        raise ModuleError(msg) from exc
+        raise _load_error(exc) from exc
+
+
+def _describe(wasm: bytes, spec: FormatSpec, digest: str) -> object:
+    """The module validated and described (imports, exports) without compiling: Module.load's check when no
+    compiled variant exists yet, so a first load compiles only the variant its first instance runs."""
+    key = (digest, _transform_kind(spec))
+    with _LOCK:
+        hit = _DESCRIBED.get(key)
+    if hit is None:
+        try:
+            hit = native.CompiledModule.describe(_transform(wasm, spec, digest))
+        except native.ModuleLoadError as exc:
+            raise _load_error(exc) from exc
+        with _LOCK:
+            _DESCRIBED[key] = hit
+    return hit
 
 
 def _cache_tag(mac_key: bytes, path: Path, blob: bytes) -> bytes:
@@ -140,21 +162,35 @@ def _write_cache(path: Path, compiled: object, mac_key: bytes | None = None) -> 
         raise
 
 
+def _code_key(digest: str, kind: str, fuel: bool) -> str:
+    # the engine's fingerprint differs between the fuel and fuel-free engines, so code compiled for one is
+    # never loaded into the other
+    return hashlib.sha256(f"{digest};{kind};{native.fingerprint(fuel)};wasmtime={WASMTIME_VERSION}".encode()
+                          ).hexdigest()
+
+
+def _cached_code(digest: str, kind: str, cache_dir: str | Path | None, cache_key: bytes | None,
+                 on_reject: RejectFn | None, fuel: bool) -> object | None:
+    """Compiled code for (module digest, transform kind, engine) from this process or the disk cache, or None."""
+    key = _code_key(digest, kind, fuel)
+    with _LOCK:
+        compiled = _COMPILED.get(key)
+    if compiled is None and cache_dir is not None:
+        compiled = _read_cache(Path(cache_dir) / f"{key}.cwasm", cache_key, on_reject, fuel)
+        if compiled is not None:
+            with _LOCK:
+                _COMPILED[key] = compiled
+    return compiled
+
+
 def _cached_compile(digest: str, kind: str, make: Callable[[], bytes], cache_dir: str | Path | None,
                     cache_key: bytes | None, on_reject: RejectFn | None,
                     problem: Callable[[object], ModuleError | None], fuel: bool = True) -> object:
     """Compiled code for (module digest, transform kind, engine configuration): from this process, the disk
-    cache or a compile of `make()`; `problem(compiled)` returns an error to raise before anything is cached.
-    The key holds the engine's fingerprint, which differs between the fuel and fuel-free engines, so code
-    compiled for one is never loaded into the other."""
-    key = hashlib.sha256(
-        f"{digest};{kind};{native.fingerprint(fuel)};wasmtime={WASMTIME_VERSION}".encode()
-    ).hexdigest()
-    with _LOCK:
-        compiled = _COMPILED.get(key)
+    cache or a compile of `make()`; `problem(compiled)` returns an error to raise before anything is cached."""
+    key = _code_key(digest, kind, fuel)
     path = Path(cache_dir) / f"{key}.cwasm" if cache_dir is not None else None
-    if compiled is None and path is not None:
-        compiled = _read_cache(path, cache_key, on_reject, fuel)
+    compiled = _cached_code(digest, kind, cache_dir, cache_key, on_reject, fuel)
     fresh = compiled is None
     if compiled is None:
         compiled = _compile(make(), fuel)
@@ -172,16 +208,19 @@ def _cached_compile(digest: str, kind: str, make: Callable[[], bytes], cache_dir
 
 
 class Module:
-    """A validated, compiled module. Create with `Module.load`."""
+    """A validated module; each variant's code (lowered or not, fuel or not) is compiled on first use.
+    Create with `Module.load`."""
 
     hash: str
     format: str
 
     def __init__(self, compiled: object, spec: FormatSpec, digest: str) -> None:
+        # Describes the module (imports, exports, metered); compiled code of some variant or, before any
+        # variant is compiled, a description only (native CompiledModule.describe: no code).
         self._compiled = compiled
         self._lowerable: tuple | None = None  # (wasm, max pages, cache dir, key, on_reject) when wasm64
-        self._source: tuple = ()  # (wasm, cache dir, key, on_reject): to compile the other variants
-        self._variants: dict[tuple[bool, bool], object] = {(False, True): compiled}  # (lowered, fuel) -> code
+        self._source: tuple = ()  # (wasm, cache dir, key, on_reject): to compile the variants
+        self._variants: dict[tuple[bool, bool], object] = {}  # (lowered, fuel) -> code, compiled on first use
         self._spec = spec
         self.hash = digest
         self.format = spec.name
@@ -205,10 +244,7 @@ class Module:
             problems = c.check(spec.family)
             return ModuleError(f"module cannot run as {spec.name}: " + "; ".join(problems)) if problems else None
 
-        compiled = _cached_compile(digest, _transform_kind(spec), lambda: _transform(wasm, spec, digest),
-                                   cache_dir, cache_key, on_cache_reject, problem)
-        mod = cls(compiled, spec, digest)
-        mod._source = (wasm, cache_dir, cache_key, on_cache_reject)
+        lowerable = None
         t = getattr(_native, "transform", None)
         if spec.family == native.W64 and hasattr(t, "lower_memory64"):
             try:
@@ -216,7 +252,28 @@ class Module:
             except ValueError:
                 lim = None
             if lim is not None and lim[0] <= _MAX_LOWERED_PAGES:
-                mod._lowerable = (wasm, lim[1], cache_dir, cache_key, on_cache_reject)
+                lowerable = (wasm, lim[1], cache_dir, cache_key, on_cache_reject)
+        # No compile here: the first instance compiles the one variant it runs (compiled_for). Code of any
+        # variant already compiled (this process or the disk cache) describes the module; else wasmtime's
+        # validator checks it and the import and export sections describe it.
+        found: tuple[tuple[bool, bool], object] | None = None
+        for lowered, fuel in ((True, False), (False, False), (False, True), (True, True)):  # node default first
+            if lowered and lowerable is None:
+                continue
+            kind = _transform_kind(spec) + (_LOWER_KIND if lowered else "")
+            code = _cached_code(digest, kind, cache_dir, cache_key, on_cache_reject, fuel)
+            if code is not None:
+                found = ((lowered, fuel), code)
+                break
+        desc = found[1] if found is not None else _describe(wasm, spec, digest)
+        err = problem(desc)
+        if err:
+            raise err
+        mod = cls(desc, spec, digest)
+        mod._source = (wasm, cache_dir, cache_key, on_cache_reject)
+        mod._lowerable = lowerable
+        if found is not None:
+            mod._variants[found[0]] = found[1]
         return mod
 
     def needs_fuel(self, compute_limit: int | None, timeout_s: float | None) -> bool:
@@ -288,3 +345,4 @@ def clear_process_cache() -> None:
     with _LOCK:
         _COMPILED.clear()
         _TRANSFORMED.clear()
+        _DESCRIBED.clear()

@@ -31,6 +31,7 @@ def json_error(status: int, message: str) -> Response:
 def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
     """Builds the node app. `config.evaluator == "embedded"` evaluates inside this process (tests, one
     process); "socket" talks to the evaluator process that `aocu serve` runs next to the gunicorn workers."""
+    from cu.http.metrics import log_request  # not at the top: prometheus_client reads its env when imported
     from cu.http.signing import post_processor
     from cu.node.client import embedded
     from cu.node.cluster import cluster_for, open_store
@@ -135,15 +136,14 @@ def create_app(config: NodeConfig | dict[str, Any] | None = None) -> Flask:
             resp = post(request, resp)
         seconds = time.perf_counter() - g.get("t0", time.perf_counter())
         route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        if log.isEnabledFor(logging.INFO):
-            # the per-request line: its fields are separate keys under --log-format json (cu/node/logconf.py)
-            fields = {"method": request.method, "path": request.path, "route": route, "status": resp.status_code,
-                      "ms": round(seconds * 1000, 3), "bytes": resp.calculate_content_length() or 0,
-                      "remote": request.remote_addr}
-            log.info("%s %s %d %.3f ms", request.method, request.path, resp.status_code, seconds * 1000,
-                     extra={"fields": fields})
+        if log.isEnabledFor(logging.INFO):     # the one line per request (cu/http/metrics.py)
+            log_request(request.method, request.path, route, resp.status_code, seconds,
+                        resp.calculate_content_length() or 0, request.remote_addr)
         return resp
 
+    # the two requests of a message round trip skip Flask's generic request machinery (cu/http/hot.py)
+    from cu.http import hot
+    hot.install(app, state, signer, state.post_processors[0], app.extensions[routes_ops.METRICS_KEY])
     cors.install(app, cfg.cors_origins)   # outermost: preflights, and CORS headers after signing (cu/http/cors.py)
     cluster = cluster_for(cfg, store, identity.address)
     if cluster is not None:     # requests for processes leased by another node go there (cu/http/forward.py)

@@ -61,6 +61,8 @@ EVALUATOR_FAMILIES: tuple[tuple[str, str, str, str, str | None], ...] = (
      "checkpoints that could not be restored (the process was rebuilt from its log)", None),
     ("restores_evicted", "aocu_checkpoint_restores_in_memory_total", "counter",
      "evicted processes restored from their compressed state still held in memory", None),
+    ("crank_idle", "aocu_crank_idle_total", "counter",
+     "crank turns for an evicted process with nothing to evaluate (answered from the store, not restored)", None),
     ("checkpoint_deltas", "aocu_checkpoint_deltas_total", "counter",
      "incremental checkpoints written (pages changed since the last one)", None),
     ("checkpoint_bytes", "aocu_checkpoint_bytes_total", "counter",
@@ -164,6 +166,15 @@ class HttpMetrics:
         if evaluator_pid is not None:
             ProcessCollector(namespace="aocu_evaluator", pid=lambda: evaluator_pid() or "0", registry=reg)
         return generate_latest(reg)
+
+
+def log_request(method: str, path: str, route: str, status: int, seconds: float, nbytes: int,
+                remote: str | None) -> None:
+    """The one line per request (INFO); its fields are separate keys under --log-format json (cu/node/logconf.py)."""
+    if log.isEnabledFor(logging.INFO):
+        fields = {"method": method, "path": path, "route": route, "status": status, "ms": round(seconds * 1000, 3),
+                  "bytes": nbytes, "remote": remote}
+        log.info("%s %s %d %.3f ms", method, path, status, seconds * 1000, extra={"fields": fields})
 
 
 class _Collected:

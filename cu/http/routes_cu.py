@@ -13,7 +13,7 @@ from flask import Blueprint, Response, request
 from cu.http import admission, cursors
 from cu.http.routes_attestation import reply_codec
 from cu.http.routes_ops import dumps
-from cu.http.state import node
+from cu.http.state import NodeApp, node
 from cu.http.state_stream import state_response
 from cu.node import legacy, rpc
 from cu.node.errors import BadInput, Busy, LimitExceeded, NotFound
@@ -37,19 +37,24 @@ def _json(body: bytes, status: int = 200) -> Response:
 
 @bp.get("/result/<message_id>")
 def result(message_id: str) -> Response:
-    st = node()
-    pid = _pid_param()
+    status, body = result_reply(node(), _pid_param(), message_id, "no-busy" in request.args)
+    return _json(body, status)
+
+
+def result_reply(st: NodeApp, pid: str, message_id: str, no_busy: bool) -> tuple[int, bytes]:
+    """(status, body) of `/result`: the stored result, or the evaluator's (evaluating up to the message first).
+    Shared with the hot route (cu/http/hot.py)."""
     if not st.take_fresh(message_id):
         row = st.store.result_by_message(pid, message_id)
         if row is not None:
-            return _json(row.body)
+            return 200, row.body
     try:
-        return _json(st.evaluator.result(pid, message_id))
+        return 200, st.evaluator.result(pid, message_id)
     except Busy:
-        if "no-busy" in request.args:
+        if no_busy:
             raise
         # the legacy CU's busy answer; the evaluation continues and a later request gets the result
-        return _json(dumps({"message": f'Evaluation of process "{pid}" to "{message_id}" is in progress.'}), 202)
+        return 202, dumps({"message": f'Evaluation of process "{pid}" to "{message_id}" is in progress.'})
 
 
 def _bound(value: str | None) -> rpc.Bound | None:

@@ -11,7 +11,7 @@ from cu.codec.ans104 import DataItem
 from cu.codec.errors import CodecError
 from cu.http.routes_ops import dumps
 from cu.http.routes_status import status_html, wants_html
-from cu.http.state import node
+from cu.http.state import NodeApp, node
 from cu.node.bridge.gateway import GatewayClient
 from cu.node.errors import BadInput, LimitExceeded, NotFound, NotImplementedHere, NotYet
 
@@ -96,12 +96,16 @@ def post_item() -> Response:
         acc = st.scheduler.assign(pid, assign, exclude)    # durably scheduled; the evaluator cranks it
         return Response(dumps({"message": "Processing Assignment", "id": acc.id}), status=202,
                         mimetype="application/json")
-    raw = _body(st.config.max_body)
+    return Response(accept_item(st, _body(st.config.max_body)), status=202, mimetype="application/json")
+
+
+def accept_item(st: NodeApp, raw: bytes) -> bytes:
+    """Ingests one posted data item (durably scheduled when it is a message); the 202 answer's body. Shared with
+    the hot route (cu/http/hot.py)."""
     acc = st.scheduler.ingest(raw)
     if acc.kind == "Message" and acc.fresh:
         st.note_fresh(acc.id)
-    return Response(dumps({"message": "Processing DataItem", "id": acc.id}), status=202,
-                    mimetype="application/json")
+    return dumps({"message": "Processing DataItem", "id": acc.id})
 
 
 @bp.route("/monitor/<pid>", methods=["POST", "DELETE"])

@@ -11,7 +11,7 @@ from cu.http.errors import status_for
 from cu.http.state_stream import STREAM_DIGEST_ATTR
 from cu.node.errors import BadInput, Unavailable
 from cu.node.evidence_service import EvidenceError, parse_nonce
-from cu.node.signer import ResultId, ResultSigner, SignedResult, sign_result
+from cu.node.signer import ResultId, ResultSigner, sign_result
 
 
 def post_processor(
@@ -31,22 +31,15 @@ def post_processor(
             return response
         if getattr(response, "is_streamed", False):
             return _streamed(request, response, result)
-        body = response.get_data()
-        status = response.status_code
-        ctype = response.headers.get("Content-Type", "application/json")
-        try:
-            out = sign_result(signer, status, body, result, attest_nonce=request.args.get("attest-nonce"),
-                              accept_codec=accept_codec(request), content_type=ctype)
-        except (ValueError, EvidenceError) as exc:
-            status = status_for(BadInput(str(exc)) if isinstance(exc, ValueError) else Unavailable(str(exc)))
-            body = json.dumps({"error": str(exc)}).encode()
-            ctype = "application/json"
-            out = SignedResult(status, body, signer.sign(status, body, result))
-        response.status_code = out.status
-        response.set_data(out.body)
-        if out.body is not body:
-            response.headers["Content-Type"] = dict(out.headers).get("Content-Type", ctype)
-        for k, v in out.headers:
+        status, body, ctype, headers = sign_reply(
+            signer, result, response.status_code, response.get_data(),
+            response.headers.get("Content-Type", "application/json"),
+            attest_nonce=request.args.get("attest-nonce"), accept_codec=accept_codec(request))
+        response.status_code = status
+        response.set_data(body)
+        if ctype is not None:
+            response.headers["Content-Type"] = ctype
+        for k, v in headers:
             response.headers[k] = v
         return response
 
@@ -73,3 +66,20 @@ def post_processor(
         return response
 
     return process
+
+
+def sign_reply(signer: ResultSigner, result: ResultId, status: int, body: bytes, ctype: str, *,
+               attest_nonce: str | None, accept_codec: str | None
+               ) -> tuple[int, bytes, str | None, list[tuple[str, str]]]:
+    """The signed form of a result response: (status, body, Content-Type to set or None to keep, headers to set).
+    A bad `attest-nonce` becomes a signed BadInput answer, a TEE failure a signed Unavailable one (statuses from
+    cu.http.errors). Shared by the post-processor and the hot routes (cu/http/hot.py)."""
+    try:
+        out = sign_result(signer, status, body, result, attest_nonce=attest_nonce, accept_codec=accept_codec,
+                          content_type=ctype)
+    except (ValueError, EvidenceError) as exc:
+        status = status_for(BadInput(str(exc)) if isinstance(exc, ValueError) else Unavailable(str(exc)))
+        err = json.dumps({"error": str(exc)}).encode()
+        return status, err, None, signer.sign(status, err, result)
+    new_type = None if out.body is body else dict(out.headers).get("Content-Type", ctype)
+    return out.status, out.body, new_type, out.headers

@@ -56,6 +56,12 @@ class EvaluatorCore:
         self._gate = WriteGate(config.data_dir) if config.evaluators > 1 and isinstance(self.store, SqliteStore) \
             else contextlib.nullcontext()
         self._due: dict[str, float] = {}         # pid -> monotonic time its crank is due
+        # pid -> the newest nonce its due crank was asked for, when every notification named one: a crank turn
+        # finds the warm process already past it (a reader evaluated it meanwhile) and skips the store lookups
+        self._upto: dict[str, int] = {}
+        # when the waiting crank thread looks again by itself (0: it is not waiting): notify() wakes it only
+        # for something due earlier, so each scheduled message does not cost the crank a needless wake-up
+        self._wake_at = 0.0
         self._flush_at: float | None = None       # when queued write-behind results must be committed
         self._crank_cv = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -103,6 +109,21 @@ class EvaluatorCore:
     # in one transaction (one fsync) on its own thread; writers arriving meanwhile queue and are committed by
     # it or by the next leader. No writer thread, so no extra thread hand-offs on the acknowledgement path.
     def _group_write(self, jobs: list[Job], durable: bool) -> list[Any]:
+        if self._commit_q.qsize() + len(jobs) <= MAX_GROUP and self._commit_lock.acquire(blocking=False):
+            # the store is idle: lead at once, this writer's own jobs last (queue order) and without futures
+            try:
+                batch: list[tuple[Job, bool, Future | None]] = []
+                while True:
+                    try:
+                        batch.append(self._commit_q.get_nowait())
+                    except queue.Empty:
+                        break
+                own = self._commit(batch + [(job, durable, None) for job in jobs])[len(batch):]
+            finally:
+                self._commit_lock.release()
+            if not self._commit_q.empty():
+                self._lead()            # writers that queued while this one led
+            return own
         futs: list[Future] = []
         for job in jobs:
             fut: Future = Future()
@@ -135,25 +156,32 @@ class EvaluatorCore:
             if self._commit_q.empty():
                 return
 
-    def _commit(self, batch: list[tuple[Job, bool, Future]]) -> None:
+    def _commit(self, batch: list[tuple[Job, bool, Future | None]]) -> list[Any]:
+        """Commits `batch` in one transaction; each job's result (or exception) goes to its future, and all of
+        them are returned in order (for the jobs of a leading writer, which have no future)."""
         t0 = time.perf_counter()
         try:
             with self._gate:        # the store is shared by the node's evaluator shards
                 results = self.store.transact([job for job, _, _ in batch], any(d for _, d, _ in batch))
         except Exception as exc:  # noqa: BLE001 - the whole transaction failed: nothing acknowledged
             log.error("group commit of %d writes failed: %s", len(batch), exc)
-            for _, _, fut in batch:
-                fut.set_exception(Unavailable(f"could not write to the store: {exc}"))
-            return
+            failed = [Unavailable(f"could not write to the store: {exc}") for _ in batch]
+            for (_, _, fut), err in zip(batch, failed, strict=True):
+                if fut is not None:
+                    fut.set_exception(err)
+            return failed
         m = self.evaluator.metrics
         m["commits"] = m.get("commits", 0) + 1
         m["commit_writes"] = m.get("commit_writes", 0) + len(batch)
         m["commit_seconds"] = m.get("commit_seconds", 0.0) + time.perf_counter() - t0
         for (_, _, fut), res in zip(batch, results, strict=True):
+            if fut is None:
+                continue
             if isinstance(res, Exception):
                 fut.set_exception(res)
             else:
                 fut.set_result(res)
+        return results
 
     def _group_write_deferred(self, job: Job, durable: bool, done: Callable[[Any], None]) -> None:
         """Write-behind: queued now; committed with the next scheduling commit or by the crank thread within
@@ -165,7 +193,8 @@ class EvaluatorCore:
         with self._crank_cv:
             if self._flush_at is None or due < self._flush_at:
                 self._flush_at = due
-                self._crank_cv.notify()
+                if due < self._wake_at:
+                    self._crank_cv.notify()
 
     def schedule(self, op: ScheduleOp, *, defer_notify: bool = False) -> tuple[LogEntry, bool]:
         build = self.identity.build_assignment
@@ -179,9 +208,9 @@ class EvaluatorCore:
                 self.evaluator.remember(res[0], op.item)
             if defer_notify:
                 # cranked after the acknowledgement is sent: evaluation must not hold the GIL before it
-                self._deferred.__dict__.setdefault("pids", []).append(res[0].pid)
+                self._deferred.__dict__.setdefault("pids", []).append((res[0].pid, res[0].nonce))
             else:
-                self.notify(res[0].pid, self.config.crank_delay_s)
+                self.notify(res[0].pid, self.config.crank_delay_s, res[0].nonce)
         return res
 
     def _deliver_local(self, entry: OutboxEntry) -> LogEntry:
@@ -189,16 +218,17 @@ class EvaluatorCore:
         log_entry, fresh = self.store.outbox_schedule_local(entry, int(time.time() * 1000),
                                                             blocks.height(self.config), self.identity.build_assignment)
         if fresh:
-            self.notify(log_entry.pid, self.config.crank_delay_s)
+            self.notify(log_entry.pid, self.config.crank_delay_s, log_entry.nonce)
         return log_entry
 
     def flush_deferred(self) -> None:
         """After a request's reply is sent: its crank notifications."""
-        for pid in self._deferred.__dict__.pop("pids", []):
-            self.notify(pid, self.config.crank_delay_s)
+        for pid, nonce in self._deferred.__dict__.pop("pids", []):
+            self.notify(pid, self.config.crank_delay_s, nonce)
 
-    def notify(self, pid: str, delay_s: float = 0.0) -> None:
-        """Evaluate `pid`'s unevaluated messages (and deliver their outbox) `delay_s` from now at the latest."""
+    def notify(self, pid: str, delay_s: float = 0.0, upto: int | None = None) -> None:
+        """Evaluate `pid`'s unevaluated messages (and deliver their outbox) `delay_s` from now at the latest;
+        `upto`: the nonce of the message this is about, when it is one scheduled message."""
         if not self.config.eager:
             return
         if self.peers is not None and not self.owns(pid):
@@ -207,10 +237,15 @@ class EvaluatorCore:
         due = time.monotonic() + delay_s
         with self._crank_cv:
             cur = self._due.get(pid)
+            if upto is None or (cur is not None and pid not in self._upto):
+                self._upto.pop(pid, None)       # not only named messages: the turn must look at the store
+            else:
+                self._upto[pid] = max(upto, self._upto.get(pid, upto))
             if cur is not None and cur <= due:
                 return
             self._due[pid] = due
-            self._crank_cv.notify()
+            if due < self._wake_at:
+                self._crank_cv.notify()
 
     def _next_due(self) -> tuple[list[str], bool] | None:
         """(processes whose crank is due, whether queued write-behind results are due), or None to stop."""
@@ -226,7 +261,9 @@ class EvaluatorCore:
                         self._flush_at = None
                     return ready, flush
                 times = list(self._due.values()) + ([self._flush_at] if self._flush_at is not None else [])
-                self._crank_cv.wait(min(times) - now if times else None)
+                self._wake_at = min(times) if times else float("inf")
+                self._crank_cv.wait(self._wake_at - now if times else None)
+                self._wake_at = 0.0
         return None
 
     def _crank(self) -> None:
@@ -238,9 +275,23 @@ class EvaluatorCore:
                 try:
                     if self.cluster is not None and not self.cluster.mine(pid):
                         continue        # leased by another node: its crank evaluates it
+                    if self._caught_up(pid):
+                        continue        # a reader evaluated every message this turn was for
                     self.evaluator.settle([pid])
                 except Exception as exc:  # noqa: BLE001 - the crank must survive any one process failing
                     log.error("evaluation of %s failed: %s", pid, exc)
+
+    def _caught_up(self, pid: str) -> bool:
+        """Whether `pid`'s due turn was only for named messages that its warm state has evaluated since (their
+        outbox deliveries were handed on by whoever evaluated them)."""
+        with self._crank_cv:
+            if pid in self._due:
+                return False            # notified again meanwhile: that turn decides
+            upto = self._upto.pop(pid, None)
+        if upto is None:
+            return False
+        st = self.evaluator.procs.get(pid)
+        return st is not None and st.nonce >= upto
 
     def queued(self) -> int:
         """Processes waiting for the crank."""

@@ -8,6 +8,7 @@ hints), and in-process (embedded) calls pass the objects themselves. Errors trav
 from __future__ import annotations
 
 import dataclasses
+import operator
 import types
 import typing
 from collections.abc import Callable
@@ -286,6 +287,8 @@ def _build(tp: Any) -> tuple[Enc, Dec]:
         if len(inner) != 1:
             raise TypeError(f"unsupported union {tp}")
         e, d = _codec(inner[0])
+        if e is _identity and d is _identity:
+            return _identity, _identity         # None passes through as it is
         return (lambda v: None if v is None else e(v)), (lambda v: None if v is None else d(v))
     if origin is list:
         e, d = _codec(args[0])
@@ -294,6 +297,14 @@ def _build(tp: Any) -> tuple[Enc, Dec]:
         return (lambda v: [e(x) for x in v]), (lambda v: [d(x) for x in v])
     if origin is tuple:
         pairs = [_codec(a) for a in args]
+        if all(pe is _identity and pd is _identity for pe, pd in pairs):
+            n = len(pairs)
+
+            def tup(v: Any) -> tuple:
+                if len(v) != n:
+                    raise ValueError(f"expected {n} values, got {len(v)}")
+                return tuple(v)
+            return list, tup
         return (lambda v: [pe(x) for (pe, _), x in zip(pairs, v, strict=True)],
                 lambda v: tuple(pd(x) for (_, pd), x in zip(pairs, v, strict=True)))
     if origin is dict:
@@ -302,12 +313,27 @@ def _build(tp: Any) -> tuple[Enc, Dec]:
         hints = typing.get_type_hints(tp)
         names = [f.name for f in dataclasses.fields(tp)]
         parts = [(n, *_codec(hints[n])) for n in names]
+        # the hot requests and replies are mostly plain fields: only the others are converted, field by field
+        encs = [(i, e) for i, (_, e, _) in enumerate(parts) if e is not _identity]
+        decs = [(i, d) for i, (_, _, d) in enumerate(parts) if d is not _identity]
+        get = operator.attrgetter(*names) if len(names) > 1 else (lambda v: (getattr(v, names[0]),)) if names \
+            else (lambda v: ())
+        count = len(names)
 
         def enc(v: Any) -> list[Any]:
-            return [e(getattr(v, n)) for n, e, _ in parts]
+            out = list(get(v))
+            for i, e in encs:
+                out[i] = e(out[i])
+            return out
 
         def dec(v: list[Any]) -> Any:
-            return tp(*[d(x) for (_, _, d), x in zip(parts, v, strict=True)])
+            if len(v) != count:
+                raise ValueError(f"{tp.__name__}: expected {count} fields, got {len(v)}")
+            if decs:
+                v = list(v)
+                for i, d in decs:
+                    v[i] = d(v[i])
+            return tp(*v)
         return enc, dec
     raise TypeError(f"no wire form for {tp!r}")
 

@@ -216,6 +216,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def last_result(self, pid: str) -> ResultRow | None: ...
 
+    def last_result_nonce(self, pid: str) -> int | None:
+        """The nonce of the newest stored result of `pid` (None: none), without reading its body."""
+        last = self.last_result(pid)
+        return None if last is None else last.nonce
+
     @abc.abstractmethod
     def put_results(self, rows: list[ResultRow], outgoing: dict[int, list[Outgoing]],
                     now_ms: int, block_height: int, build: AssignmentBuilder) -> list[LogEntry]:

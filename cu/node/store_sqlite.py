@@ -404,6 +404,12 @@ class SqliteStore(OutboxStoreMixin, Store):
                                    (pid,)).fetchone()
         return self._result(row) if row else None
 
+    def last_result_nonce(self, pid: str) -> int | None:
+        # the crank asks this of every idle process it passes over: the primary key answers it, no body read
+        row = self._conn().execute("SELECT nonce FROM results WHERE pid=? ORDER BY seq DESC LIMIT 1",
+                                   (pid,)).fetchone()
+        return int(row[0]) if row else None
+
     def put_results(self, rows: list[ResultRow], outgoing: dict[int, list[Outgoing]],
                     now_ms: int, block_height: int, build: AssignmentBuilder) -> list[LogEntry]:
         if not rows:

@@ -145,6 +145,7 @@ class AocuWorker(KeepAliveThreadWorker):
         # switch interval each time: at the default 5 ms, the poller and a /health thread each wait for it
         # several times per request. The evaluator process does the same (cu/node/service.py).
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        _freeze_settings(self.cfg)
         super().init_process()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -262,6 +263,13 @@ class AocuWorker(KeepAliveThreadWorker):
         if isinstance(conn, _Conn) and conn.deadline_sock is not None:
             conn.deadline_sock.arm("body")
         return super().handle_request(req, conn)
+
+
+def _freeze_settings(cfg: Any) -> None:
+    """gunicorn reads each setting through Config.__getattr__ (about 1 us, some 20 times a request); a worker
+    never changes them after the fork, so each becomes a plain attribute of its Config. Settings that Config
+    computes in a property stay properties (a property wins over an instance attribute)."""
+    cfg.__dict__.update({name: setting.get() for name, setting in cfg.settings.items()})
 
 
 def _peek(sock: socket.socket) -> bytes:

@@ -1,6 +1,7 @@
 // Deterministic engine configuration, epoch ticker, module compile/serialize and import checking.
 #include "engine/engine.h"
 #include "engine/memory_creator.h"
+#include "transform/wasm_binary.h"
 
 #include <chrono>
 #include <mutex>
@@ -83,7 +84,58 @@ std::shared_ptr<CompiledModule> CompiledModule::deserialize(const uint8_t* data,
   return cm;
 }
 
+namespace {
+// The same signature string sig_of() gives for a compiled module's function type.
+std::string sig_string(const wasm::FuncType& t) {
+  auto enc = [](const std::vector<wasm::ValType>& v) {
+    std::string s;
+    for (const wasm::ValType& x : v) s += x.size() != 1 ? 'x' : x[0] == 0x7F ? 'i' : x[0] == 0x7E ? 'j' : x[0] == 0x7D ? 'f' : x[0] == 0x7C ? 'd' : 'x';
+    return s;
+  };
+  return enc(t.params) + ":" + enc(t.results);
+}
+}  // namespace
+
+std::shared_ptr<CompiledModule> CompiledModule::describe(const uint8_t* wasm, size_t len) {
+  // Validation is the same in both engines (they differ only in fuel, which does not change what is valid).
+  wasmtime_error_t* err = api->wasmtime_module_validate(Engine::get(true).raw(), wasm, len);
+  if (err) throw ModuleLoadError("invalid wasm module: " + wt::take_error(err));
+  std::shared_ptr<CompiledModule> cm(new CompiledModule());
+  try {  // the module is valid, so the sections below parse; kinds and signatures as describe() names them
+    wasm::Module m(wasm, len);
+    std::vector<wasm::FuncType> types = wasm::read_types(m);
+    std::vector<uint32_t> func_types;  // type index per function, imports first
+    static const char* const kImportKind[] = {"func", "table", "memory", "global", "other"};
+    for (const wasm::Import& im : wasm::read_imports(m)) {
+      ImportDesc d{im.module, im.field, im.kind < 5 ? kImportKind[im.kind] : "other", ""};
+      if (im.kind == 0) {
+        func_types.push_back(im.type);
+        d.sig = sig_string(types.at(im.type));
+      }
+      cm->imports_.push_back(std::move(d));
+    }
+    if (const wasm::Section* s = m.find(wasm::kFunction)) {
+      wasm::Reader r = m.reader(*s);
+      for (uint32_t n = r.u32(), i = 0; i < n; ++i) func_types.push_back(r.u32());
+    }
+    if (const wasm::Section* s = m.find(wasm::kExport)) {
+      wasm::Reader r = m.reader(*s);
+      for (uint32_t n = r.u32(), i = 0; i < n; ++i) {
+        std::string name = r.name();
+        uint8_t kind = r.u8();
+        uint32_t idx = r.u32();
+        std::string k = kind == 0 ? sig_string(types.at(func_types.at(idx))) : kind < 4 ? kImportKind[kind] : "other";
+        cm->exports_.emplace_back(std::move(name), std::move(k));
+      }
+    }
+  } catch (const std::exception& e) {
+    throw ModuleLoadError(std::string("invalid wasm module: ") + e.what());
+  }
+  return cm;
+}
+
 std::string CompiledModule::serialize() const {
+  if (!m_) throw std::runtime_error("module was only described, not compiled");
   wasm_byte_vec_t v{0, nullptr};
   wasmtime_error_t* err = api->wasmtime_module_serialize(m_, &v);
   if (err) throw std::runtime_error("cannot serialize module: " + wt::take_error(err));

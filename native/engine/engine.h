@@ -51,6 +51,10 @@ class CompiledModule {
   // `fuel`: which engine configuration (Engine::get(fuel)) compiles and later runs the code.
   static std::shared_ptr<CompiledModule> compile(const uint8_t* wasm, size_t len, bool fuel = true);  // ModuleLoadError
   static std::shared_ptr<CompiledModule> deserialize(const uint8_t* data, size_t len, bool fuel = true);
+  // Validated (wasmtime's validator, no compile) and described from the bytes: imports, exports, check() and
+  // imports_usegas() work, but it holds no code (compiled() is false) and cannot be instantiated.
+  static std::shared_ptr<CompiledModule> describe(const uint8_t* wasm, size_t len);  // ModuleLoadError
+  bool compiled() const { return m_ != nullptr; }
   std::string serialize() const;
   bool fuel() const { return fuel_; }
   Engine& engine() const { return Engine::get(fuel_); }

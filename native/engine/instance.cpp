@@ -69,6 +69,7 @@ double secs_since(std::chrono::steady_clock::time_point t0) {
 
 Instance::Instance(std::shared_ptr<CompiledModule> m, Family fam, Limits lim, const StateImage* restore)
     : module_(std::move(m)), fam_(fam), lim_(lim) {
+  if (!module_->compiled()) throw std::invalid_argument("the module was only described, not compiled");
   metered_ = module_->imports_usegas();
   try {
     build();

@@ -4,9 +4,11 @@
 //  - every load/store address is saturated to 32 bits (>= 2^32 -> 0xFFFFFFFF, a select) and a static offset
 //    >= 2^32 becomes 0xFFFFFFFF on address 0xFFFFFFFF. The memory is at most 2^32 - 2^16 bytes, so an access
 //    the 64-bit run traps on still traps (out of bounds, the same error), and every access that succeeds
-//    there touches the same bytes here. An address read from a local that already served as an address
-//    since the last join point (loop, else, end), unchanged since, is < 2^32 (else that access trapped): it is only
-//    truncated. (`branch_checks` makes the check a branch to a trapping access instead: measured slower.)
+//    there touches the same bytes here. Checks are left out where the result is known (lower_body): an address
+//    read from a local (or a local plus a constant < 2^16) through which an access already succeeded, with the
+//    local unchanged on every path since, is only truncated (else that access trapped); a constant address
+//    becomes an i32.const. (`branch_checks` makes the check a branch to a trapping access instead: measured
+//    slower.)
 //  - memory.size / memory.grow results are extended to i64 (grow's -1 sign-extended); grow's delta is
 //    saturated (a delta >= 2^32 fails with -1 as it does on the 64-bit memory);
 //  - memory.fill / memory.copy / memory.init operands are converted the same way (an operand >= 2^32 makes
@@ -15,7 +17,10 @@
 // The caller decides when the bound holds (the memory's declared maximum or the instance's memory limit);
 // the rewrite itself depends on the module bytes only, so it is cached by content hash.
 #include <algorithm>
+#include <cstdint>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "transform/transform.h"
 #include "transform/wasm_binary.h"
@@ -46,15 +51,17 @@ struct Body {
     code.push_back(op);
     put_u32(code, static_cast<uint64_t>(base) + s);
   }
-  // i64 address on the stack -> i32: itself when < 2^32, else 0xFFFFFFFF (always out of bounds here).
+  // i64 address on the stack -> i32: itself when < 2^32, else 0xFFFFFFFF (always out of bounds here). The test
+  // is (a >> 32) == 0, not a < 2^32: x86 has no compare with a 64-bit immediate (measured 4-5% faster on lua64).
   void saturate() {
     local(0x22, kT64);  // local.tee
     code.push_back(0x42);
     put_s64(code, 0xFFFFFFFFLL);
     local(0x20, kT64);
     code.push_back(0x42);
-    put_s64(code, 0x100000000LL);
-    code.push_back(0x54);  // i64.lt_u
+    put_s64(code, 32);
+    code.push_back(0x88);  // i64.shr_u
+    code.push_back(0x50);  // i64.eqz
     code.push_back(0x1B);  // select
     code.push_back(0xA7);  // i32.wrap_i64
   }
@@ -114,7 +121,7 @@ uint64_t access_offset(const Reader& r, const Instr& in) {
 }
 
 // Rewrites one memory access: [address conversion] op memarg(offset 32-bit) [lane]. `known`: the address on
-// the stack was already accessed in this straight-line stretch (so it is < 2^32): a truncation suffices.
+// the stack is one whose truncation is exact or still out of bounds (lower_body): a truncation suffices.
 // `converted`: the caller already put the converted address (and the value above it) on the stack.
 void lower_access(Body& b, Reader& r, const Instr& in, bool known = false, bool converted = false) {
   Reader ir(r.data() + in.start, in.end - in.start, r.offset() - r.pos() + in.start);
@@ -142,6 +149,34 @@ void lower_access(Body& b, Reader& r, const Instr& in, bool known = false, bool 
   put_bytes(b.code, ir.data() + rest, ir.remaining());
 }
 
+// Operand-stack effect of the instructions a store's value expression may consist of (pushes, numeric
+// operators, loads; false for anything else, which ends the search for the address below the value).
+bool stack_effect(int op, int& pops, int& pushes) {
+  pushes = 1;
+  if (op == 0x20 || op == 0x23 || (op >= 0x41 && op <= 0x44)) pops = 0;  // local/global.get, const
+  else if ((op >= 0x28 && op <= 0x35) || op == 0x45 || op == 0x50 || (op >= 0x67 && op <= 0x69) ||
+           (op >= 0x79 && op <= 0x7B) || (op >= 0x8B && op <= 0x91) || (op >= 0x99 && op <= 0x9F) ||
+           (op >= 0xA7 && op <= 0xC4))
+    pops = 1;  // loads, eqz, clz/ctz/popcnt, float unary, conversions, sign extension
+  else if ((op >= 0x46 && op <= 0x4F) || (op >= 0x51 && op <= 0x66) || (op >= 0x6A && op <= 0x78) ||
+           (op >= 0x7C && op <= 0x8A) || (op >= 0x92 && op <= 0x98) || (op >= 0xA0 && op <= 0xA6))
+    pops = 2;  // comparisons and binary arithmetic
+  else
+    return false;
+  return true;
+}
+
+// Where a local is set (local.set / local.tee), by instruction index, to ask "is L changed in (s, e)?".
+struct LocalSets {
+  std::unordered_map<uint32_t, std::vector<size_t>> at;
+  bool changed(uint32_t l, size_t s, size_t e) const {
+    auto it = at.find(l);
+    if (it == at.end()) return false;
+    auto p = std::upper_bound(it->second.begin(), it->second.end(), s);
+    return p != it->second.end() && *p < e;
+  }
+};
+
 Bytes lower_body(Reader& r, uint32_t nparams, uint32_t func_no, bool branch) {
   size_t locals_start = r.pos();
   uint32_t groups = r.u32();
@@ -155,44 +190,150 @@ Bytes lower_body(Reader& r, uint32_t nparams, uint32_t func_no, bool branch) {
   Body b;
   b.branch = branch;
   b.base = static_cast<uint32_t>(nlocals);
-  // The last two instructions (original bytes, where their output starts) and the locals whose value was
-  // used as an address since the last control instruction: such a value is < 2^32 (a larger one trapped),
-  // so a further access through the same, unchanged local needs only the truncation.
-  struct Prev {
-    uint8_t op = 0;
-    uint32_t idx = 0;
-    size_t out = 0, start = 0, end = 0;
-  } p1, p2;
+  std::vector<Instr> ins;
+  while (!r.eof()) {
+    ins.push_back(decode(r));
+    if (ins.back().op == 0xFE) refuse("atomic memory access in function " + std::to_string(func_no));
+  }
+  // Structure: the end matching each block/loop/if/try/try_table, and where each local is set.
+  const size_t n = ins.size();
+  std::vector<size_t> match(n, SIZE_MAX);  // SIZE_MAX: unmatched (treated as running to the body's end)
+  LocalSets sets;
+  {
+    std::vector<size_t> open;
+    for (size_t i = 0; i < n; ++i) {
+      const uint8_t op = ins[i].op;
+      if (op == 0x02 || op == 0x03 || op == 0x04 || op == 0x06 || op == 0x1F) {
+        open.push_back(i);
+      } else if ((op == 0x0B || op == 0x18) && !open.empty()) {
+        match[open.back()] = i;
+        open.pop_back();
+      } else if (op == 0x21 || op == 0x22) {
+        sets.at[ins[i].idx].push_back(i);
+      }
+    }
+  }
+  // `known`: locals whose current value v is < 2^32 - 2^16 or >= 2^64 - 2^16 (an access through v, or through
+  // v + c with 0 <= c < 2^16, succeeded: the memory is at most 2^32 - 2^16 bytes). For such v, wrapping v (or
+  // v + c, c < 2^16) to 32 bits gives the same address when it is in range and one that still traps when not,
+  // so those accesses need only the truncation. At a join point a fact survives when it held where the
+  // construct was entered and the local is not set anywhere inside it (then every path carries that value).
   std::vector<uint32_t> known;
   auto is_known = [&known](uint32_t l) { return std::find(known.begin(), known.end(), l) != known.end(); };
-  auto simple_push = [](uint8_t op) { return op == 0x20 || op == 0x23 || (op >= 0x41 && op <= 0x44); };
-  while (!r.eof()) {
-    Instr in = decode(r);
+  auto keep_unchanged = [&sets](std::vector<uint32_t> k, size_t s, size_t e) {
+    k.erase(std::remove_if(k.begin(), k.end(), [&](uint32_t l) { return sets.changed(l, s, e); }), k.end());
+    return k;
+  };
+  struct Frame {
+    uint8_t op;
+    size_t start, end;
+    std::vector<uint32_t> entry;  // `known` where the construct was entered
+  };
+  std::vector<Frame> frames;
+  // The last kHist instructions (p[0] the latest): index into `ins` and where their output starts.
+  constexpr int kHist = 16;
+  struct Prev {
+    size_t i = SIZE_MAX, out = 0;
+  } p[kHist];
+  auto prev_op = [&](int k) -> int { return k >= kHist || p[k].i == SIZE_MAX ? -1 : ins[p[k].i].op; };
+  // A store's value expression: the history slot of its first instruction, when the expression is made only
+  // of pushes, numeric operators, loads and local.set/tee (no calls or control), else -1; `moved`: the locals
+  // it sets (an address read from one of them is that local's old value, whatever is known of the new one).
+  std::vector<uint32_t> moved;
+  auto value_start = [&]() -> int {
+    int need = 1;
+    moved.clear();
+    for (int k = 0; k < kHist; ++k) {
+      int pops = 0, pushes = 0;
+      const int op = prev_op(k);
+      if (op == 0x21 || op == 0x22) {
+        pops = 1;
+        pushes = op == 0x22;
+        moved.push_back(ins[p[k].i].idx);
+      } else if (!stack_effect(op, pops, pushes)) {
+        return -1;
+      }
+      need -= pushes;
+      if (need < 0) return -1;
+      if (need == 0 && pops == 0) return k;
+      need += pops;
+    }
+    return -1;
+  };
+  for (size_t i = 0; i < n; ++i) {
+    const Instr& in = ins[i];
     const uint8_t* raw = r.data() + in.start;
     const size_t len = in.end - in.start;
     const size_t out_pos = b.code.size();
-    if (in.op == 0xFE) refuse("atomic memory access in function " + std::to_string(func_no));
     if (has_memarg(in)) {
       const bool stores = value_slot(in) != kSlots;
-      int64_t addr = -1;  // the local the address was read from, when it is that plain
-      if (!stores && p1.op == 0x20) addr = p1.idx;
-      if (stores && simple_push(p1.op) && p2.op == 0x20) addr = p2.idx;
-      const bool far = access_offset(r, in) > 0xFFFFFFFFULL;
-      const bool known_addr = addr >= 0 && !far && is_known(static_cast<uint32_t>(addr));
-      if (known_addr && stores) {  // local.get L; <value>  ->  local.get L; i32.wrap_i64; <value>
-        b.code.resize(p2.out);
-        put_bytes(b.code, r.data() + p2.start, p2.end - p2.start);
-        b.code.push_back(0xA7);
-        put_bytes(b.code, r.data() + p1.start, p1.end - p1.start);
+      // history slot of the instruction that ends the address: the top for loads; below a plain value push
+      // for stores (other store values leave the address's producer unknown here)
+      // history slot of the instruction that ends the address: the top for loads, below the value for stores
+      const int j = stores ? value_start() : -1;
+      const int a = stores ? (j >= 0 ? j + 1 : -1) : 0;
+      enum { kOther, kLocal, kTee, kConst, kLocalPlus } shape = kOther;
+      uint32_t l = 0;
+      uint64_t c = 0;
+      if (a >= 0 && prev_op(a) >= 0) {
+        const Instr& x = ins[p[a].i];
+        if (x.op == 0x20 || x.op == 0x22) {
+          shape = x.op == 0x20 ? kLocal : kTee;
+          l = x.idx;
+        } else if (x.op == 0x42) {
+          shape = kConst;
+          c = static_cast<uint64_t>(x.const_val);
+        } else if (x.op == 0x7C && prev_op(a + 1) == 0x42 && prev_op(a + 2) == 0x20 &&
+                   static_cast<uint64_t>(ins[p[a + 1].i].const_val) < 0x10000) {  // local.get; i64.const; add
+          shape = kLocalPlus;
+          l = ins[p[a + 2].i].idx;
+        }
       }
-      lower_access(b, r, in, known_addr, known_addr && stores);
-      if (addr >= 0 && !far && !known_addr) known.push_back(static_cast<uint32_t>(addr));
+      const bool far = access_offset(r, in) > 0xFFFFFFFFULL;
+      if (!far && shape == kConst) {  // i64.const c -> i32.const c (c >= 2^32: 0xFFFFFFFF, out of bounds)
+        Bytes k32{0x41};
+        put_s64(k32, c > 0xFFFFFFFFULL ? -1 : static_cast<int32_t>(static_cast<uint32_t>(c)));
+        const size_t from = p[a].out, to = stores ? p[j].out : b.code.size();
+        b.code.erase(b.code.begin() + from, b.code.begin() + to);
+        b.code.insert(b.code.begin() + from, k32.begin(), k32.end());
+        lower_access(b, r, in, true, true);
+      } else if (!far && (shape == kLocal || shape == kLocalPlus) && is_known(l) &&
+                 (!stores || std::find(moved.begin(), moved.end(), l) == moved.end())) {
+        // <address>; <value>  ->  <address>; i32.wrap_i64; <value>
+        if (stores) b.code.insert(b.code.begin() + p[j].out, 0xA7);
+        lower_access(b, r, in, true, stores);
+      } else {
+        lower_access(b, r, in);
+        if (!far && shape != kOther && shape != kConst && !is_known(l)) known.push_back(l);
+      }
     } else if (in.op == 0x21 || in.op == 0x22) {  // local.set / local.tee: the local's value changes
       known.erase(std::remove(known.begin(), known.end(), in.idx), known.end());
+      if (prev_op(0) == 0x20 && is_known(ins[p[0].i].idx)) known.push_back(in.idx);  // a copy of a known local
       put_bytes(b.code, raw, len);
-    } else if (in.op == 0x03 || in.op == 0x05 || in.op == 0x07 || in.op == 0x0B || in.op == 0x18 ||
-               in.op == 0x19) {  // loop, else, catch, end, delegate, catch_all: other paths join here
-      known.clear();                // (block, if, try and try_table bodies are entered only from here)
+    } else if (in.op == 0x02 || in.op == 0x04 || in.op == 0x06 || in.op == 0x1F) {  // entered only from here
+      frames.push_back(Frame{in.op, i, match[i], known});
+      put_bytes(b.code, raw, len);
+    } else if (in.op == 0x03) {  // loop: also entered by branches from inside it
+      frames.push_back(Frame{in.op, i, match[i], known});
+      known = keep_unchanged(known, i, match[i]);
+      put_bytes(b.code, raw, len);
+    } else if (in.op == 0x05) {  // else: entered from the `if` only
+      if (!frames.empty()) known = frames.back().entry;
+      else known.clear();
+      put_bytes(b.code, raw, len);
+    } else if (in.op == 0x07 || in.op == 0x19) {  // catch, catch_all: entered from anywhere in the try so far
+      if (!frames.empty()) known = keep_unchanged(frames.back().entry, frames.back().start, i);
+      else known.clear();
+      put_bytes(b.code, raw, len);
+    } else if (in.op == 0x0B || in.op == 0x18) {  // end, delegate: the paths out of the construct join here
+      if (frames.empty()) {
+        known.clear();
+      } else {
+        Frame f = std::move(frames.back());
+        frames.pop_back();
+        // a loop's end is reached only by falling through its body (branches go to its start)
+        if (f.op != 0x03) known = keep_unchanged(std::move(f.entry), f.start, i);
+      }
       put_bytes(b.code, raw, len);
     } else if (in.op == 0x3F || in.op == 0x40) {  // memory.size / memory.grow
       if (in.idx != 0) refuse("multi-memory memory.size/grow");
@@ -227,8 +368,10 @@ Bytes lower_body(Reader& r, uint32_t nparams, uint32_t func_no, bool branch) {
     } else {
       put_bytes(b.code, raw, len);
     }
-    p2 = p1;
-    p1 = Prev{in.op, in.idx, out_pos, in.start, in.end};
+    // (after a rewrite above, the positions recorded for the store's value expression are stale; no later
+    // lookup reaches past the store, which value_start does not cross)
+    for (int k = kHist - 1; k > 0; --k) p[k] = p[k - 1];
+    p[0] = Prev{i, out_pos};
   }
   Bytes out;
   if (!b.used) {

@@ -49,7 +49,8 @@ class Evaluator:
         self.cache_dir = Path(config.module_cache or Path(config.data_dir) / "module-cache")
         self.metrics: dict[str, float] = {"evaluations": 0, "eval_seconds": 0.0, "checkpoints": 0,
                                           "recompute_mismatch": 0, "outbox_delivered": 0, "dry_runs": 0,
-                                          "restores": 0, "restore_failures": 0, "outbox_limited": 0}
+                                          "restores": 0, "restore_failures": 0, "outbox_limited": 0,
+                                          "crank_idle": 0}
         self.recent = RecentMessages()
         # compiled modules, checkpoints and patch caches are HMAC-authenticated (docs/SEALING.md)
         self.cache_auth = CacheAuth.for_node(config.tee, config.data_dir, self.metrics, cache_dir=self.cache_dir)
@@ -228,6 +229,20 @@ class Evaluator:
         self.procs.trim()
         return sorted(touched)
 
+    def has_work(self, pid: str) -> bool:
+        """Whether the crank has something to evaluate for `pid`, decided without restoring it: a warm process is
+        simply caught up (that costs nothing when it has nothing to do); an evicted one only when the store has a
+        message past its last stored result (an outbox delivery to it is such a message). Crons are not the
+        crank's: they fire before each later message and when the process is read or monitored. A result still
+        waiting to be written behind counts as missing, so the doubt costs at most a needless restore."""
+        if self.procs.get(pid) is not None:
+            return True
+        proc = self.store.process(pid)
+        if proc is None:
+            return True                     # catch_up names what is wrong
+        last = self.store.last_result_nonce(pid)
+        return last is None or last < proc.nonce
+
     def settle(self, pids: list[str]) -> None:
         """Evaluates processes that received outbox messages, transitively (the MU's crank). Bounded: one pass
         evaluates each process at most once (and at most MAX_SETTLE processes); a process that receives
@@ -241,6 +256,9 @@ class Evaluator:
             pid = pending.pop(0)
             done.add(pid)
             try:
+                if not self.has_work(pid):
+                    self.metrics["crank_idle"] += 1     # nothing to do: not restored
+                    continue
                 got = self.catch_up(pid)
             except CoreError as exc:
                 log.warning("crank of %s failed: %s", pid, exc.message)

@@ -6,7 +6,11 @@ written back from one. A delta between two page maps lists the pages whose bytes
 new XOR old: the Lua collector rewrites the mark bits of every live object on each full collection, so nearly
 every heap page is written per message, but the XOR of the two versions is almost all zero bytes and
 compresses to a few percent of the pages themselves (measured: 22 changed pages, 496 KB as pages, 15 KB as
-XOR, zstd level 3)."""
+XOR, zstd level 3).
+
+The node computes and applies deltas in native code (`cu._native.pagedelta`, native/engine/pagedelta.cpp, with
+the GIL released); this module is the reference of the same formats (tests/test_pagedelta.py compares them) and
+the path of a build without it."""
 
 from __future__ import annotations
 

@@ -2,6 +2,11 @@
 results emitted. Saved next to every checkpoint (same seq), so that a process restored from a checkpoint has it
 too; restored without it, the cache is unknown (None) until the process is evaluated from the start again.
 
+Most processes never emit a patch: for an empty cache the checkpoint gets, instead of a file (4 KiB on disk
+each), an empty marker: a zero-length file whose name carries the process id, the seq and an HMAC over both,
+renamed from the process's previous marker (one syscall, no data block). A missing file and missing marker still
+mean unknown, never empty: the marker is what says "empty at this seq", and only the evaluator can name one.
+
 Authenticated (cu/node/eval/cacheauth.py): each file carries an HMAC over its process id, seq and content; a
 file that does not verify is logged, counted and treated as missing (unknown), never served."""
 
@@ -10,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,8 @@ class PatchCache:
         self.auth = auth or CacheAuth(os.urandom(32))
         self._cache: dict[str, dict[str, Any]] = {}     # pid -> merged patch@1.0 state
         self._unknown: set[str] = set()                 # restored from a checkpoint without its patch cache
+        self._marker: dict[str, Path] | None = None     # pid -> its empty marker on disk (listed once, lazily)
+        self._listing = threading.Lock()                # checkpoints are also written by the retiring thread
 
     def apply(self, pid: str, raw: Any) -> None:
         """Merges the patches of one raw result (before the legacy merge drops `Patches`)."""
@@ -53,12 +61,57 @@ class PatchCache:
     def _path(self, pid: str) -> Path:
         return self.dir / f"{pid}.json"
 
+    def _marker_path(self, pid: str, seq: int) -> Path:
+        return self.dir / f"{pid}.{seq}.{self.auth.tag('patch-cache-empty', pid, seq).hex()}.empty"
+
+    def _markers(self) -> dict[str, Path]:
+        """The markers on disk, listed once: a process's marker from an earlier run is moved, not leaked."""
+        with self._listing:
+            if self._marker is None:
+                try:
+                    names = [n for n in os.listdir(self.dir) if n.endswith(".empty")]
+                except FileNotFoundError:
+                    names = []
+                self._marker = {n.split(".", 1)[0]: self.dir / n for n in names}
+            return self._marker
+
+    def _save_empty(self, pid: str, seq: int) -> None:
+        """The cache is empty at `seq`: moves the process's marker there (a stale full file at another seq,
+        left from before a reset, is harmless: its seq no longer matches, and the marker is read first)."""
+        path = self._marker_path(pid, seq)
+        markers = self._markers()
+        old = markers.get(pid)
+        try:
+            if old is not None and old != path:
+                try:
+                    os.replace(old, path)
+                except FileNotFoundError:
+                    old = None
+            if old is None:
+                private_dir(path.parent)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            markers[pid] = path
+        except OSError as exc:
+            log.error("patch cache of %s at seq %d not saved: %s", pid, seq, exc)
+
+    def _drop_marker(self, pid: str) -> None:
+        old = self._markers().pop(pid, None)
+        if old is not None:
+            try:
+                old.unlink()
+            except OSError:
+                pass
+
     def reset(self, pid: str) -> None:
         """Every message of `pid` is evaluated again from the start."""
         self._cache.pop(pid, None)
         self._unknown.discard(pid)
 
     def save(self, pid: str, seq: int) -> None:
+        if pid not in self._unknown and not self._cache.get(pid):
+            self._save_empty(pid, seq)
+            return
+        self._drop_marker(pid)      # the file says it all now
         path = self._path(pid)
         try:
             private_dir(path.parent)
@@ -76,6 +129,10 @@ class PatchCache:
     def load(self, pid: str, seq: int) -> None:
         """The cache saved with the checkpoint at `seq` (unknown when there is none)."""
         self.reset(pid)
+        marker = self._marker_path(pid, seq)
+        if marker.exists():             # empty at this seq (the evaluator named it: the name carries the HMAC)
+            self._markers()[pid] = marker
+            return
         try:
             doc = json.loads(self._path(pid).read_text())
             body = doc["body"]
