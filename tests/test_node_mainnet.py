@@ -33,11 +33,11 @@ client_wallet = ah.client_wallet
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory, node_wallet_0600, lua32):
     d = tmp_path_factory.mktemp("mainnet-sim")
-    node = e2e.Node(d / "data", workers=2, extra=("--tee", "sim"))
+    box = {"node": e2e.Node(d / "data", workers=2, extra=("--tee", "sim")), "data": d / "data", "dir": d}
     try:
-        yield {"node": node, "data": d / "data", "dir": d}
+        yield box
     finally:
-        node.stop_term()
+        box["node"].stop_term()      # the node running now: the restart test replaces it
 
 
 @pytest.fixture(scope="module")
