@@ -157,12 +157,7 @@ def run(name: str, nodes: int, store: PgServer | None, args: argparse.Namespace,
         while time.time() < start_at:
             time.sleep(0.01)
         cpu0 = sum(sum(bn.node_cpu(p.pid).values()) for p in procs) + (server_cpu(store) if store else 0.0)
-        lat: list[float] = []
-        errors = 0
-        for _ in cs:
-            got, e = q.get(timeout=args.seconds + 300)
-            lat += got
-            errors += e
+        lat, errors = bn.gather(q, len(cs), args.seconds + 300)
         cpu1 = sum(sum(bn.node_cpu(p.pid).values()) for p in procs) + (server_cpu(store) if store else 0.0)
         for c in cs:
             c.join()

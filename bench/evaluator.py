@@ -26,7 +26,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.node import free_port, node_counters, node_processes, run_phase, setup, start_node, stop_node  # noqa: E402
+from bench.node import (  # noqa: E402
+    free_port,
+    gather,
+    node_counters,
+    node_processes,
+    run_phase,
+    setup,
+    start_node,
+    stop_node,
+)
 from cu.codec.ans104 import DataItem  # noqa: E402
 from cu.codec.wallet import Ed25519Key  # noqa: E402
 
@@ -142,12 +151,7 @@ def main() -> int:
             m0 = node_counters(port)
             c0 = proc_counts(ev)
             load0 = os.getloadavg()[0]
-            lat: list[float] = []
-            errors = 0
-            for _ in procs:
-                got, e = q.get(timeout=args.seconds + 300)
-                lat += got
-                errors += e
+            lat, errors = gather(q, len(procs), args.seconds + 300)
             c1 = proc_counts(ev)
             m1 = node_counters(port)
             for p in procs:

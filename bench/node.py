@@ -236,6 +236,17 @@ def client(port: int, pid: str | None, seconds: float, n_presigned: int, start_a
         q.put((lat, errors, time.process_time() - cpu0))
 
 
+def gather(q: mp.Queue, clients: int, timeout: float) -> tuple[list[float], int]:
+    """The latencies and error counts that `clients` client processes each put on `q` as (latencies, errors)."""
+    lat: list[float] = []
+    errors = 0
+    for _ in range(clients):
+        got, e = q.get(timeout=timeout)
+        lat += got
+        errors += e
+    return lat, errors
+
+
 def node_processes(node_pid: int) -> Iterator[tuple[str, str, list[str]]]:
     """(role, /proc entry, stat fields after the command name) of each process in the node's process group;
     role is master, evaluator or workers."""

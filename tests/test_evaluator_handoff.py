@@ -19,8 +19,8 @@ from cu.codec.wallet import ArweaveWallet, Ed25519Key
 from cu.node import rpc
 from cu.node.errors import NotFound
 from cu.node.items import item_meta
-from cu.node.service import FrameReader
 from cu.node.store import LogEntry, ResultRow, ScheduleOp
+from cu.node.wire import FrameReader
 from tests.lua_process import embedded_node, spawn_lua32
 
 

@@ -112,12 +112,7 @@ class EvaluatorCore:
         if self._commit_q.qsize() + len(jobs) <= MAX_GROUP and self._commit_lock.acquire(blocking=False):
             # the store is idle: lead at once, this writer's own jobs last (queue order) and without futures
             try:
-                batch: list[tuple[Job, bool, Future | None]] = []
-                while True:
-                    try:
-                        batch.append(self._commit_q.get_nowait())
-                    except queue.Empty:
-                        break
+                batch: list[tuple[Job, bool, Future | None]] = self._take(MAX_GROUP - len(jobs))
                 own = self._commit(batch + [(job, durable, None) for job in jobs])[len(batch):]
             finally:
                 self._commit_lock.release()
@@ -143,18 +138,23 @@ class EvaluatorCore:
             if not self._commit_lock.acquire(blocking=False):
                 return              # the current leader re-checks the queue after it finishes
             try:
-                batch: list[tuple[Job, bool, Future]] = []
-                while len(batch) < MAX_GROUP:
-                    try:
-                        batch.append(self._commit_q.get_nowait())
-                    except queue.Empty:
-                        break
+                batch = self._take(MAX_GROUP)
                 if batch:
                     self._commit(batch)
             finally:
                 self._commit_lock.release()
             if self._commit_q.empty():
                 return
+
+    def _take(self, limit: int) -> list[tuple[Job, bool, Future | None]]:
+        """Up to `limit` queued writes, oldest first (the caller holds the commit lock)."""
+        batch: list[tuple[Job, bool, Future | None]] = []
+        while len(batch) < limit:
+            try:
+                batch.append(self._commit_q.get_nowait())
+            except queue.Empty:
+                break
+        return batch
 
     def _commit(self, batch: list[tuple[Job, bool, Future | None]]) -> list[Any]:
         """Commits `batch` in one transaction; each job's result (or exception) goes to its future, and all of

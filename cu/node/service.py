@@ -10,75 +10,18 @@ import os
 import signal
 import socket
 import socketserver
-import struct
 import sys
 import threading
 from pathlib import Path
-from typing import Any
-
-import msgpack
 
 from cu.node import logconf, rpc, shards
 from cu.node.config import NodeConfig
 from cu.node.dispatch import Dispatcher
 from cu.node.errors import CoreError, Unavailable
-from cu.node.wire import MAX_FRAME, send_frame
+from cu.node.wire import FrameReader, send_frame
 
 log = logging.getLogger("aocu.evaluator")
 ORPHAN_GRACE_S = 3.0     # an orphaned evaluator's orderly stop, then it exits anyway
-_LEN = struct.Struct(">I")   # a frame's length (cu/node/wire.py)
-
-
-class FrameReader:
-    """Reads request frames (`cu.node.wire` framing) from a connection through a buffer: a frame's length and
-    body, usually in one `recv` (one GIL release and re-acquire per request, not two)."""
-
-    CHUNK = 64 * 1024
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-
-    def next(self) -> Any:
-        """The next value, or None when the peer closed the connection between frames."""
-        buf = self.buf
-        while len(buf) < 4:
-            if not self._fill():
-                if buf:
-                    raise ConnectionError("evaluator connection closed mid-frame")
-                return None
-        (n,) = _LEN.unpack_from(buf)
-        if n > MAX_FRAME:
-            raise ConnectionError("evaluator frame too large")
-        if len(buf) - 4 < n and n > self.CHUNK:
-            body = self._large(n)               # read in place: a large frame is not copied once more
-        else:
-            while len(buf) - 4 < n:
-                if not self._fill():
-                    raise ConnectionError("evaluator connection closed mid-frame")
-            body = bytes(buf[4:4 + n])
-            del buf[:4 + n]
-        return msgpack.unpackb(body, raw=False)
-
-    def _fill(self) -> bool:
-        chunk = self.sock.recv(self.CHUNK)
-        self.buf += chunk
-        return bool(chunk)
-
-    def _large(self, n: int) -> bytearray:
-        body = bytearray(n)
-        got = len(self.buf) - 4
-        body[:got] = self.buf[4:]
-        self.buf.clear()
-        view = memoryview(body)
-        while got < n:
-            k = self.sock.recv_into(view[got:])
-            if not k:
-                raise ConnectionError("evaluator connection closed mid-frame")
-            got += k
-        return body
-
-
 class _Handler(socketserver.BaseRequestHandler):
     server: _Server
 
