@@ -64,6 +64,16 @@ CALLS = (
     + [("loop_known", (a, b)) for a in ADDRS[:8] + WRAPS for b in ADDRS[:8] + WRAPS]
     + [("block_join", (a, flag)) for a in ADDRS + WRAPS for flag in range(4)]
     + [(f, (a, b)) for f in ("copy_known", "moved_in_value") for a in ADDRS + WRAPS for b in (0, 1024, 2**32 + 8)]
+    # parameters known on entry (mem64_calls.cpp) and stores whose value is a call
+    + [(f, (a,)) for f in ("ip_known", "ip_exported", "ip_exported_caller") for a in ADDRS + WRAPS]
+    + [(f, ()) for f in ("ip_const_lo", "ip_const_edge", "ip_const_mid", "ip_const_hi", "ip_const_hi2")]
+    + [(f, (a, b)) for f in ("ip_mixed", "ip_table", "ip_chain", "store_call")
+       for a in ADDRS[:8] + WRAPS for b in ADDRS + WRAPS]
+    + [("tee_store", (a, b, c)) for a in ADDRS[:8] + WRAPS for b in (0, 1024, 2**32 + 8, WRAPS[0])
+       for c in ADDRS + WRAPS]
+    # joins after blocks and ifs: every path into the end (fallthrough, br_if, br_table, implicit else)
+    + [(f, (a, b, flag)) for f in ("join_br_if", "join_if", "join_if_implicit", "join_table", "join_table2",
+                                   "join_if2") for a in ADDRS[:8] + WRAPS for b in ADDRS[::2] + WRAPS for flag in range(4)]
 )
 
 

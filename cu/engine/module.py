@@ -34,7 +34,7 @@ RejectFn = Callable[[str, str], None]  # (cache file, why)
 # AOCU_LOWER_MEMORY64=0 (or setting this to False) keeps memory64 everywhere (benchmarks, diagnosis).
 LOWER_MEMORY64 = os.environ.get("AOCU_LOWER_MEMORY64", "1") != "0"
 _MAX_LOWERED_PAGES = 65535  # 4 GiB - 64 KiB: an access at 0xFFFFFFFF + offset still traps
-_LOWER_KIND = "+lower64-6"  # transform kind in the cache keys; bump when mem64.cpp's output changes
+_LOWER_KIND = "+lower64-9"  # transform kind in the cache keys; bump when mem64.cpp's output changes
 # Fuel-free engine (docs/ABI.md, Limits and gas): a non-metered instance skips wasmtime fuel when its
 # Compute-Limit could not be reached before its wall-clock timeout even at FUEL_FREE_RATE instructions/s (far
 # above any core's rate), so the epoch timeout always stops the call first and fuel changes nothing observable.

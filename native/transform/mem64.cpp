@@ -6,9 +6,10 @@
 //    the 64-bit run traps on still traps (out of bounds, the same error), and every access that succeeds
 //    there touches the same bytes here. Checks are left out where the result is known (lower_body): an address
 //    read from a local (or a local plus a constant < 2^16) through which an access already succeeded, with the
-//    local unchanged on every path since, is only truncated (else that access trapped); a constant address
-//    becomes an i32.const. (`branch_checks` makes the check a branch to a trapping access instead: measured
-//    slower.)
+//    local unchanged on every path since, is only truncated (else that access trapped); likewise a parameter
+//    that every call site passes such a value, in a function only direct calls reach (mem64_calls.cpp); a
+//    constant address becomes an i32.const. (`branch_checks` makes the check a branch to a trapping access
+//    instead: measured slower.)
 //  - memory.size / memory.grow results are extended to i64 (grow's -1 sign-extended); grow's delta is
 //    saturated (a delta >= 2^32 fails with -1 as it does on the 64-bit memory);
 //  - memory.fill / memory.copy / memory.init operands are converted the same way (an operand >= 2^32 makes
@@ -22,12 +23,15 @@
 #include <unordered_map>
 #include <vector>
 
+#include "transform/mem64.h"
 #include "transform/transform.h"
 #include "transform/wasm_binary.h"
 
 namespace aocu::transform {
 
 using namespace aocu::wasm;
+using mem64::Interproc;
+using mem64::Sig;
 
 namespace {
 
@@ -51,19 +55,22 @@ struct Body {
     code.push_back(op);
     put_u32(code, static_cast<uint64_t>(base) + s);
   }
-  // i64 address on the stack -> i32: itself when < 2^32, else 0xFFFFFFFF (always out of bounds here). The test
-  // is (a >> 32) == 0, not a < 2^32: x86 has no compare with a 64-bit immediate (measured 4-5% faster on lua64).
+  // i64 address on the stack -> i32: itself when < 2^32, else 0xFFFFFFFF (always out of bounds here), as
+  // select(-1, wrap(a), wrap(rotr(a, 32))): the high half is the condition itself, so cranelift emits rorx, test,
+  // cmov (4 instructions with the zero extension, 6 for the former select on (a >> 32) == 0, which was
+  // 4-5% faster than a < 2^32 since x86 has no compare with a 64-bit immediate).
   void saturate() {
-    local(0x22, kT64);  // local.tee
-    code.push_back(0x42);
-    put_s64(code, 0xFFFFFFFFLL);
+    local(0x21, kT64);  // local.set
+    code.push_back(0x41);  // i32.const -1
+    put_s64(code, -1);
     local(0x20, kT64);
-    code.push_back(0x42);
-    put_s64(code, 32);
-    code.push_back(0x88);  // i64.shr_u
-    code.push_back(0x50);  // i64.eqz
-    code.push_back(0x1B);  // select
     code.push_back(0xA7);  // i32.wrap_i64
+    local(0x20, kT64);
+    code.push_back(0x42);  // i64.const 32
+    put_s64(code, 32);
+    code.push_back(0x8A);  // i64.rotr
+    code.push_back(0xA7);  // i32.wrap_i64: the high half
+    code.push_back(0x1B);  // select
   }
   // i64 address on the stack -> i32, out of bounds when it is >= 2^32: saturate(), or with `branch` a
   // truncation plus a branch (predicted not taken) to an access at 0xFFFFFFFF + 0xFFFFFFFF. The branch keeps
@@ -149,9 +156,18 @@ void lower_access(Body& b, Reader& r, const Instr& in, bool known = false, bool 
   put_bytes(b.code, ir.data() + rest, ir.remaining());
 }
 
-// Operand-stack effect of the instructions a store's value expression may consist of (pushes, numeric
-// operators, loads; false for anything else, which ends the search for the address below the value).
-bool stack_effect(int op, int& pops, int& pushes) {
+// Operand-stack effect of the instructions a store's value expression or a call's argument may consist of
+// (pushes, numeric operators, loads, calls with at most one result; false for anything else, which ends the
+// search backwards). Calls cannot change the caller's locals, so they do not disturb what is known.
+bool stack_effect(const Instr& in, const Interproc& ip, int& pops, int& pushes) {
+  const int op = in.op;
+  if (op == 0x10 || op == 0x11) {  // call f / call_indirect t (+ the table index operand)
+    const std::vector<Sig>& v = op == 0x10 ? ip.funcs : ip.types;
+    if (in.idx >= v.size() || v[in.idx].results > 1) return false;
+    pops = static_cast<int>(v[in.idx].params) + (op == 0x11);
+    pushes = static_cast<int>(v[in.idx].results);
+    return true;
+  }
   pushes = 1;
   if (op == 0x20 || op == 0x23 || (op >= 0x41 && op <= 0x44)) pops = 0;  // local/global.get, const
   else if ((op >= 0x28 && op <= 0x35) || op == 0x45 || op == 0x50 || (op >= 0x67 && op <= 0x69) ||
@@ -177,7 +193,10 @@ struct LocalSets {
   }
 };
 
-Bytes lower_body(Reader& r, uint32_t nparams, uint32_t func_no, bool branch) {
+}  // namespace
+
+Bytes mem64::lower_body(Reader& r, uint32_t func_no, bool branch, Interproc& ip) {
+  const uint32_t nparams = ip.funcs[func_no].params;
   size_t locals_start = r.pos();
   uint32_t groups = r.u32();
   uint64_t nlocals = nparams;
@@ -218,18 +237,45 @@ Bytes lower_body(Reader& r, uint32_t nparams, uint32_t func_no, bool branch) {
   // v + c, c < 2^16) to 32 bits gives the same address when it is in range and one that still traps when not,
   // so those accesses need only the truncation. At a join point a fact survives when it held where the
   // construct was entered and the local is not set anywhere inside it (then every path carries that value).
+  // On entry: the parameters mem64::analyse found every caller passes known.
   std::vector<uint32_t> known;
+  for (uint32_t a = 0; a < nparams; ++a)
+    if (ip.entry[func_no][a]) known.push_back(a);
+  std::vector<bool> get_known(n, false);  // by instruction: a local.get of a local known at that point
   auto is_known = [&known](uint32_t l) { return std::find(known.begin(), known.end(), l) != known.end(); };
   auto keep_unchanged = [&sets](std::vector<uint32_t> k, size_t s, size_t e) {
     k.erase(std::remove_if(k.begin(), k.end(), [&](uint32_t l) { return sets.changed(l, s, e); }), k.end());
     return k;
   };
+  // A block's, if's or try_table's end is reached by falling through and by branches to its label: what is
+  // known there is what every such path carries (`out`), with the if's implicit else carrying its entry.
+  // Frames inside a try_table (whose catch clauses branch from anywhere in it), legacy try frames and bodies
+  // with GC branch instructions keep the coarse rule: a fact survives when it held on entry and the local is
+  // not set anywhere inside (then every path carries that value).
   struct Frame {
     uint8_t op;
     size_t start, end;
     std::vector<uint32_t> entry;  // `known` where the construct was entered
+    std::vector<uint32_t> out;    // known on every path to the end seen so far (`reached`: there is one)
+    bool reached = false, coarse = false, has_else = false;
   };
   std::vector<Frame> frames;
+  const bool gc_branches = std::any_of(ins.begin(), ins.end(), [](const Instr& x) { return x.op == 0xFB; });
+  auto meet = [](Frame& f, const std::vector<uint32_t>& k) {
+    if (!f.reached) {
+      f.out = k;
+      f.reached = true;
+      return;
+    }
+    f.out.erase(std::remove_if(f.out.begin(), f.out.end(),
+                               [&](uint32_t l) { return std::find(k.begin(), k.end(), l) == k.end(); }),
+                f.out.end());
+  };
+  auto branch_to = [&](uint32_t depth) {  // a loop's start needs nothing: its entry rule covers back edges
+    if (depth < frames.size() && frames[frames.size() - 1 - depth].op != 0x03)
+      meet(frames[frames.size() - 1 - depth], known);
+  };
+  bool dead = false;  // after br, br_table, return, unreachable, throw...: no path falls through to here
   // The last kHist instructions (p[0] the latest): index into `ins` and where their output starts.
   constexpr int kHist = 16;
   struct Prev {
@@ -237,7 +283,7 @@ Bytes lower_body(Reader& r, uint32_t nparams, uint32_t func_no, bool branch) {
   } p[kHist];
   auto prev_op = [&](int k) -> int { return k >= kHist || p[k].i == SIZE_MAX ? -1 : ins[p[k].i].op; };
   // A store's value expression: the history slot of its first instruction, when the expression is made only
-  // of pushes, numeric operators, loads and local.set/tee (no calls or control), else -1; `moved`: the locals
+  // of pushes, numeric operators, loads, calls and local.set/tee (no control), else -1; `moved`: the locals
   // it sets (an address read from one of them is that local's old value, whatever is known of the new one).
   std::vector<uint32_t> moved;
   auto value_start = [&]() -> int {
@@ -246,11 +292,12 @@ Bytes lower_body(Reader& r, uint32_t nparams, uint32_t func_no, bool branch) {
     for (int k = 0; k < kHist; ++k) {
       int pops = 0, pushes = 0;
       const int op = prev_op(k);
+      if (op < 0) return -1;
       if (op == 0x21 || op == 0x22) {
         pops = 1;
         pushes = op == 0x22;
         moved.push_back(ins[p[k].i].idx);
-      } else if (!stack_effect(op, pops, pushes)) {
+      } else if (!stack_effect(ins[p[k].i], ip, pops, pushes)) {
         return -1;
       }
       need -= pushes;
@@ -260,11 +307,42 @@ Bytes lower_body(Reader& r, uint32_t nparams, uint32_t func_no, bool branch) {
     }
     return -1;
   };
+  // The history slot after the expression that produced the value at slot k (its operands' expressions
+  // included), or -1 when it is not made only of instructions stack_effect knows.
+  auto skip = [&](int k, auto& self) -> int {
+    int pops = 0, pushes = 0;
+    if (k < 0 || prev_op(k) < 0 || !stack_effect(ins[p[k].i], ip, pops, pushes) || pushes != 1) return -1;
+    int j = k + 1;
+    while (pops-- > 0 && j >= 0) j = self(j, self);
+    return j;
+  };
+  // A direct call (during mem64::analyse): which of its arguments are known (a local.get of a known local, or
+  // a constant < 2^32 - 2^16 or >= 2^64 - 2^16); the callee's entry facts are what all of its sites pass.
+  auto note_call = [&](uint32_t f) {
+    if (f >= ip.passed.size() || ip.passed[f].empty()) return;
+    const uint32_t na = ip.funcs[f].params;
+    std::vector<bool> ok(na, false);
+    int k = 0;
+    for (uint32_t a = na; a-- > 0 && k >= 0 && k < kHist;) {
+      const int op = prev_op(k);
+      if (op == 0x20) ok[a] = get_known[p[k].i];
+      if (op == 0x42) {
+        const uint64_t c = static_cast<uint64_t>(ins[p[k].i].const_val);
+        ok[a] = c < 0x100000000ULL - 0x10000 || c >= 0ULL - 0x10000;
+      }
+      k = skip(k, skip);
+    }
+    for (uint32_t a = 0; a < na; ++a)
+      if (!ok[a]) ip.passed[f][a] = false;
+  };
   for (size_t i = 0; i < n; ++i) {
     const Instr& in = ins[i];
     const uint8_t* raw = r.data() + in.start;
     const size_t len = in.end - in.start;
     const size_t out_pos = b.code.size();
+    if (in.op == 0x0C || in.op == 0x0D || in.op == 0xD5 || in.op == 0xD6) branch_to(in.idx);  // br, br_if, br_on_*
+    if (in.op == 0x0E)
+      for (uint32_t t : in.labels) branch_to(t);
     if (has_memarg(in)) {
       const bool stores = value_slot(in) != kSlots;
       // history slot of the instruction that ends the address: the top for loads; below a plain value push
@@ -297,9 +375,10 @@ Bytes lower_body(Reader& r, uint32_t nparams, uint32_t func_no, bool branch) {
         b.code.erase(b.code.begin() + from, b.code.begin() + to);
         b.code.insert(b.code.begin() + from, k32.begin(), k32.end());
         lower_access(b, r, in, true, true);
-      } else if (!far && (shape == kLocal || shape == kLocalPlus) && is_known(l) &&
+      } else if (!far && (shape == kLocal || shape == kLocalPlus || (shape == kTee && stores)) && is_known(l) &&
                  (!stores || std::find(moved.begin(), moved.end(), l) == moved.end())) {
-        // <address>; <value>  ->  <address>; i32.wrap_i64; <value>
+        // <address>; <value>  ->  <address>; i32.wrap_i64; <value>. A store's address teed into l: l still holds
+        // it (not moved), and the value's own access through l made it known (p->f = p->f | x).
         if (stores) b.code.insert(b.code.begin() + p[j].out, 0xA7);
         lower_access(b, r, in, true, stores);
       } else {
@@ -311,15 +390,22 @@ Bytes lower_body(Reader& r, uint32_t nparams, uint32_t func_no, bool branch) {
       if (prev_op(0) == 0x20 && is_known(ins[p[0].i].idx)) known.push_back(in.idx);  // a copy of a known local
       put_bytes(b.code, raw, len);
     } else if (in.op == 0x02 || in.op == 0x04 || in.op == 0x06 || in.op == 0x1F) {  // entered only from here
-      frames.push_back(Frame{in.op, i, match[i], known});
+      frames.push_back(Frame{in.op, i, match[i], known, {}, false, gc_branches || in.op == 0x06, false});
+      if (in.op == 0x1F)
+        for (Frame& f : frames) f.coarse = true;
       put_bytes(b.code, raw, len);
     } else if (in.op == 0x03) {  // loop: also entered by branches from inside it
-      frames.push_back(Frame{in.op, i, match[i], known});
+      frames.push_back(Frame{in.op, i, match[i], known, {}, false, true, false});
       known = keep_unchanged(known, i, match[i]);
       put_bytes(b.code, raw, len);
     } else if (in.op == 0x05) {  // else: entered from the `if` only
-      if (!frames.empty()) known = frames.back().entry;
-      else known.clear();
+      if (!frames.empty()) {
+        if (!dead) meet(frames.back(), known);
+        frames.back().has_else = true;
+        known = frames.back().entry;
+      } else {
+        known.clear();
+      }
       put_bytes(b.code, raw, len);
     } else if (in.op == 0x07 || in.op == 0x19) {  // catch, catch_all: entered from anywhere in the try so far
       if (!frames.empty()) known = keep_unchanged(frames.back().entry, frames.back().start, i);
@@ -332,8 +418,20 @@ Bytes lower_body(Reader& r, uint32_t nparams, uint32_t func_no, bool branch) {
         Frame f = std::move(frames.back());
         frames.pop_back();
         // a loop's end is reached only by falling through its body (branches go to its start)
-        if (f.op != 0x03) known = keep_unchanged(std::move(f.entry), f.start, i);
+        if (f.op != 0x03 && f.coarse) {
+          known = keep_unchanged(std::move(f.entry), f.start, i);
+        } else if (f.op != 0x03) {
+          if (!dead) meet(f, known);
+          if (f.op == 0x04 && !f.has_else) meet(f, f.entry);
+          known = f.reached ? std::move(f.out) : std::vector<uint32_t>{};
+        }
       }
+      put_bytes(b.code, raw, len);
+    } else if (in.op == 0x20) {
+      get_known[i] = is_known(in.idx);
+      put_bytes(b.code, raw, len);
+    } else if (in.op == 0x10 || in.op == 0x12) {  // call, return_call
+      note_call(in.idx);
       put_bytes(b.code, raw, len);
     } else if (in.op == 0x3F || in.op == 0x40) {  // memory.size / memory.grow
       if (in.idx != 0) refuse("multi-memory memory.size/grow");
@@ -370,6 +468,16 @@ Bytes lower_body(Reader& r, uint32_t nparams, uint32_t func_no, bool branch) {
     }
     // (after a rewrite above, the positions recorded for the store's value expression are stale; no later
     // lookup reaches past the store, which value_start does not cross)
+    switch (in.op) {
+      case 0x00: case 0x08: case 0x09: case 0x0A: case 0x0C: case 0x0E: case 0x0F: case 0x12: case 0x13: case 0x15:
+        dead = true;  // unreachable, throw, rethrow, throw_ref, br, br_table, return, return_call*
+        break;
+      case 0x02: case 0x03: case 0x04: case 0x05: case 0x06: case 0x07: case 0x0B: case 0x18: case 0x19: case 0x1F:
+        dead = false;  // a new construct or a point other paths lead to
+        break;
+      default:
+        break;
+    }
     for (int k = kHist - 1; k > 0; --k) p[k] = p[k - 1];
     p[0] = Prev{i, out_pos};
   }
@@ -393,6 +501,8 @@ Bytes lower_body(Reader& r, uint32_t nparams, uint32_t func_no, bool branch) {
   return out;
 }
 
+namespace {
+
 // `i64.const v end` -> `i32.const v end` (v >= 2^32: 0xFFFFFFFF, which lies beyond any 32-bit memory).
 void lower_offset_expr(Reader& r, Bytes& out) {
   Instr in = decode(r);
@@ -406,27 +516,6 @@ void lower_offset_expr(Reader& r, Bytes& out) {
 }
 
 }  // namespace
-
-Memory64Info memory64_info(const uint8_t* data, size_t size) {
-  Module m(data, size);
-  Memory64Info info;
-  for (const Import& im : read_imports(m))
-    if (im.kind == 2) ++info.memories;
-  info.imported = info.memories > 0;
-  if (const Section* s = m.find(kMemory)) {
-    Reader r = m.reader(*s);
-    uint32_t n = r.u32();
-    info.memories += n;
-    if (n > 0) {
-      info.flags = r.u32();
-      info.min_pages = r.u64();
-      info.has_max = info.flags & 1;
-      if (info.has_max) info.max_pages = r.u64();
-    }
-  }
-  info.memory64 = info.memories == 1 && !info.imported && (info.flags & 0x04);
-  return info;
-}
 
 Bytes lower_memory64(const uint8_t* data, size_t size, bool branch_checks) {
   Memory64Info info = memory64_info(data, size);
@@ -447,9 +536,8 @@ Bytes lower_memory64(const uint8_t* data, size_t size, bool branch_checks) {
       func_types.push_back(t);
     }
   }
-  uint32_t imported_funcs = 0;  // the memory is not imported (refused above)
-  for (const Import& im : read_imports(m))
-    if (im.kind == 0) ++imported_funcs;
+  Interproc ip = mem64::analyse(m, types, func_types, branch_checks);
+  const uint32_t imported_funcs = static_cast<uint32_t>(ip.funcs.size() - func_types.size());
 
   Bytes out(data, data + 8);
   for (const Section& s : m.sections) {
@@ -472,8 +560,7 @@ Bytes lower_memory64(const uint8_t* data, size_t size, bool branch_checks) {
           uint32_t len = r.u32();
           size_t at = r.offset();
           Reader body(r.take(len), len, at);
-          Bytes b = lower_body(body, static_cast<uint32_t>(types[func_types[i]].params.size()),
-                               imported_funcs + i, branch_checks);
+          Bytes b = mem64::lower_body(body, imported_funcs + i, branch_checks, ip);
           put_u32(p, b.size());
           put_bytes(p, b);
         }
