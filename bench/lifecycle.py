@@ -14,9 +14,12 @@ request, restores re-hashed against the page-Merkle root: the paths before issue
 incremental checkpoints, eviction checkpointed in the background, recently evicted states kept compressed in
 memory, deltas in native code), "fast-python" (the same with the native page deltas turned off in this
 process: deltas in Python, as before) and "fast-cow" (the same as "fast" with evicted states restored
-copy-on-write through page images built in native code: checkpoints.COW_RESTORES). Per round: result latency p50/p99, process CPU per message (all threads, the background ones
-included), CPU of the requesting thread per message (it evaluates: the request path), checkpoint bytes written per process, growth of the store file. Then the fast node is restarted on
-its data dir and one more round reads every process back from its stored checkpoint chain ("cold").
+copy-on-write through page images built in native code: checkpoints.COW_RESTORES); "fast-2pass" (only when
+asked with --only: "fast" with each eviction's delta taken as before the one-pass `pagedelta.capture_diff`, a full
+capture and then a diff of the two images, for comparing the two in one run). Per round: result latency
+p50/p99, process CPU per message (all threads, the background ones included), CPU of the requesting thread per
+message (it evaluates: the request path), checkpoint bytes written per process, growth of the store file. Then
+the fast node is restarted on its data dir and one more round reads every process back from its stored checkpoint chain ("cold").
 A last phase gives the floor: each process gets a message (evicted) and then the timed one (warm).
 The crank is held off (an hour): every message is read at once, and a crank pass would only load evicted
 processes to find nothing to do. Results of both modes are compared message by message (they must be identical). The ratio line averages the
@@ -46,6 +49,19 @@ from cu.node.eval import checkpoints  # noqa: E402
 from tests.lua_process import embedded_node, spawn, upload_lua32  # noqa: E402
 
 MODES = ("classic", "fast-python", "fast", "fast-cow")
+EXTRA_MODES = ("fast-2pass",)
+
+
+class _TwoPass:
+    """The native page-delta module without `capture_diff` (checkpoints.py then captures and diffs)."""
+
+    def __init__(self, pd: object) -> None:
+        self._pd = pd
+
+    def __getattr__(self, name: str) -> object:
+        if name == "capture_diff":
+            raise AttributeError(name)
+        return getattr(self._pd, name)
 
 
 def cpu() -> float:
@@ -120,6 +136,8 @@ def run(mode: str, args: argparse.Namespace, root: Path) -> tuple[dict[str, dict
     native, cow = checkpoints._pd, checkpoints.COW_RESTORES
     if mode == "fast-python":
         checkpoints._pd = None       # read by each Checkpoints object it builds (checkpoints.py)
+    elif mode == "fast-2pass" and native is not None:
+        checkpoints._pd = _TwoPass(native)
     checkpoints.COW_RESTORES = mode == "fast-cow"
     try:
         return _run(mode, args, root)
@@ -161,7 +179,8 @@ def main() -> None:
     ap.add_argument("--max-warm", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--heap", type=int, default=20000, help="Lua strings each process keeps (its heap)")
-    ap.add_argument("--only", choices=MODES, action="append", help="run only these modes (repeatable)")
+    ap.add_argument("--only", choices=MODES + EXTRA_MODES, action="append",
+                    help="run only these modes (repeatable, in this order; a mode given twice runs twice)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1/5 min), {os.cpu_count()} CPUs", file=sys.stderr)
@@ -169,8 +188,9 @@ def main() -> None:
     outs: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="aocu-lifecycle-") as tmp:
         for mode in (args.only or MODES):
-            print(f"running {mode} ...", file=sys.stderr)
-            results[mode], outs[mode] = run(mode, args, Path(tmp))
+            label = mode if mode not in results else f"{mode}#{sum(k.split('#')[0] == mode for k in results) + 1}"
+            print(f"running {label} ...", file=sys.stderr)
+            results[label], outs[label] = run(mode, args, Path(tmp) / label)
     if len(outs) > 1:
         n = min(len(o) for o in outs.values())
         same = all(o[:n] == next(iter(outs.values()))[:n] for o in outs.values())
@@ -180,13 +200,13 @@ def main() -> None:
         return
     cols = ("p50_ms", "p99_ms", "cpu_ms_per_msg", "request_cpu_ms", "checkpoint_kb_per_proc",
             "store_growth_kb_per_proc")
-    print(f"{'':24} {'mode':11} " + " ".join(f"{c:>24}" for c in cols))
+    print(f"{'':24} {'mode':13} " + " ".join(f"{c:>24}" for c in cols))
     phases = list(dict.fromkeys(p for rows in results.values() for p in rows))
     for phase in phases:
         for mode, rows in results.items():
             if phase in rows:
-                print(f"{phase:24} {mode:11} " + " ".join(f"{rows[phase][c]:24.2f}" for c in cols))
-    for new, old in (("fast", "classic"), ("fast", "fast-python"), ("fast-cow", "fast")):
+                print(f"{phase:24} {mode:13} " + " ".join(f"{rows[phase][c]:24.2f}" for c in cols))
+    for new, old in (("fast", "classic"), ("fast", "fast-python"), ("fast-cow", "fast"), ("fast", "fast-2pass")):
         if new not in results or old not in results:
             continue
         c, f = results[old], results[new]

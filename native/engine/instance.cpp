@@ -75,9 +75,11 @@ Instance::Instance(std::shared_ptr<CompiledModule> m, Family fam, Limits lim, co
     build();
     lifecycle_init();
     if (restore) load_state(*restore, true);
-    if (restore && restore->image) {
-      // The page image is the rollback base as it is: no copy of memory before the first message. A
-      // later refresh copies memory, so its cost (~0.5 s/GiB) counts as the cost of this base.
+    if (restore && (restore->image || restore->encoded)) {
+      // The restored state is the rollback base as it is (a page image, or the encoded image, which is
+      // small: its zero pages are not stored): no copy of memory before the first message, which would
+      // cost more than the restore itself. A later refresh copies memory, so its cost (~0.5 s/GiB)
+      // counts as the cost of this base.
       base_ = *restore;
       have_base_ = true;
       last_base_cost_s_ = static_cast<double>(restore->mem_size) * 0.5e-9;

@@ -5,9 +5,9 @@
 // non-zero pages of two images, with the GIL released, exactly as memimage.diff/apply do: a delta lists the
 // pages whose bytes differ (ascending) and holds new XOR old for each. page_image() turns an image into a raw
 // page image (engine/memory_creator.h, file form "AOPI" v1) held in a sealed memfd, so that an evicted state
-// is restored copy-on-write (no memory written, the image is the rollback base) instead of decoded into fresh
-// memory and copied again as the rollback base by its first message. Its page digests are computed here for
-// the stored (non-zero) pages only; every absent page has the digest of a zero page.
+// is restored copy-on-write (no memory written) instead of decoded into fresh memory. Its page digests are computed here for
+// the stored (non-zero) pages only; every absent page has the digest of a zero page. capture_diff() gives an
+// eviction's delta and the new image in one pass over memory (the old image decoded once, the new one never).
 #include <fcntl.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -314,6 +314,85 @@ std::pair<std::vector<uint64_t>, std::string> diff_known(const std::string& old_
   return {std::move(changed), std::move(xors)};
 }
 
+
+// One pass over the memory of an instance whose previous state is the AOMI image `old_img`: the delta from that
+// image (as diff(decode(old_img), decode(new image)) gives it) and the new image (encode_memory's format, at
+// `level`), without decoding the new image again. Only for memories of whole 64 KiB pages (wasm memories).
+struct CaptureDiff {
+  std::string image;
+  std::vector<uint64_t> changed;
+  std::string xors;
+};
+
+CaptureDiff capture_diff(const std::string& old_img, const uint8_t* mem, uint64_t size, int level) {
+  if (size % kPage) throw SnapshotDataError("memory size is not a whole number of 64 KiB pages");
+  if (old_img.size() < 24 || old_img.compare(0, 4, "AOMI") != 0) throw SnapshotDataError("not an AOMI memory image");
+  uint32_t ver;
+  uint64_t old_size, old_count;
+  std::memcpy(&ver, old_img.data() + 4, 4);
+  std::memcpy(&old_size, old_img.data() + 8, 8);
+  std::memcpy(&old_count, old_img.data() + 16, 8);
+  if (ver != 1 || old_size > kMaxSize || old_count != page_count(old_size) || old_size % kPage)
+    throw SnapshotDataError("AOMI image version " + std::to_string(ver) + " / page count not readable");
+  const size_t obm = 24, odata = obm + (old_count + 7) / 8;
+  if (old_img.size() < odata) throw SnapshotDataError("AOMI image truncated in its bitmap");
+  std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> dc(ZSTD_createDCtx(), ZSTD_freeDCtx);
+  std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cc(ZSTD_createCCtx(), ZSTD_freeCCtx);
+  if (!dc || !cc) throw std::runtime_error("zstd: out of memory");
+  ZSTD_CCtx_setParameter(cc.get(), ZSTD_c_compressionLevel, level);
+  ZSTD_inBuffer in{old_img.data() + odata, old_img.size() - odata, 0};
+  const uint64_t count = page_count(size);
+  CaptureDiff out;
+  std::string& img = out.image;
+  img = "AOMI";
+  img.append(reinterpret_cast<const char*>(&ver), 4);
+  img.append(reinterpret_cast<const char*>(&size), 8);
+  img.append(reinterpret_cast<const char*>(&count), 8);
+  const size_t bm = img.size();
+  img.append((count + 7) / 8, '\0');
+  std::vector<char> buf(ZSTD_CStreamOutSize());
+  auto pump = [&](const uint8_t* src, size_t n, ZSTD_EndDirective mode) {
+    ZSTD_inBuffer cin{src, n, 0};
+    for (;;) {
+      ZSTD_outBuffer ob{buf.data(), buf.size(), 0};
+      size_t r = ZSTD_compressStream2(cc.get(), &ob, &cin, mode);
+      if (ZSTD_isError(r)) throw std::runtime_error(std::string("zstd: ") + ZSTD_getErrorName(r));
+      img.append(buf.data(), ob.pos);
+      if (mode == ZSTD_e_end ? r == 0 : cin.pos == cin.size) break;
+    }
+  };
+  static const std::string zeros(kPage, '\0');
+  std::string old_page(kPage, '\0');
+  bool any = false;
+  for (uint64_t p = 0; p < std::max(old_count, count); ++p) {
+    const bool stored = p < old_count && ((static_cast<uint8_t>(old_img[obm + p / 8]) >> (p % 8)) & 1);
+    if (stored) {
+      ZSTD_outBuffer ob{old_page.data(), kPage, 0};
+      while (ob.pos < ob.size) {
+        size_t r = ZSTD_decompressStream(dc.get(), &ob, &in);
+        if (ZSTD_isError(r)) throw SnapshotDataError(std::string("AOMI image body: ") + ZSTD_getErrorName(r));
+        if (ob.pos < ob.size && in.pos == in.size) throw SnapshotDataError("AOMI image body does not hold its pages");
+      }
+    }
+    const char* a = stored ? old_page.data() : zeros.data();
+    const char* b = p < count ? reinterpret_cast<const char*>(mem + p * kPage) : zeros.data();
+    const bool same = std::memcmp(a, b, kPage) == 0;
+    // an unchanged page is non-zero when the old image stored it (the encoders never store a zero page)
+    if (p < count && (same ? stored : std::memcmp(b, zeros.data(), kPage) != 0)) {
+      img[bm + p / 8] = static_cast<char>(img[bm + p / 8] | (1 << (p % 8)));
+      pump(reinterpret_cast<const uint8_t*>(b), kPage, ZSTD_e_continue);
+      any = true;
+    }
+    if (same) continue;
+    out.changed.push_back(p);
+    const size_t at = out.xors.size();
+    out.xors.append(a, kPage);
+    xor_into(out.xors.data() + at, b, kPage);
+  }
+  if (any) pump(nullptr, 0, ZSTD_e_end);
+  return out;
+}
+
 }  // namespace aocu::pagedelta
 
 void aocu_register_pagedelta(py::module_& m) {
@@ -371,6 +450,25 @@ void aocu_register_pagedelta(py::module_& m) {
       py::arg("instance"), py::arg("leaves"), py::arg("level") = 3,
       "the instance's state as its `capture()` gives it, its memory encoded from the page digests of a commit "
       "just taken (only the non-zero pages are read)");
+  d.def(
+      "capture_diff",
+      [](const aocu::engine::Instance& inst, const py::bytes& old_img, int level) {
+        std::string a = old_img;
+        aocu::engine::StateImage st;
+        pd::CaptureDiff r;
+        {
+          py::gil_scoped_release nogil;
+          st = inst.capture(false);
+          r = pd::capture_diff(a, inst.memory_data(), inst.memory_size(), level);
+        }
+        py::list globals;
+        for (auto& g : st.globals) globals.append(py::make_tuple(g.name, g.kind, g.bits));
+        return py::make_tuple(py::make_tuple(st.mem_size, py::bytes(r.image), globals, py::bytes(st.host)),
+                              py::cast(r.changed), py::bytes(r.xors));
+      },
+      py::arg("instance"), py::arg("old"), py::arg("level") = 1,
+      "((the instance's state as capture() gives it, its memory encoded at `level`), changed pages, XORs): the "
+      "delta from the AOMI image `old` to the memory now, in one pass (no decoding of the new image)");
   d.def(
       "diff_known",
       [](const py::bytes& old_img, const py::bytes& old_leaves, const aocu::engine::Instance& inst,

@@ -8,11 +8,11 @@ instance the node builds of the module, before that instance evaluates anything,
 fresh instance would be (tests/test_lifecycle.py checks results and memory against a normal spawn).
 
 With the engine's copy-on-write restore (`Instance.restore(cow=True)`) the image is decoded once into a raw
-page image that every new process maps: no memory is written, and the image is also the instance's rollback
-base, so its first message does not copy memory either. Whether a restore is cheaper than instantiating still
-depends on the engine and the module (a restore that re-runs instantiation and then writes the image in costs
-more than a start function that does little), so each module's first starts time both and the cheaper way is
-kept, probed again every `REPROBE` starts. The times are the starting thread's CPU time, not wall time: on a
+page image that every new process maps: no memory is written. Either way a restored instance keeps the
+image as its rollback base, so its first message does not copy memory. Whether a restore is cheaper than
+instantiating still depends on the engine and the module (a restore that re-runs instantiation and then writes
+the image in costs more than a start function that does little), so each module's first starts time both and
+the cheaper way is kept, probed again every `REPROBE` starts. The times are the starting thread's CPU time, not wall time: on a
 loaded machine one preempted start would otherwise pick the dearer way for the next `REPROBE` starts. Either way
 gives the same state."""
 
@@ -26,9 +26,9 @@ from typing import Any
 from cu.node.eval.modules import engine
 
 REPROBE = 256
-# An instantiated instance copies its memory as its rollback base before its first message; one restored
-# copy-on-write maps the image as its base instead. That copy is counted at the engine's own estimate of a
-# base copy (native/engine/instance.cpp: 0.5 s per GiB) when the two ways are compared.
+# An instantiated instance copies its memory as its rollback base before its first message; a restored one
+# keeps the image as its base instead. That copy is counted at the engine's own estimate of a base copy
+# (native/engine/instance.cpp: 0.5 s per GiB) when the two ways are compared.
 BASE_COPY_S_PER_BYTE = 0.5e-9
 
 
@@ -59,7 +59,7 @@ class InitImages:
             img = self._images.get(key)
             if img is not None:
                 img.starts += 1
-                saved = img.snap.memory_size * BASE_COPY_S_PER_BYTE if img.cow else 0.0
+                saved = img.snap.memory_size * BASE_COPY_S_PER_BYTE
                 use = (img.restore_s == 0.0 or img.restore_s < img.instantiate_s + saved
                        or img.starts % REPROBE == 0)
         if img is not None and use:
