@@ -68,10 +68,20 @@ def proc_counts(pid: int) -> tuple[float, int]:
     return cpu, switches
 
 
-def thread_switches(k: int) -> str:
-    """Per result, the context switches of each evaluator thread that had any (busiest first)."""
-    d = sorted(((v[-1] - (v[0] if len(v) > 1 else 0)) / k for v in THREADS.values()), reverse=True)
-    return " ".join(f"{x:.2f}" for x in d if x >= 0.01)
+def thread_names(pid: int) -> dict[str, str]:
+    """tid -> Python thread name of the evaluator's threads (through py-spy, when it is installed)."""
+    import re
+    try:
+        out = subprocess.run(["py-spy", "dump", "-p", str(pid)], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return dict(re.findall(r'^Thread (\d+) \([^)]*\): "([^"]*)"', out, re.M))
+
+
+def thread_switches(k: int, names: dict[str, str]) -> str:
+    """Per result, the context switches of each evaluator thread that had any (busiest first), named."""
+    d = sorted(((v[-1] - (v[0] if len(v) > 1 else 0)) / k, tid) for tid, v in THREADS.items())
+    return " ".join(f"{names.get(tid, tid)}={x:.2f}" for x, tid in reversed(d) if x >= 0.01)
 
 
 def client(sock_path: str, pid: str, n: int, start_at: float, seconds: float, q: mp.Queue) -> None:
@@ -132,7 +142,7 @@ def main() -> int:
                       f"{r['errors']}, p50 {r['p50_ms']:.2f} ms; per result: evaluator CPU "
                       f"{1000 * (c1[0] - c0[0]) / k:.3f} ms, context switches {(c1[1] - c0[1]) / k:.2f}, workers CPU "
                       f"{r['cpu_ms'].get('workers', 0):.3f} ms, commits {commits:.2f}; load {load0:.1f}")
-                print("per thread switches per result:", thread_switches(k))
+                print("per thread switches per result:", thread_switches(k, thread_names(ev)))
                 return 1 if r["errors"] else 0
             ctx = mp.get_context("fork")
             q = ctx.Queue()
@@ -154,6 +164,7 @@ def main() -> int:
             lat, errors = gather(q, len(procs), args.seconds + 300)
             c1 = proc_counts(ev)
             m1 = node_counters(port)
+            names = thread_names(ev)
             for p in procs:
                 p.join()
             if spy is not None:
@@ -167,6 +178,7 @@ def main() -> int:
           f"({k / args.seconds:.0f}/s), errors {errors}, p50 {1000 * statistics.median(lat):.2f} ms, "
           f"p99 {1000 * lat[int(k * 0.99) - 1]:.2f} ms; per result: evaluator CPU {1000 * (c1[0] - c0[0]) / k:.3f} ms, "
           f"context switches {(c1[1] - c0[1]) / k:.2f}, commits {commits:.2f}; load {load0:.1f}")
+    print("per thread switches per result:", thread_switches(k, names))
     return 1 if errors else 0
 
 

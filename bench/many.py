@@ -106,7 +106,7 @@ def main() -> None:
         module_id = upload_lua32(sched.ingest, owner)
         m = core.core.evaluator.metrics
         if args.restore_idle:
-            core.core.evaluator.has_work = lambda pid: True
+            core.core.evaluator.has_work = lambda pid, upto=None: True
         rows = []
         pids: list[str] = []
         base_rss = rss()[0]

@@ -91,3 +91,20 @@ def test_an_outbox_delivery_to_an_evicted_process_restores_it(node):
     proc = _until(lambda: (p := core.store.process(target)) and p.nonce > before and p, "the delivery")
     _until(lambda: (r := core.store.last_result(target)) and r.nonce == proc.nonce, "the crank's evaluation")
     assert m["restores"] > restores
+
+
+def test_has_work_up_to_a_named_nonce_warm_or_evicted(node):
+    """The one crank-skip check (Evaluator.has_work): a turn for named messages is skipped once the process is
+    past them, whether it is warm (its state's nonce) or evicted (its last stored result); without a nonce a warm
+    process always has its turn and an evicted one only for a message past its last stored result."""
+    core, client, sched, new = node
+    ev = core.core.evaluator
+    a, b = new(), new()
+    client.result(a, _send(sched, a, "Count"))
+    client.result(b, _send(sched, b, "Count"))               # loads `b`: `a` is evicted
+    n = ev.procs.get(b).nonce
+    assert not ev.has_work(b, n) and ev.has_work(b, n + 1) and ev.has_work(b)
+    _evicted(core, a)
+    last = _until(lambda: core.store.last_result(a), "the written-behind result").nonce
+    assert not ev.has_work(a, last) and ev.has_work(a, last + 1) and not ev.has_work(a)
+    assert ev.procs.get(a) is None                          # decided from the store: not restored

@@ -33,6 +33,9 @@ MAX_GROUP = 256          # ops per group commit
 # Write-behind results (served from memory until stored) ride along with the next scheduling commit, or are
 # committed by the crank thread this long after they were queued, whichever comes first.
 WRITE_BEHIND_S = 0.005
+TICK_S = WRITE_BEHIND_S   # the crank's own look-again interval while notifications keep coming
+ACTIVE_S = 1.0           # ... that is, within this long of the latest
+QUICK_COMMIT_S = 0.002   # commits faster than this on average: scheduling is answered inline
 
 
 class EvaluatorCore:
@@ -62,12 +65,14 @@ class EvaluatorCore:
         # when the waiting crank thread looks again by itself (0: it is not waiting): notify() wakes it only
         # for something due earlier, so each scheduled message does not cost the crank a needless wake-up
         self._wake_at = 0.0
+        self._notified_at = float("-inf")         # the latest notification (the crank ticks while they come)
         self._flush_at: float | None = None       # when queued write-behind results must be committed
         self._crank_cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._commit_q: queue.Queue[tuple[Job, bool, Future]] = queue.Queue()
         self._commit_lock = threading.Lock()
+        self._commit_s = 0.0                      # recent commits' duration (moving average)
         self._deferred = threading.local()
         self.store.writer = self._group_write
         self.store.async_writer = self._group_write_deferred
@@ -133,6 +138,11 @@ class EvaluatorCore:
                 out.append(exc)
         return out
 
+    def commits_quick(self) -> bool:
+        """Whether a commit is quick lately (no slow fsync): then scheduling may wait for its own commit on the RPC
+        server's reading thread. On a slow disk writers are answered from the pool, where their commits group."""
+        return self._commit_s < QUICK_COMMIT_S
+
     def _lead(self) -> None:
         while True:
             if not self._commit_lock.acquire(blocking=False):
@@ -170,10 +180,12 @@ class EvaluatorCore:
                 if fut is not None:
                     fut.set_exception(err)
             return failed
+        took = time.perf_counter() - t0
+        self._commit_s += (took - self._commit_s) * 0.25
         m = self.evaluator.metrics
         m["commits"] = m.get("commits", 0) + 1
         m["commit_writes"] = m.get("commit_writes", 0) + len(batch)
-        m["commit_seconds"] = m.get("commit_seconds", 0.0) + time.perf_counter() - t0
+        m["commit_seconds"] = m.get("commit_seconds", 0.0) + took
         for (_, _, fut), res in zip(batch, results, strict=True):
             if fut is None:
                 continue
@@ -234,8 +246,10 @@ class EvaluatorCore:
         if self.peers is not None and not self.owns(pid):
             self.peers.notify(pid)      # another shard's process: its owner cranks it
             return
-        due = time.monotonic() + delay_s
+        now = time.monotonic()
+        due = now + delay_s
         with self._crank_cv:
+            self._notified_at = now
             cur = self._due.get(pid)
             if upto is None or (cur is not None and pid not in self._upto):
                 self._upto.pop(pid, None)       # not only named messages: the turn must look at the store
@@ -261,6 +275,10 @@ class EvaluatorCore:
                         self._flush_at = None
                     return ready, flush
                 times = list(self._due.values()) + ([self._flush_at] if self._flush_at is not None else [])
+                if now - self._notified_at < ACTIVE_S:
+                    # busy: look again every tick by itself, so notifications due later (crank turns, write-behind
+                    # commits) need not wake it, each a GIL hand-off in the middle of someone's request
+                    times.append(now + TICK_S)
                 self._wake_at = min(times) if times else float("inf")
                 self._crank_cv.wait(self._wake_at - now if times else None)
                 self._wake_at = 0.0
@@ -275,23 +293,18 @@ class EvaluatorCore:
                 try:
                     if self.cluster is not None and not self.cluster.mine(pid):
                         continue        # leased by another node: its crank evaluates it
-                    if self._caught_up(pid):
-                        continue        # a reader evaluated every message this turn was for
+                    if not self.evaluator.has_work(pid, self._turn_upto(pid)):
+                        continue        # e.g. a reader evaluated every message this turn was for
                     self.evaluator.settle([pid])
                 except Exception as exc:  # noqa: BLE001 - the crank must survive any one process failing
                     log.error("evaluation of %s failed: %s", pid, exc)
 
-    def _caught_up(self, pid: str) -> bool:
-        """Whether `pid`'s due turn was only for named messages that its warm state has evaluated since (their
-        outbox deliveries were handed on by whoever evaluated them)."""
+    def _turn_upto(self, pid: str) -> int | None:
+        """The newest nonce `pid`'s due turn is for, when every notification of it named a scheduled message
+        (Evaluator.has_work skips the turn if the process is past it); None when the turn must look at the store,
+        or when `pid` was notified again meanwhile (that turn decides)."""
         with self._crank_cv:
-            if pid in self._due:
-                return False            # notified again meanwhile: that turn decides
-            upto = self._upto.pop(pid, None)
-        if upto is None:
-            return False
-        st = self.evaluator.procs.get(pid)
-        return st is not None and st.nonce >= upto
+            return None if pid in self._due else self._upto.pop(pid, None)
 
     def queued(self) -> int:
         """Processes waiting for the crank."""

@@ -5,6 +5,7 @@ from the legacynet bridge when the request names a process that is not scheduled
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,9 @@ from cu.node.monitors import CronMonitors
 from cu.node.store_sqlite import SqliteStore
 
 BIG = 1 << 62
+# answered on the RPC server's reading thread (cu/node/rpc_server.py) whatever they name: cheap, never evaluate
+INLINE = frozenset({rpc.Notify, rpc.Flush, rpc.Metrics, rpc.WakeOutbox, rpc.StateDone})
+SLOW_FOR_S = 10.0       # a process whose inline request was slow: its requests go to the pool this long
 
 
 class Dispatcher:
@@ -28,6 +32,7 @@ class Dispatcher:
         self.core = core
         self.bridge = bridge
         self.bridged_outbox: BridgedOutbox | None = None
+        self._slow: dict[str, float] = {}         # pid -> until when its requests are not answered inline
         if bridge is not None and core.config.deliver_bridged:
             # --deliver-bridged: bridged processes' outbox messages to processes on this node
             self.bridged_outbox = BridgedOutbox(bridge, core.store, core.evaluator.outbox,
@@ -75,6 +80,32 @@ class Dispatcher:
         if handler is None:
             raise TypeError(f"not an evaluator request: {type(req).__name__}")
         return handler(req)
+
+    def inline(self, req: Any) -> bool:
+        """Whether `req` is cheap enough to answer on the RPC server's reading thread: a result of a warm process
+        nobody is evaluating, scheduling while commits are quick, bookkeeping. Everything else (restores,
+        dry-runs, state, crons, pages, a process that was slow lately) goes to its pool."""
+        kind = type(req)
+        if kind is rpc.Result:
+            return not self._slow_lately(req.pid) and self.core.evaluator.quick(req.pid)
+        if kind is rpc.Schedule:
+            return not self._slow_lately(req.op.pid) and self.core.commits_quick()
+        return kind in INLINE
+
+    def was_slow(self, req: Any) -> None:
+        """An inline request took long (cu/node/rpc_server.py TAKEOVER_S): its process's requests go to the pool
+        for SLOW_FOR_S, so a process with slow messages does not take the reading thread again and again."""
+        pid = getattr(req, "pid", None) or getattr(getattr(req, "op", None), "pid", None)
+        if pid is None:
+            return
+        now = time.monotonic()
+        if len(self._slow) > 1024:
+            self._slow = {p: t for p, t in self._slow.items() if t > now}
+        self._slow[pid] = now + SLOW_FOR_S
+
+    def _slow_lately(self, pid: str) -> bool:
+        until = self._slow.get(pid)
+        return until is not None and until > time.monotonic()
 
     def after_reply(self) -> None:
         """After a request's reply is sent: the crank notifications it deferred."""

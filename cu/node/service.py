@@ -1,6 +1,6 @@
 """The evaluator process (`python -m cu.node.service CONFIG_JSON [PARENT_PID]`): one per shard of a data dir
 (exclusive file lock; `aocu serve --evaluators N` runs N shards, cu/node/shards.py), serving the typed evaluator
-RPC (`cu.node.rpc`) on a Unix socket to the gunicorn workers."""
+RPC (`cu.node.rpc`) on a Unix socket to the gunicorn workers (`cu.node.rpc_server`)."""
 
 from __future__ import annotations
 
@@ -9,63 +9,26 @@ import logging
 import os
 import signal
 import socket
-import socketserver
 import sys
 import threading
 from pathlib import Path
 
-from cu.node import logconf, rpc, shards
+from cu.node import logconf, shards
 from cu.node.config import NodeConfig
 from cu.node.dispatch import Dispatcher
-from cu.node.errors import CoreError, Unavailable
-from cu.node.wire import FrameReader, send_frame
+from cu.node.rpc_server import RpcServer
 
 log = logging.getLogger("aocu.evaluator")
 ORPHAN_GRACE_S = 3.0     # an orphaned evaluator's orderly stop, then it exits anyway
-class _Handler(socketserver.BaseRequestHandler):
-    server: _Server
-
-    def handle(self) -> None:
-        sock: socket.socket = self.request
-        dispatcher = self.server.dispatcher
-        frames = FrameReader(sock)
-        while True:
-            try:
-                frame = frames.next()
-            except (ConnectionError, OSError, ValueError):
-                return
-            if frame is None:
-                return
-            try:
-                req = rpc.decode_request(frame)
-                wrong = shards.wrong_shard(self.server.owns, req)
-                if wrong is not None:
-                    raise Unavailable(wrong)
-                reply = [True, rpc.encode_reply(dispatcher.handle(req))]
-            except CoreError as exc:
-                reply = [False, exc.kind, exc.message]
-            except Exception as exc:  # noqa: BLE001 - report, keep serving other requests
-                log.exception("evaluator operation failed")
-                reply = [False, "internal", f"evaluation failed: {exc}"]
-            try:
-                try:
-                    send_frame(sock, reply)
-                except ValueError as exc:      # a reply over the frame limit: say so instead of dropping it
-                    send_frame(sock, [False, "limit_exceeded", str(exc)])
-            except OSError:
-                return
-            finally:
-                dispatcher.after_reply()
 
 
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, path: str, dispatcher: Dispatcher) -> None:
-        self.dispatcher = dispatcher
-        self.owns = dispatcher.core.owns
-        super().__init__(path, _Handler)
+def listen(path: str) -> socket.socket:
+    """The evaluator's Unix socket, bound at `path` (0600) and listening."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return sock
 
 
 class DataDirInUse(RuntimeError):
@@ -106,8 +69,7 @@ def serve_evaluator(config: NodeConfig, parent_pid: int | None = None) -> int:
     path = str(shards.socket_for(config.socket_path, config.shard))
     if os.path.exists(path):
         os.unlink(path)   # stale: we hold the lock, so nobody else serves it
-    server = _Server(path, dispatcher)
-    os.chmod(path, 0o600)
+    server = RpcServer(listen(path), dispatcher)
     stop = threading.Event()
 
     def on_signal(_signo: int, _frame: object) -> None:
@@ -115,7 +77,7 @@ def serve_evaluator(config: NodeConfig, parent_pid: int | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+    threading.Thread(target=server.serve_forever, name="aocu-rpc", daemon=True).start()
     dispatcher.start()
     log.info("evaluator serving %s (shard %d of %d)", path, config.shard, config.evaluators)
     while not stop.wait(0.5):

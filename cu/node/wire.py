@@ -14,6 +14,14 @@ MAX_FRAME = 256 * 1024 * 1024
 SMALL_FRAME = 64 * 1024     # frames up to this size go out in one write with their length
 
 
+def pack_frame(obj: Any) -> bytes:
+    """`obj` as one frame, its length first (ValueError over MAX_FRAME)."""
+    data = msgpack.packb(obj, use_bin_type=True)
+    if len(data) > MAX_FRAME:
+        raise ValueError(f"evaluator frame of {len(data)} bytes exceeds {MAX_FRAME}")
+    return _LEN.pack(len(data)) + data
+
+
 def send_frame(sock: socket.socket, obj: Any) -> None:
     data = msgpack.packb(obj, use_bin_type=True)
     if len(data) > MAX_FRAME:
@@ -102,3 +110,40 @@ class FrameReader:
         if not _fill(self.sock, body, got):
             raise ConnectionError("evaluator connection closed mid-frame")
         return body
+
+
+class FrameBuffer:
+    """Frames from bytes fed as they arrive (the evaluator's selector reads a connection only when it is
+    readable, cu/node/rpc_server.py): `feed` what was received, `take` each whole frame's value."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.need = 0                       # the whole frame's length once its length is known, else 0
+
+    def want(self) -> int:
+        """How much to receive next: up to the rest of a large frame (1 MiB at most), else a chunk."""
+        return min(max(self.CHUNK, self.need - len(self.buf)), 1 << 20)
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+        self._length()
+
+    def _length(self) -> None:
+        if not self.need and len(self.buf) >= 4:
+            (n,) = _LEN.unpack_from(self.buf)
+            if n > MAX_FRAME:
+                raise ConnectionError("evaluator frame too large")
+            self.need = 4 + n
+
+    def ready(self) -> bool:
+        return bool(self.need) and len(self.buf) >= self.need
+
+    def take(self) -> Any:
+        """The first whole frame's value (call only when ready())."""
+        n, self.need = self.need, 0
+        body = bytes(self.buf[4:n])
+        del self.buf[:n]
+        self._length()
+        return msgpack.unpackb(body, raw=False)

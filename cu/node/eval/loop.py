@@ -229,19 +229,39 @@ class Evaluator:
         self.procs.trim()
         return sorted(touched)
 
-    def has_work(self, pid: str) -> bool:
-        """Whether the crank has something to evaluate for `pid`, decided without restoring it: a warm process is
-        simply caught up (that costs nothing when it has nothing to do); an evicted one only when the store has a
-        message past its last stored result (an outbox delivery to it is such a message). Crons are not the
-        crank's: they fire before each later message and when the process is read or monitored. A result still
-        waiting to be written behind counts as missing, so the doubt costs at most a needless restore."""
-        if self.procs.get(pid) is not None:
-            return True
-        proc = self.store.process(pid)
-        if proc is None:
-            return True                     # catch_up names what is wrong
+    def has_work(self, pid: str, upto: int | None = None) -> bool:
+        """Whether the crank has something to evaluate for `pid`, decided without restoring it. `upto`: the newest
+        nonce the turn was asked for, when every notification of it named a scheduled message; None when it must
+        look at everything scheduled. A warm process has work unless it is already past `upto` (a reader evaluated
+        those messages and handed on their outbox); without `upto` it is simply caught up (that costs nothing when
+        it has nothing to do). An evicted one has work only when the store has a message past its last stored
+        result (an outbox delivery to it is such a message). Crons are not the crank's: they fire before each later
+        message and when the process is read or monitored. A result still waiting to be written behind counts as
+        missing, so the doubt costs at most a needless restore."""
+        st = self.procs.get(pid)
+        if st is not None:
+            return upto is None or st.nonce < upto
         last = self.store.last_result_nonce(pid)
-        return last is None or last < proc.nonce
+        if upto is None:
+            proc = self.store.process(pid)
+            if proc is None:
+                return True                 # catch_up names what is wrong
+            upto = proc.nonce
+        if last is None or last < upto:         # (a given `upto` is scheduled: the log reaches it)
+            return True
+        self.metrics["crank_idle"] += 1         # nothing to do: not restored
+        return False
+
+    def quick(self, pid: str) -> bool:
+        """Whether reading `pid`'s results is cheap now: it is warm and nobody is evaluating it (its lock is free),
+        so at most its newest messages are evaluated, on the warm instance."""
+        if self.procs.get(pid) is None:
+            return False
+        lock = self.procs.lock(pid)
+        if not lock.acquire(blocking=False):
+            return False
+        lock.release()
+        return True
 
     def settle(self, pids: list[str]) -> None:
         """Evaluates processes that received outbox messages, transitively (the MU's crank). Bounded: one pass
@@ -257,7 +277,6 @@ class Evaluator:
             done.add(pid)
             try:
                 if not self.has_work(pid):
-                    self.metrics["crank_idle"] += 1     # nothing to do: not restored
                     continue
                 got = self.catch_up(pid)
             except CoreError as exc:
