@@ -15,6 +15,12 @@ result body (ed25519 / RSA-PSS-4096 HTTP signatures, ANS-104 item, fresh-nonce e
 unsigned mode, so the unsigned round trip is the signed one minus the in-process signing cost measured here.
 Target: attestation adds <= 5% to a result's latency in key-binding mode.
 
+`--profile-workers DIR`: py-spy (if installed) samples the gunicorn workers during the concurrent phase (threads
+holding the GIL); the raw stacks go to DIR and the most frequent frames are printed.
+
+`--scaling --lean-baseline`: each configuration also runs with the workers' lean request path off
+(AOCU_LEAN_HTTP=0: every request through gunicorn's parser and Response, cu/serve/lean.py), in the same turns.
+
 `--scaling`: instead, the concurrent message->result phase on a fresh node per configuration
 CPUS:EVALUATORS[:WORKERS] (the node pinned with sched_setaffinity, like `taskset -c 0` / `taskset -c 0,1`,
 `--evaluators`, and gunicorn `--workers`), all in one run: results/s and CPU per result by component (evaluator
@@ -29,6 +35,7 @@ import http.client
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -54,8 +61,8 @@ def free_port() -> int:
 
 
 def start_node(data_dir: Path, port: int, workers: int, threads: int, evaluators: int | None = None,
-               cpus: set[int] | None = None) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+               cpus: set[int] | None = None, env_extra: dict[str, str] | None = None) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
     env.pop("AOCU_EVALUATORS", None)
     extra = ["--evaluators", str(evaluators)] if evaluators else []
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None     # taskset for the node and its children
@@ -277,8 +284,42 @@ def node_cpu(node_pid: int) -> dict[str, float]:
 CLIENT_KIND = "raw"
 
 
+def profile_workers(node_pid: int, out_dir: Path, start_at: float, seconds: float) -> list[subprocess.Popen]:
+    """py-spy (if installed) on each gunicorn worker from `start_at` for `seconds`: stacks of the threads holding
+    the GIL, as raw collapsed stacks in out_dir/worker-PID.txt (one line per stack and its sample count)."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        print("--profile-workers: py-spy is not installed (pip install py-spy); no profile taken")
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    time.sleep(max(0.0, start_at - time.time()))
+    return [subprocess.Popen([spy, "record", "-p", entry, "-r", "250", "-d", str(max(1, int(seconds) - 1)), "-f", "raw",
+                              "-g", "--nonblocking", "-o", str(out_dir / f"worker-{entry}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for role, entry, _ in node_processes(node_pid) if role == "workers"]
+
+
+def profile_summary(out_dir: Path, top: int = 30) -> None:
+    """The frames most often on the workers' stacks (inclusive share of the samples)."""
+    incl: dict[str, int] = {}
+    total = 0
+    for f in sorted(out_dir.glob("worker-*.txt")):
+        for line in f.read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            if not n.isdigit():
+                continue
+            total += int(n)
+            for frame in {fr.split(" (")[0] + " (" + fr.split(" (")[-1].split(":")[0] + ")"
+                          for fr in stack.split(";")[1:]}:
+                incl[frame] = incl.get(frame, 0) + int(n)
+    print(f"worker profile ({total} samples of threads holding the GIL; raw stacks in {out_dir}):")
+    for frame, n in sorted(incl.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
+
+
 def run_phase(port: int, pids: list[str | None], seconds: float, n_presigned: int, mode: str = "key",
-              node_pid: int | None = None, client_cpus: set[int] | None = None) -> dict:
+              node_pid: int | None = None, client_cpus: set[int] | None = None,
+              profile: Path | None = None) -> dict:
     ctx = mp.get_context("fork")
     q = ctx.Queue()
     start_at = time.time() + (1.0 + n_presigned * len(pids) / 4000.0 if pids[0] not in (None, PAIR) else 0.5)
@@ -286,6 +327,7 @@ def run_phase(port: int, pids: list[str | None], seconds: float, n_presigned: in
                                               client_cpus)) for pid in pids]
     for p in procs:
         p.start()
+    spies = profile_workers(node_pid, profile, start_at + 0.5, seconds) if profile and node_pid else []
     lat: list[float] = []
     errors = 0
     client_cpu = 0.0
@@ -298,6 +340,10 @@ def run_phase(port: int, pids: list[str | None], seconds: float, n_presigned: in
     cpu_after = node_cpu(node_pid) if node_pid else None
     for p in procs:
         p.join()
+    for spy in spies:
+        spy.wait(timeout=60)
+    if spies and profile:
+        profile_summary(profile)
     lat.sort()
     if not lat:
         raise SystemExit("no request completed")
@@ -445,29 +491,35 @@ def scaling(args: argparse.Namespace, wasm: bytes) -> int:
     if any(c > len(allowed) for c, _, _ in matrix):
         raise SystemExit(f"--matrix asks for more CPUs than the {len(allowed)} this process may use")
     runs = []
+    leans = (True, False) if args.lean_baseline else (True,)
     # --repeat: the configurations take turns, so a change in the machine's load hits each of them alike
     for _ in range(args.repeat):
         for cpus, evaluators, workers in matrix:
-            runs.append(((cpus, evaluators, workers), _scaling_run(args, wasm, allowed, cpus, evaluators, workers)))
+            for lean in leans:
+                runs.append(((cpus, evaluators, workers, lean),
+                             _scaling_run(args, wasm, allowed, cpus, evaluators, workers, lean)))
     rows = []
     for conf in matrix:
-        mine = [r for c, r in runs if c == conf]
-        rows.append((*conf, _median_run(mine)))
+        for lean in leans:
+            mine = [r for c, r in runs if c == (*conf, lean)]
+            rows.append((*conf, lean, _median_run(mine)))
     print(f"aocu node scaling bench: {args.clients} clients, gunicorn threads={args.threads}, --tee sim, trivial "
           f"handler (Lua Echo), {len(allowed)} CPUs allowed, {CLIENT_KIND} client; clients pinned to the CPUs the "
           f"node does not have (if any); {args.repeat} run(s) per configuration, in turns (medians)")
-    print(f"{'node CPUs':>9} {'evaluators':>10} {'workers':>7} {'n':>7} {'err':>4} {'per s':>8} {'p50 ms':>7} "
+    print(f"{'node CPUs':>9} {'evaluators':>10} {'workers':>7} {'lean':>4} {'n':>7} {'err':>4} {'per s':>8} {'p50 ms':>7} "
           f"{'p99 ms':>7} {'CPU/result ms: evaluators':>26} {'workers':>8} {'master':>7} {'node':>6} {'clients':>8} "
           f"{'commits/result':>14} {'load':>5}")
-    for cpus, evaluators, workers, r in rows:
+    for cpus, evaluators, workers, lean, r in rows:
         c = r["cpu_ms"]
         node_ms = c.get("evaluator", 0) + c.get("workers", 0) + c.get("master", 0)
-        print(f"{cpus:9d} {evaluators:10d} {workers:7d} {r['n']:7d} {r['errors']:4d} {r['per_s']:8.0f} "
+        print(f"{cpus:9d} {evaluators:10d} {workers:7d} {'on' if lean else 'off':>4} {r['n']:7d} {r['errors']:4d} "
+              f"{r['per_s']:8.0f} "
               f"{r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {c.get('evaluator', 0):26.2f} {c.get('workers', 0):8.2f} "
               f"{c.get('master', 0):7.2f} {node_ms:6.2f} {c['clients']:8.2f} {r['commits']:14.2f} {r['load']:5.1f}")
-    base = rows[0][3]["per_s"]
+    base = rows[0][4]["per_s"]
     print("throughput ratios vs the first row (same run): " + ", ".join(
-        f"{c} CPU x {e} ev x {w} workers: x{r['per_s'] / base:.2f}" for c, e, w, r in rows))
+        f"{c} CPU x {e} ev x {w} workers{'' if lean else ' (lean off)'}: x{r['per_s'] / base:.2f}"
+        for c, e, w, lean, r in rows))
     return 0 if all(r["errors"] == 0 for _, r in runs) else 1
 
 
@@ -481,13 +533,15 @@ def _median_run(runs: list[dict]) -> dict:
 
 
 def _scaling_run(args: argparse.Namespace, wasm: bytes, allowed: list[int], cpus: int, evaluators: int,
-                 workers: int) -> dict:
-    """The concurrent message->result phase on a fresh node with `cpus` CPUs, `evaluators` shards, `workers`."""
+                 workers: int, lean: bool = True) -> dict:
+    """The concurrent message->result phase on a fresh node with `cpus` CPUs, `evaluators` shards, `workers`
+    (`lean` False: the workers' lean request path off)."""
     node_cpus = set(allowed[:cpus])
     rest = set(allowed) - node_cpus
     with tempfile.TemporaryDirectory(prefix="aocu-bench-", dir=args.data_root) as tmp:
         port = free_port()
-        node = start_node(Path(tmp) / "data", port, workers, args.threads, evaluators, node_cpus)
+        node = start_node(Path(tmp) / "data", port, workers, args.threads, evaluators, node_cpus,
+                          None if lean else {"AOCU_LEAN_HTTP": "0"})
         try:
             pids = setup(port, wasm, args.clients)
             n_pre = int(args.seconds * 2500 / args.clients) + 100
@@ -520,6 +574,11 @@ def main() -> int:
                     help="only the concurrent phase, on a fresh node per --matrix configuration")
     ap.add_argument("--matrix", help="CPUS:EVALUATORS[:WORKERS],... for --scaling (default 1:1,1:N,N:1,N:N, N = CPUs "
                                      "allowed; WORKERS default --workers)")
+    ap.add_argument("--profile-workers", metavar="DIR",
+                    help="py-spy the gunicorn workers during the concurrent phase; raw stacks to DIR, top frames "
+                         "printed")
+    ap.add_argument("--lean-baseline", action="store_true",
+                    help="--scaling: also run each configuration with the workers' lean request path off")
     ap.add_argument("--repeat", type=int, default=1,
                     help="--scaling: runs per configuration, taking turns; the table shows medians")
     args = ap.parse_args()
@@ -547,7 +606,8 @@ def main() -> int:
             shards = sum(1 for role, _, _ in node_processes(node.pid) if role == "evaluator")
             sock_sched, sock_result = evaluator_socket_round_trips(Path(tmp) / "data", pids[0], shards)
             base = run_phase(port, [None] * args.clients, args.seconds, 0)
-            many = run_phase(port, list(pids), args.seconds, n_pre, node_pid=node.pid)
+            many = run_phase(port, list(pids), args.seconds, n_pre, node_pid=node.pid,
+                             profile=Path(args.profile_workers) if args.profile_workers else None)
             fresh = run_phase(port, [pids[0]], args.seconds / 2, n_pre, "fresh")
             ans = run_phase(port, [pids[0]], args.seconds / 2, n_pre, "ans104")
             body = result_body(port, pids[0])

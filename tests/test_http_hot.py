@@ -5,10 +5,12 @@ their errors are Flask's own answers."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 
 import pytest
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from cu.codec.ans104 import DataItem
 from cu.codec.wallet import ArweaveWallet, Ed25519Key
@@ -135,3 +137,56 @@ def test_unusual_requests_go_to_flask(node):
     assert c.get(f"/result/{m.id}?process-id={pid}%41").status_code in (200, 404)
     assert c.get(f"/result/{m.id}").status_code == 400      # no process-id
     assert len(calls) - seen == 5
+
+
+class _Stream(io.RawIOBase):
+    """A request body that is not a BytesIO (gunicorn's Body): the hot POST reads it through werkzeug's stream."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        return self._data.readinto(b)
+
+
+def _post_streamed(app, raw: bytes, length: int) -> tuple[int, bytes, list[tuple[str, str]]]:
+    environ = EnvironBuilder(method="POST", path="/", data=b"").get_environ()
+    environ["wsgi.input"], environ["CONTENT_LENGTH"] = _Stream(raw), str(length)
+    app_iter, status, headers = run_wsgi_app(app, environ, buffered=True)
+    return int(status.split()[0]), b"".join(app_iter), [(k, "" if k in VOLATILE else v) for k, v in headers.items()]
+
+
+def test_hot_post_reads_both_kinds_of_body(node):
+    """The lean worker path (cu/serve/lean.py) hands the app the body as a BytesIO, which the hot POST reads as it
+    is; any other stream goes through werkzeug's under the app's limit. Same answers either way."""
+    app, c, pid, calls = node
+    seen = len(calls)
+    raw = [_message(pid, f"body{i}").to_bytes() for i in range(2)]
+    buffered = c.post("/", data=raw[0])
+    status, body, headers = _post_streamed(app, raw[1], len(raw[1]))
+    too_big = _post_streamed(app, b"x" * 10, app.config["MAX_CONTENT_LENGTH"] + 1)
+    assert len(calls) - seen == 1      # the over-limit one is Flask's (413)
+    assert (buffered.status_code, status, too_big[0]) == (202, 202, 413)
+    assert [buffered.json["id"], json.loads(body)["id"]] == [DataItem.parse(r).id for r in raw]
+    assert _shape(buffered)[1] == headers
+
+
+def test_a_hook_added_later_sends_requests_to_flask(node):
+    app, c, pid, calls = node
+    m = _message(pid, "hooked")
+    seen = len(calls)
+    app.before_request_funcs.setdefault("no-such-blueprint", [])     # a key without hooks changes nothing
+    assert c.post("/", data=m.to_bytes()).status_code == 202 and len(calls) == seen
+    ran = []
+    hooks = app.before_request_funcs.setdefault(None, [])
+    hooks.append(lambda: ran.append(1))
+    try:
+        assert c.get(f"/result/{m.id}?process-id={pid}").status_code == 200
+        assert len(calls) == seen + 1 and ran == [1]      # Flask ran it, with the hook
+    finally:
+        hooks.pop()
+        del app.before_request_funcs["no-such-blueprint"]
+    assert c.get(f"/result/{m.id}?process-id={pid}").status_code == 200 and len(calls) == seen + 1

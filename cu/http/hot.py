@@ -15,6 +15,7 @@ the rest of a worker's share of a result (bench/node.py)."""
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -41,11 +42,14 @@ _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 JSON = "application/json"
 
 
-def _hooks(app: Flask) -> tuple[int, ...]:
-    """A fingerprint of the app's request hooks: a hook added after create_app sends every request to Flask."""
-    return tuple(sum(len(v) for v in d.values()) for d in (
-        app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs,
-        app.url_value_preprocessors, app.url_default_functions))
+def _hook_dicts(app: Flask) -> tuple[dict, ...]:
+    """The app's request hooks: a hook added after create_app sends every request to Flask."""
+    return (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs,
+            app.url_value_preprocessors, app.url_default_functions)
+
+
+def _count(dicts: tuple[dict, ...]) -> tuple[int, ...]:
+    return tuple(sum(len(v) for v in d.values()) for d in dicts)
 
 
 class HotRoutes:
@@ -54,7 +58,9 @@ class HotRoutes:
         self.app, self.flask_wsgi, self.state, self.signer = app, flask_wsgi, state, signer
         self.signing_hook = signing_hook
         self.metrics = metrics
-        self.hooks = _hooks(app)
+        self._dicts = _hook_dicts(app)
+        self.hooks = _count(self._dicts)
+        self._watch()
         adapter = app.url_map.bind("localhost")
         post_rule = adapter.match("/", "POST", return_rule=True)[0]
         result_rule = adapter.match(RESULT_PREFIX + "x", "GET", return_rule=True)[0]
@@ -64,10 +70,22 @@ class HotRoutes:
         self.post_route, self.result_route = post_rule.rule, result_rule.rule
         self._status: dict[int, str] = {}
 
+    def _watch(self) -> None:
+        # checked per request without walking the dicts: their sizes and their hook lists' total length (a hook
+        # added under a new key grows a dict, one added under a known key grows its list)
+        self._lists = [v for d in self._dicts for v in d.values()]
+        self._sizes = (tuple(map(len, self._dicts)), sum(map(len, self._lists)))
+
     def _usable(self) -> bool:
         st = self.state
-        return (len(st.post_processors) == 1 and st.post_processors[0] is self.signing_hook
-                and _hooks(self.app) == self.hooks)
+        if not (len(st.post_processors) == 1 and st.post_processors[0] is self.signing_hook):
+            return False
+        if (tuple(map(len, self._dicts)), sum(map(len, self._lists))) == self._sizes:
+            return True
+        if _count(self._dicts) != self.hooks:       # a hook was added
+            return False
+        self._watch()           # only new keys without hooks (a defaultdict read): the same hooks
+        return True
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD")
@@ -90,8 +108,13 @@ class HotRoutes:
 
     # -- the two views, each (status, body, headers) as the Flask view + X-Aocu-Tee give it -----------------
     def _post(self, environ: dict, _arg: None) -> tuple[int, bytes, list[list[str]]]:
-        # read as the Flask view reads it (request.get_data): werkzeug's stream under the app's limit
-        raw = get_input_stream(environ, max_content_length=self.app.config["MAX_CONTENT_LENGTH"]).read()
+        # read as the Flask view reads it (request.get_data): werkzeug's stream under the app's limit; a body the
+        # worker already holds whole (cu/serve/lean.py), within that limit, is those bytes as they are
+        stream, limit = environ["wsgi.input"], self.app.config["MAX_CONTENT_LENGTH"]
+        if type(stream) is io.BytesIO and (limit is None or int(environ["CONTENT_LENGTH"]) <= limit):
+            raw = stream.read()
+        else:
+            raw = get_input_stream(environ, max_content_length=limit).read()
         body = accept_item(self.state, raw)
         return 202, body, [["Content-Type", JSON], ["Content-Length", str(len(body))],
                            ["X-Aocu-Tee", self.state.tee_notice]]

@@ -105,7 +105,12 @@ def accept_item(st: NodeApp, raw: bytes) -> bytes:
     acc = st.scheduler.ingest(raw)
     if acc.kind == "Message" and acc.fresh:
         st.note_fresh(acc.id)
+    if _B64URL.issuperset(acc.id):     # an item id needs no JSON escaping: dumps' bytes without dumps
+        return b'{"message":"Processing DataItem","id":"' + acc.id.encode() + b'"}'
     return dumps({"message": "Processing DataItem", "id": acc.id})
+
+
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 @bp.route("/monitor/<pid>", methods=["POST", "DELETE"])

@@ -15,7 +15,7 @@ from typing import Any
 from cu.node import rpc
 from cu.node.errors import Busy, Unavailable, from_kind
 from cu.node.store import LogEntry, ResultRow, ScheduleOp
-from cu.node.wire import recv_frame, send_frame
+from cu.node.wire import FrameReader, send_frame
 
 Send = Callable[[Any], Any]
 
@@ -104,14 +104,15 @@ class SocketTransport:
                         raise Unavailable("the evaluator is not running") from None
                     time.sleep(0.05)
             s.settimeout(self.reply_timeout_s)
-            self._local.sock, self._local.pid = s, os.getpid()
+            # replies read through a buffer: length and body in one recv, one GIL hand-off per reply, not two
+            self._local.sock, self._local.pid, self._local.reader = s, os.getpid(), FrameReader(s)
         return s
 
     def _drop(self) -> None:
         s = getattr(self._local, "sock", None)
         if s is not None:
             s.close()
-        self._local.sock = None
+        self._local.sock = self._local.reader = None
 
     def __call__(self, req: Any) -> Any:
         frame = rpc.encode_request(req)
@@ -124,7 +125,7 @@ class SocketTransport:
             s = self._sock()
             try:
                 send_frame(s, frame)
-                reply = recv_frame(s)
+                reply = self._local.reader.next()
                 if reply is None:
                     raise ConnectionError("evaluator closed the connection")
                 break

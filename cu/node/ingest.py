@@ -74,9 +74,11 @@ class Scheduler:
             raise BadInput("A valid and signed data item must be provided as the body: "
                                  "signature verification failed")
         meta = item_meta(item, now_ms=now_ms())
-        if item.tag("Data-Protocol") != "ao":
+        # the first tag of each name, decoded as item.tag() decodes it (meta.tags holds them so decoded)
+        tags = meta.tags
+        if next((v for n, v in tags if n == "Data-Protocol"), None) != "ao":
             raise BadInput("Data-Protocol tag must be 'ao'")
-        kind = item.tag("Type")
+        kind = next((v for n, v in tags if n == "Type"), None)
         if kind == "Module":
             return self._module(item, meta, raw)
         if kind == "Process":

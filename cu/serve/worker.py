@@ -13,12 +13,16 @@ byte every few seconds hold every thread. Here
 - what a pool thread still reads from the socket has deadlines: the rest of a head that arrived behind another
   request on the same connection, `header_timeout_s` in all; a larger or chunked body, `header_timeout_s` plus
   the time it takes at MIN_BODY_RATE. Past the deadline the head read answers 408 and closes, and the body read
-  raises `ReadTimeout`, which the app answers 408 like any other HTTP error."""
+  raises `ReadTimeout`, which the app answers 408 like any other HTTP error;
+- a plain HTTP/1.1 request that has arrived whole (the usual case: the poller read it) is answered by the lean
+  path (cu/serve/lean.py) with the environ and the bytes gunicorn would give it, without its parser and Response."""
 
 from __future__ import annotations
 
 import errno
+import os
 import re
+import select
 import selectors
 import socket
 import sys
@@ -32,6 +36,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from werkzeug.exceptions import RequestTimeout
 
 from cu.http.worker import INLINE_WAIT_S, KeepAliveThreadWorker, _readable
+from cu.serve import lean
 
 SWITCH_INTERVAL_S = 0.0005
 HEAD_END = b"\r\n\r\n"
@@ -39,6 +44,8 @@ MAX_HEAD = 64 * 1024            # handed to gunicorn's parser past this (its lin
 BODY_PREREAD = 1024 * 1024      # bodies up to this size (messages, dry-runs) are read by the poller first
 POLLER_BUDGET = 64 * 1024 * 1024   # bytes the poller holds for connections at most (then heads only)
 MIN_BODY_RATE = 1024 * 1024     # bytes/s a larger body must average after the first header_timeout_s
+# AOCU_LEAN_HTTP=0 sends every request through gunicorn's parser and Response (for measuring, bench/node.py)
+LEAN_HTTP = os.environ.get("AOCU_LEAN_HTTP", "1") != "0"
 _LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d{1,12})[ \t]*\r\n", re.IGNORECASE)
 _NO_PREREAD = re.compile(rb"\r\n(transfer-encoding|expect):", re.IGNORECASE)
 _408_BODY = b'{"error": "request not received in time; closing the connection"}'
@@ -125,6 +132,7 @@ class _Conn(TConn):
     deadline_sock: _DeadlineSocket | None = None
     head_deadline = 0.0
     head: bytearray | None = None
+    inline_poll: Any = None        # select.poll of the socket, for the inline wait of the next request
 
     def init(self) -> None:
         fresh = self.parser is None
@@ -146,12 +154,14 @@ class AocuWorker(KeepAliveThreadWorker):
         # several times per request. The evaluator process does the same (cu/node/service.py).
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         _freeze_settings(self.cfg)
+        self.lean = lean.LeanHttp(self) if LEAN_HTTP and lean.usable(self) else None
         super().init_process()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.heading: deque[_Conn] = deque()     # connections whose head the poller is reading, oldest first
         self.held = 0                            # bytes of their requests the poller holds
+        self.lean: lean.LeanHttp | None = None     # plain requests already read whole (cu/serve/lean.py)
 
     # -- the poller side (main thread) ----------------------------------------------------------------------
     def accept(self, listener: Any) -> None:
@@ -246,15 +256,31 @@ class AocuWorker(KeepAliveThreadWorker):
         keep = self._handle_one(conn)
         while keep is True and self.alive:
             buf = conn.parser.unreader.buf.getvalue()
-            if buf:
-                if not ready(buf):
-                    break          # finish_request hands the partial head to the poller
-            elif not _readable(conn.sock, INLINE_WAIT_S) or not ready(_peek(conn.sock) or b"\r\n\r\n"):
-                break              # nothing, or only part of a request: back to the poller
+            if not buf:
+                if not _wait_readable(conn, INLINE_WAIT_S):
+                    break          # nothing: back to the poller
+                if self.lean is None:
+                    buf = _peek(conn.sock) or b"\r\n\r\n"     # (end of stream: gunicorn's parser closes)
+                else:
+                    # taken now rather than peeked: the lean path parses these bytes, and a partial request goes
+                    # to the poller with them (finish_request)
+                    buf = _recv_now(conn.sock)
+                    if not buf:
+                        break
+                    conn.parser.unreader.unread(buf)
+            if not ready(buf):
+                break              # only part of a request: finish_request hands it to the poller
             keep = self._handle_one(conn)
         return keep
 
     def _handle_one(self, conn: Any) -> Any:
+        if self.lean is not None and isinstance(conn, _Conn):
+            conn.sock.setblocking(True)
+            conn.init()
+            if not conn.is_http2:
+                keep = self.lean.serve(conn)
+                if keep is not None:
+                    return keep
         if isinstance(conn, _Conn) and conn.deadline_sock is not None:
             conn.deadline_sock.arm("head")
         return ThreadWorker.handle(self, conn)
@@ -270,6 +296,28 @@ def _freeze_settings(cfg: Any) -> None:
     never changes them after the fork, so each becomes a plain attribute of its Config. Settings that Config
     computes in a property stay properties (a property wins over an instance attribute)."""
     cfg.__dict__.update({name: setting.get() for name, setting in cfg.settings.items()})
+
+
+def _wait_readable(conn: Any, timeout_s: float) -> bool:
+    """Whether `conn`'s socket becomes readable within `timeout_s`, through a poll object kept on the connection
+    (made and registered once, not at every request)."""
+    poller = getattr(conn, "inline_poll", None)
+    if poller is None:
+        if not isinstance(conn, _Conn):
+            return _readable(conn.sock, timeout_s)
+        poller = conn.inline_poll = select.poll()
+        poller.register(conn.sock, select.POLLIN)
+    try:
+        return bool(poller.poll(timeout_s * 1000))
+    except OSError:
+        return False
+
+
+def _recv_now(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(MAX_HEAD, socket.MSG_DONTWAIT)
+    except OSError:
+        return b""
 
 
 def _peek(sock: socket.socket) -> bytes:
