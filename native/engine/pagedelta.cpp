@@ -247,41 +247,59 @@ bool leaf_is_zero(const std::string& leaves, uint64_t p) {
   return std::memcmp(leaves.data() + 32 * p, zero_leaf().data(), 32) == 0;
 }
 
+// An AOMI v1 image being written page by page: the header and page bitmap, then the stored (non-zero) pages as one
+// streamed zstd frame, so no second copy of the pages is held.
+class ImageWriter {
+ public:
+  ImageWriter(uint64_t size, int level) : cc_(ZSTD_createCCtx(), ZSTD_freeCCtx), buf_(ZSTD_CStreamOutSize()) {
+    if (!cc_) throw std::runtime_error("zstd: out of memory");
+    ZSTD_CCtx_setParameter(cc_.get(), ZSTD_c_compressionLevel, level);
+    const uint32_t ver = 1;
+    const uint64_t count = page_count(size);
+    out_ = "AOMI";
+    out_.append(reinterpret_cast<const char*>(&ver), 4);
+    out_.append(reinterpret_cast<const char*>(&size), 8);
+    out_.append(reinterpret_cast<const char*>(&count), 8);
+    bm_ = out_.size();
+    out_.append((count + 7) / 8, '\0');
+  }
+  void page(uint64_t p, const uint8_t* src) {
+    out_[bm_ + p / 8] = static_cast<char>(out_[bm_ + p / 8] | (1 << (p % 8)));
+    pump(src, kPage, ZSTD_e_continue);
+    any_ = true;
+  }
+  std::string finish() {
+    if (any_) pump(nullptr, 0, ZSTD_e_end);
+    return std::move(out_);
+  }
+
+ private:
+  void pump(const uint8_t* src, size_t n, ZSTD_EndDirective mode) {
+    ZSTD_inBuffer in{src, n, 0};
+    for (;;) {
+      ZSTD_outBuffer ob{buf_.data(), buf_.size(), 0};
+      size_t r = ZSTD_compressStream2(cc_.get(), &ob, &in, mode);
+      if (ZSTD_isError(r)) throw std::runtime_error(std::string("zstd: ") + ZSTD_getErrorName(r));
+      out_.append(buf_.data(), ob.pos);
+      if (mode == ZSTD_e_end ? r == 0 : in.pos == in.size) break;
+    }
+  }
+  std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cc_;
+  std::vector<char> buf_;
+  std::string out_;
+  size_t bm_ = 0;
+  bool any_ = false;
+};
+
 // The AOMI v1 image of [mem, mem + size) whose page digests are `leaves` (exact now: a commit just taken), reading
 // only its non-zero pages: a freshly restored copy-on-write memory is not read (and faulted in) page by page.
 std::string encode_known(const uint8_t* mem, uint64_t size, const std::string& leaves, int level) {
   check_leaves(leaves, size);
   const uint64_t count = page_count(size);
-  std::string out = "AOMI";
-  const uint32_t ver = 1;
-  out.append(reinterpret_cast<const char*>(&ver), 4);
-  out.append(reinterpret_cast<const char*>(&size), 8);
-  out.append(reinterpret_cast<const char*>(&count), 8);
-  const size_t bm = out.size();
-  out.append((count + 7) / 8, '\0');
-  std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cc(ZSTD_createCCtx(), ZSTD_freeCCtx);
-  if (!cc) throw std::runtime_error("zstd: out of memory");
-  ZSTD_CCtx_setParameter(cc.get(), ZSTD_c_compressionLevel, level);
-  std::vector<char> buf(ZSTD_CStreamOutSize());
-  auto pump = [&](const uint8_t* src, size_t n, ZSTD_EndDirective mode) {
-    ZSTD_inBuffer in{src, n, 0};
-    for (;;) {
-      ZSTD_outBuffer ob{buf.data(), buf.size(), 0};
-      size_t r = ZSTD_compressStream2(cc.get(), &ob, &in, mode);
-      if (ZSTD_isError(r)) throw std::runtime_error(std::string("zstd: ") + ZSTD_getErrorName(r));
-      out.append(buf.data(), ob.pos);
-      if (mode == ZSTD_e_end ? r == 0 : in.pos == in.size) break;
-    }
-  };
-  bool any = false;
-  for (uint64_t p = 0; p < count; ++p) {
-    if (leaf_is_zero(leaves, p)) continue;
-    out[bm + p / 8] = static_cast<char>(out[bm + p / 8] | (1 << (p % 8)));
-    pump(mem + p * kPage, kPage, ZSTD_e_continue);
-    any = true;
-  }
-  if (any) pump(nullptr, 0, ZSTD_e_end);
-  return out;
+  ImageWriter out(size, level);
+  for (uint64_t p = 0; p < count; ++p)
+    if (!leaf_is_zero(leaves, p)) out.page(p, mem + p * kPage);
+  return out.finish();
 }
 
 // diff(old image, current memory) from the page digests of both (equal digests, equal pages): only the old
@@ -337,33 +355,13 @@ CaptureDiff capture_diff(const std::string& old_img, const uint8_t* mem, uint64_
   const size_t obm = 24, odata = obm + (old_count + 7) / 8;
   if (old_img.size() < odata) throw SnapshotDataError("AOMI image truncated in its bitmap");
   std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> dc(ZSTD_createDCtx(), ZSTD_freeDCtx);
-  std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cc(ZSTD_createCCtx(), ZSTD_freeCCtx);
-  if (!dc || !cc) throw std::runtime_error("zstd: out of memory");
-  ZSTD_CCtx_setParameter(cc.get(), ZSTD_c_compressionLevel, level);
+  if (!dc) throw std::runtime_error("zstd: out of memory");
   ZSTD_inBuffer in{old_img.data() + odata, old_img.size() - odata, 0};
   const uint64_t count = page_count(size);
   CaptureDiff out;
-  std::string& img = out.image;
-  img = "AOMI";
-  img.append(reinterpret_cast<const char*>(&ver), 4);
-  img.append(reinterpret_cast<const char*>(&size), 8);
-  img.append(reinterpret_cast<const char*>(&count), 8);
-  const size_t bm = img.size();
-  img.append((count + 7) / 8, '\0');
-  std::vector<char> buf(ZSTD_CStreamOutSize());
-  auto pump = [&](const uint8_t* src, size_t n, ZSTD_EndDirective mode) {
-    ZSTD_inBuffer cin{src, n, 0};
-    for (;;) {
-      ZSTD_outBuffer ob{buf.data(), buf.size(), 0};
-      size_t r = ZSTD_compressStream2(cc.get(), &ob, &cin, mode);
-      if (ZSTD_isError(r)) throw std::runtime_error(std::string("zstd: ") + ZSTD_getErrorName(r));
-      img.append(buf.data(), ob.pos);
-      if (mode == ZSTD_e_end ? r == 0 : cin.pos == cin.size) break;
-    }
-  };
+  ImageWriter img(size, level);
   static const std::string zeros(kPage, '\0');
   std::string old_page(kPage, '\0');
-  bool any = false;
   for (uint64_t p = 0; p < std::max(old_count, count); ++p) {
     const bool stored = p < old_count && ((static_cast<uint8_t>(old_img[obm + p / 8]) >> (p % 8)) & 1);
     if (stored) {
@@ -378,18 +376,15 @@ CaptureDiff capture_diff(const std::string& old_img, const uint8_t* mem, uint64_
     const char* b = p < count ? reinterpret_cast<const char*>(mem + p * kPage) : zeros.data();
     const bool same = std::memcmp(a, b, kPage) == 0;
     // an unchanged page is non-zero when the old image stored it (the encoders never store a zero page)
-    if (p < count && (same ? stored : std::memcmp(b, zeros.data(), kPage) != 0)) {
-      img[bm + p / 8] = static_cast<char>(img[bm + p / 8] | (1 << (p % 8)));
-      pump(reinterpret_cast<const uint8_t*>(b), kPage, ZSTD_e_continue);
-      any = true;
-    }
+    if (p < count && (same ? stored : std::memcmp(b, zeros.data(), kPage) != 0))
+      img.page(p, reinterpret_cast<const uint8_t*>(b));
     if (same) continue;
     out.changed.push_back(p);
     const size_t at = out.xors.size();
     out.xors.append(a, kPage);
     xor_into(out.xors.data() + at, b, kPage);
   }
-  if (any) pump(nullptr, 0, ZSTD_e_end);
+  out.image = img.finish();
   return out;
 }
 
