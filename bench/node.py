@@ -508,14 +508,15 @@ def scaling(args: argparse.Namespace, wasm: bytes) -> int:
           f"node does not have (if any); {args.repeat} run(s) per configuration, in turns (medians)")
     print(f"{'node CPUs':>9} {'evaluators':>10} {'workers':>7} {'lean':>4} {'n':>7} {'err':>4} {'per s':>8} {'p50 ms':>7} "
           f"{'p99 ms':>7} {'CPU/result ms: evaluators':>26} {'workers':>8} {'master':>7} {'node':>6} {'clients':>8} "
-          f"{'commits/result':>14} {'load':>5}")
+          f"{'commits/result':>14} {'commit ms':>9} {'load':>5}")
     for cpus, evaluators, workers, lean, r in rows:
         c = r["cpu_ms"]
         node_ms = c.get("evaluator", 0) + c.get("workers", 0) + c.get("master", 0)
         print(f"{cpus:9d} {evaluators:10d} {workers:7d} {'on' if lean else 'off':>4} {r['n']:7d} {r['errors']:4d} "
               f"{r['per_s']:8.0f} "
               f"{r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {c.get('evaluator', 0):26.2f} {c.get('workers', 0):8.2f} "
-              f"{c.get('master', 0):7.2f} {node_ms:6.2f} {c['clients']:8.2f} {r['commits']:14.2f} {r['load']:5.1f}")
+              f"{c.get('master', 0):7.2f} {node_ms:6.2f} {c['clients']:8.2f} {r['commits']:14.2f} {r['commit_ms']:9.2f} "
+              f"{r['load']:5.1f}")
     base = rows[0][4]["per_s"]
     print("throughput ratios vs the first row (same run): " + ", ".join(
         f"{c} CPU x {e} ev x {w} workers{'' if lean else ' (lean off)'}: x{r['per_s'] / base:.2f}"
@@ -525,7 +526,8 @@ def scaling(args: argparse.Namespace, wasm: bytes) -> int:
 
 def _median_run(runs: list[dict]) -> dict:
     """Per field, the median over the runs of one configuration (errors: the sum)."""
-    out = {k: statistics.median(r[k] for r in runs) for k in ("n", "per_s", "p50_ms", "p99_ms", "load", "commits")}
+    out = {k: statistics.median(r[k] for r in runs) for k in ("n", "per_s", "p50_ms", "p99_ms", "load", "commits",
+                                                        "commit_ms")}
     out["n"] = int(out["n"])
     out["errors"] = sum(r["errors"] for r in runs)
     out["cpu_ms"] = {k: statistics.median(r["cpu_ms"].get(k, 0.0) for r in runs) for k in runs[0]["cpu_ms"]}
@@ -550,7 +552,10 @@ def _scaling_run(args: argparse.Namespace, wasm: bytes, allowed: list[int], cpus
             r = run_phase(port, list(pids), args.seconds, n_pre, node_pid=node.pid, client_cpus=rest or None)
             m1 = node_counters(port)
             r["load"] = (load0 + os.getloadavg()[0]) / 2
-            r["commits"] = (m1.get("aocu_store_commits_total", 0) - m0.get("aocu_store_commits_total", 0)) / r["n"]
+            commits = m1.get("aocu_store_commits_total", 0) - m0.get("aocu_store_commits_total", 0)
+            r["commits"] = commits / r["n"]
+            spent = m1.get("aocu_store_commit_seconds_total", 0) - m0.get("aocu_store_commit_seconds_total", 0)
+            r["commit_ms"] = 1000 * spent / commits if commits else 0.0
             r["shards"] = sum(1 for role, _, _ in node_processes(node.pid) if role == "evaluator")
         finally:
             stop_node(node)
