@@ -29,7 +29,13 @@ def node(tmp_path_factory):
     st = app.extensions["aocu"]
     wallet = ArweaveWallet.generate()
     pid = spawn_lua32(st.scheduler.ingest, wallet)
-    yield app, st, pid
+    # the history every test starts from (each test also runs alone, e.g. under -k)
+    _send(st, pid, "Eval", HOOK)
+    st.evaluator.checkpoint(pid)                           # the restart point of the recompute test (seq 1)
+    first, _ = _send(st, pid, "Count", tags=(("Burst", "1"),))      # its outbox: one message to itself
+    mids = [_send(st, pid, "Count")[0] for _ in range(6)]
+    st.store.flush()
+    yield app, st, pid, first, mids
     st.dispatcher.stop()
 
 
@@ -45,13 +51,8 @@ def _count(store, sql: str, *args) -> int:
 
 
 def test_old_results_are_pruned_in_the_background_the_log_stays_and_reads_answer_410(node):
-    app, st, pid = node
+    app, st, pid, first, mids = node
     store, ev = st.store, st.dispatcher.core.evaluator
-    _send(st, pid, "Eval", HOOK)
-    st.evaluator.checkpoint(pid)                           # the restart point used by the next test (seq 1)
-    first, _ = _send(st, pid, "Count", tags=(("Burst", "1"),))      # its outbox: one message to itself
-    mids = [_send(st, pid, "Count")[0] for _ in range(6)]
-    store.flush()
     log_rows = _count(store, "SELECT count(*) FROM log WHERE pid=?", pid)
     assert log_rows == 10 and store.process(pid).nonce == 9
     deadline = time.monotonic() + 20
@@ -74,8 +75,11 @@ def test_old_results_are_pruned_in_the_background_the_log_stays_and_reads_answer
 
 
 def test_a_recompute_from_an_older_checkpoint_neither_restores_nor_redelivers_pruned_results(node):
-    _app, st, pid = node
+    _app, st, pid, _, _ = node
     store, ev = st.store, st.dispatcher.core.evaluator
+    deadline = time.monotonic() + 20        # the results this recompute must not restore are pruned first
+    while _count(store, "SELECT count(*) FROM results WHERE pid=? AND seq <= 6", pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert store.latest_checkpoint(pid).seq == 1
     nonce_before = store.process(pid).nonce
     with ev.procs.lock(pid):
@@ -89,7 +93,7 @@ def test_a_recompute_from_an_older_checkpoint_neither_restores_nor_redelivers_pr
 
 
 def test_checkpoints_beyond_the_setting_are_pruned(node):
-    _app, st, pid = node
+    _app, st, pid, _, _ = node
     store = st.store
     cp = store.latest_checkpoint(pid)
     for seq in (20, 21, 22):           # written while a larger setting was in force
