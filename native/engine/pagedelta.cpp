@@ -67,35 +67,54 @@ void xor_into(char* dst, const char* src, size_t n) {
   for (; i < n; ++i) dst[i] = static_cast<char>(dst[i] ^ src[i]);
 }
 
+// An AOMI v1 image being read (header and bitmap checked on construction): its stored pages, decompressed in
+// page order by `read`.
+class ImageReader {
+ public:
+  explicit ImageReader(const std::string& img) : img_(img), dc_(ZSTD_createDCtx(), ZSTD_freeDCtx) {
+    if (img.size() < 24 || img.compare(0, 4, "AOMI") != 0) throw SnapshotDataError("not an AOMI memory image");
+    uint32_t ver;
+    std::memcpy(&ver, img.data() + 4, 4);
+    std::memcpy(&size, img.data() + 8, 8);
+    std::memcpy(&count, img.data() + 16, 8);
+    if (ver != 1 || size > kMaxSize || count != page_count(size))
+      throw SnapshotDataError("AOMI image version " + std::to_string(ver) + " / page count not readable");
+    const size_t data = kBitmap + (count + 7) / 8;
+    if (img.size() < data) throw SnapshotDataError("AOMI image truncated in its bitmap");
+    if (!dc_) throw std::runtime_error("zstd: out of memory");
+    in_ = ZSTD_inBuffer{img.data() + data, img.size() - data, 0};
+  }
+  bool stored(uint64_t p) const {
+    return p < count && ((static_cast<uint8_t>(img_[kBitmap + p / 8]) >> (p % 8)) & 1);
+  }
+  // Page `p`, a stored one after every stored page before it has been read.
+  const std::string& read(uint64_t p) {
+    page_.assign(std::min<uint64_t>(kPage, size - p * kPage), '\0');
+    ZSTD_outBuffer ob{page_.data(), page_.size(), 0};
+    while (ob.pos < ob.size) {
+      size_t r = ZSTD_decompressStream(dc_.get(), &ob, &in_);
+      if (ZSTD_isError(r)) throw SnapshotDataError(std::string("AOMI image body: ") + ZSTD_getErrorName(r));
+      if (ob.pos < ob.size && in_.pos == in_.size) throw SnapshotDataError("AOMI image body does not hold its pages");
+    }
+    return page_;
+  }
+  uint64_t size = 0, count = 0;
+
+ private:
+  static constexpr size_t kBitmap = 24;
+  const std::string& img_;
+  std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> dc_;
+  ZSTD_inBuffer in_{nullptr, 0, 0};
+  std::string page_;
+};
+
 // Calls `each(page index, page bytes)` for every page stored in the AOMI v1 image `img`, in order.
 template <class F>
 uint64_t walk(const std::string& img, F each) {
-  if (img.size() < 24 || img.compare(0, 4, "AOMI") != 0) throw SnapshotDataError("not an AOMI memory image");
-  uint32_t ver;
-  uint64_t size, count;
-  std::memcpy(&ver, img.data() + 4, 4);
-  std::memcpy(&size, img.data() + 8, 8);
-  std::memcpy(&count, img.data() + 16, 8);
-  if (ver != 1 || size > kMaxSize || count != page_count(size))
-    throw SnapshotDataError("AOMI image version " + std::to_string(ver) + " / page count not readable");
-  const size_t bm = 24, data = bm + (count + 7) / 8;
-  if (img.size() < data) throw SnapshotDataError("AOMI image truncated in its bitmap");
-  std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> dc(ZSTD_createDCtx(), ZSTD_freeDCtx);
-  if (!dc) throw std::runtime_error("zstd: out of memory");
-  ZSTD_inBuffer in{img.data() + data, img.size() - data, 0};
-  std::string page;
-  for (uint64_t p = 0; p < count; ++p) {
-    if (!((static_cast<uint8_t>(img[bm + p / 8]) >> (p % 8)) & 1)) continue;
-    page.assign(std::min<uint64_t>(kPage, size - p * kPage), '\0');
-    ZSTD_outBuffer ob{page.data(), page.size(), 0};
-    while (ob.pos < ob.size) {
-      size_t r = ZSTD_decompressStream(dc.get(), &ob, &in);
-      if (ZSTD_isError(r)) throw SnapshotDataError(std::string("AOMI image body: ") + ZSTD_getErrorName(r));
-      if (ob.pos < ob.size && in.pos == in.size) throw SnapshotDataError("AOMI image body does not hold its pages");
-    }
-    each(p, page);
-  }
-  return size;
+  ImageReader r(img);
+  for (uint64_t p = 0; p < r.count; ++p)
+    if (r.stored(p)) each(p, r.read(p));
+  return r.size;
 }
 
 Pages decode(const std::string& img) {
@@ -344,35 +363,15 @@ struct CaptureDiff {
 
 CaptureDiff capture_diff(const std::string& old_img, const uint8_t* mem, uint64_t size, int level) {
   if (size % kPage) throw SnapshotDataError("memory size is not a whole number of 64 KiB pages");
-  if (old_img.size() < 24 || old_img.compare(0, 4, "AOMI") != 0) throw SnapshotDataError("not an AOMI memory image");
-  uint32_t ver;
-  uint64_t old_size, old_count;
-  std::memcpy(&ver, old_img.data() + 4, 4);
-  std::memcpy(&old_size, old_img.data() + 8, 8);
-  std::memcpy(&old_count, old_img.data() + 16, 8);
-  if (ver != 1 || old_size > kMaxSize || old_count != page_count(old_size) || old_size % kPage)
-    throw SnapshotDataError("AOMI image version " + std::to_string(ver) + " / page count not readable");
-  const size_t obm = 24, odata = obm + (old_count + 7) / 8;
-  if (old_img.size() < odata) throw SnapshotDataError("AOMI image truncated in its bitmap");
-  std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> dc(ZSTD_createDCtx(), ZSTD_freeDCtx);
-  if (!dc) throw std::runtime_error("zstd: out of memory");
-  ZSTD_inBuffer in{old_img.data() + odata, old_img.size() - odata, 0};
+  ImageReader old(old_img);
+  if (old.size % kPage) throw SnapshotDataError("AOMI image of a memory that is not whole 64 KiB pages");
   const uint64_t count = page_count(size);
   CaptureDiff out;
   ImageWriter img(size, level);
   static const std::string zeros(kPage, '\0');
-  std::string old_page(kPage, '\0');
-  for (uint64_t p = 0; p < std::max(old_count, count); ++p) {
-    const bool stored = p < old_count && ((static_cast<uint8_t>(old_img[obm + p / 8]) >> (p % 8)) & 1);
-    if (stored) {
-      ZSTD_outBuffer ob{old_page.data(), kPage, 0};
-      while (ob.pos < ob.size) {
-        size_t r = ZSTD_decompressStream(dc.get(), &ob, &in);
-        if (ZSTD_isError(r)) throw SnapshotDataError(std::string("AOMI image body: ") + ZSTD_getErrorName(r));
-        if (ob.pos < ob.size && in.pos == in.size) throw SnapshotDataError("AOMI image body does not hold its pages");
-      }
-    }
-    const char* a = stored ? old_page.data() : zeros.data();
+  for (uint64_t p = 0; p < std::max(old.count, count); ++p) {
+    const bool stored = old.stored(p);
+    const char* a = stored ? old.read(p).data() : zeros.data();
     const char* b = p < count ? reinterpret_cast<const char*>(mem + p * kPage) : zeros.data();
     const bool same = std::memcmp(a, b, kPage) == 0;
     // an unchanged page is non-zero when the old image stored it (the encoders never store a zero page)
