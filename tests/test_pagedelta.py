@@ -5,8 +5,10 @@ with the native code read back identically through the Python path."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+from collections.abc import Iterator
 
 import pytest
 
@@ -117,11 +119,21 @@ def _send(client, sched, pid: str, action: str, data: str = "") -> bytes:
     return client.result(pid, sched.ingest(m.to_bytes()).id)
 
 
-def _node_run(data, native_on: bool) -> tuple[list[bytes], dict[str, float], list[str]]:
-    """Two processes evicting each other (max_warm 1): every message restores an evicted state."""
-    keep, cow = checkpoints._pd, checkpoints.COW_RESTORES
-    checkpoints._pd, checkpoints.COW_RESTORES = (keep if native_on else None), native_on
+@contextlib.contextmanager
+def _paths(native_on: bool, cow: bool) -> Iterator[None]:
+    """Checkpoints with the native page deltas or the Python ones, and copy-on-write restores on or off."""
+    keep, keep_cow = checkpoints._pd, checkpoints.COW_RESTORES
+    checkpoints._pd, checkpoints.COW_RESTORES = (keep if native_on else None), cow
     try:
+        yield
+    finally:
+        checkpoints._pd, checkpoints.COW_RESTORES = keep, keep_cow
+
+
+def _node_run(data, native_on: bool, cow: bool | None = None) -> tuple[list[bytes], dict[str, float], list[str]]:
+    """Two processes evicting each other (max_warm 1): every message restores an evicted state. `cow`: copy-on-write
+    restores (default: with the native path)."""
+    with _paths(native_on, native_on if cow is None else cow):
         core, client, sched = embedded_node({"data_dir": data, "max_warm": 1, "crank_delay_s": 30.0})
         owner = ArweaveWallet.generate()
         module_id = upload_lua32(sched.ingest, owner)
@@ -137,15 +149,11 @@ def _node_run(data, native_on: bool) -> tuple[list[bytes], dict[str, float], lis
         metrics = dict(core.core.evaluator.metrics, mapped=mapped)
         core.stop()
         return [json.loads(o)["Output"] for o in outs], metrics, pids
-    finally:
-        checkpoints._pd, checkpoints.COW_RESTORES = keep, cow
 
 
 def _read_back(data, pid: str, native_on: bool) -> bytes:
     """The memory of `pid` restored from the stored chain of the node's data dir (native or Python path)."""
-    keep, cow = checkpoints._pd, checkpoints.COW_RESTORES
-    checkpoints._pd, checkpoints.COW_RESTORES = (keep if native_on else None), native_on
-    try:
+    with _paths(native_on, native_on):
         core, _, _ = embedded_node({"data_dir": data, "max_warm": 4, "crank_delay_s": 30.0})
         try:
             ev = core.core.evaluator
@@ -155,8 +163,6 @@ def _read_back(data, pid: str, native_on: bool) -> bytes:
                 return st.instance.memory()
         finally:
             core.stop()
-    finally:
-        checkpoints._pd, checkpoints.COW_RESTORES = keep, cow
 
 
 def test_a_node_restores_evicted_states_copy_on_write_with_the_python_results(tmp_path):

@@ -11,18 +11,14 @@ written that way gives the results of the Python path and reads back the same me
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from cu import _native
-from cu.codec.wallet import ArweaveWallet
 from cu.engine import Instance, Module
-from cu.node.eval import checkpoints, memimage
-from tests.lua_process import embedded_node, spawn, upload_lua32
+from cu.node.eval import memimage
 from tests.modules.build import MODULES, build
 from tests.test_cow_restore import ENV, msg
-from tests.test_pagedelta import _read_back, _send
+from tests.test_pagedelta import _node_run, _read_back
 
 pd = _native.pagedelta
 
@@ -76,35 +72,12 @@ def test_capture_diff_equals_a_capture_and_a_diff(cache_dir):
         pd.capture_diff(inst._native, old[:30], 1)
 
 
-def _evicting_node(data, native_on: bool) -> tuple[list, dict, list[str]]:
-    """Two processes evicting each other (max_warm 1), copy-on-write off: with native code, every eviction
-    after the first takes the one-pass delta."""
-    keep, cow = checkpoints._pd, checkpoints.COW_RESTORES
-    checkpoints._pd, checkpoints.COW_RESTORES = (keep if native_on else None), False
-    try:
-        core, client, sched = embedded_node({"data_dir": data, "max_warm": 1, "crank_delay_s": 30.0})
-        owner = ArweaveWallet.generate()
-        module_id = upload_lua32(sched.ingest, owner)
-        pids = [spawn(sched.ingest, owner, module_id, [("N", str(i))]) for i in range(2)]
-        outs = [_send(client, sched, pid, "Eval", "Data = {} for k = 1, 3000 do Data[k] = 'x' .. k end return 1")
-                for pid in pids]
-        step = "Count = (Count or 0) + 1; Data[Count] = tostring(Count) .. ' changed'; return Count"
-        for _ in range(3):
-            outs += [_send(client, sched, pid, "Eval", step) for pid in pids]
-        core.core.evaluator.procs.drain()
-        metrics = dict(core.core.evaluator.metrics)
-        core.stop()
-        return [json.loads(o)["Output"] for o in outs], metrics, pids
-    finally:
-        checkpoints._pd, checkpoints.COW_RESTORES = keep, cow
-
-
 def test_a_node_with_one_pass_deltas_matches_the_python_path(tmp_path, monkeypatch):
     calls = []
     real = pd.capture_diff
     monkeypatch.setattr(pd, "capture_diff", lambda *a: calls.append(1) or real(*a), raising=False)
-    native_outs, m, pids = _evicting_node(tmp_path / "native", True)
-    python_outs, _, _ = _evicting_node(tmp_path / "python", False)
+    native_outs, m, pids = _node_run(tmp_path / "native", True, cow=False)
+    python_outs, _, _ = _node_run(tmp_path / "python", False, cow=False)
     assert native_outs == python_outs
     # (a checkpoint at stop may add a call after the metrics were read). Evictions run off the request path: on a
     # busy machine a process asked for again before its checkpoint was taken goes back warm (cu/node/eval/warm.py,
