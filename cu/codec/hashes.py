@@ -33,6 +33,10 @@ def sha512(data: bytes) -> bytes:
     return hashlib.sha512(data).digest()
 
 
+# the unpadded base64url alphabet (every character of an item or process id)
+B64URL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 

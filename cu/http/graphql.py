@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cu.codec.hashes import B64URL_CHARS
+
 MAX_QUERY_CHARS = 32 * 1024
 MAX_TOKENS = 8192
 MAX_DEPTH = 32
@@ -18,7 +20,6 @@ MAX_LIST_ITEMS = 1000
 
 _NAME_START = frozenset("_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _NAME_CHARS = _NAME_START | frozenset("0123456789")
-_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _PUNCT = frozenset("!$&()[]{}:=@|")
 _OPENERS = {"(": ")", "[": "]", "{": "}"}
 _IGNORED = frozenset(" \t\r\n,\ufeff")
@@ -221,7 +222,7 @@ def transactions_arguments(query: str, max_chars: int = MAX_QUERY_CHARS) -> dict
 
 
 def _is_id(s: str) -> bool:
-    return 1 <= len(s) <= 64 and all(c in _ID_CHARS for c in s)
+    return 1 <= len(s) <= 64 and B64URL_CHARS.issuperset(s)
 
 
 def requested_ids(query: str, variables: Any, max_chars: int = MAX_QUERY_CHARS) -> list[str] | None:

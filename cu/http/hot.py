@@ -24,6 +24,7 @@ from flask import Flask, g
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_input_stream
 
+from cu.codec.hashes import B64URL_CHARS
 from cu.http import metrics as m
 from cu.http.routes_cu import result_reply
 from cu.http.routes_mu import accept_item
@@ -38,7 +39,6 @@ RESULT_PREFIX = "/result/"
 PID_ARG = "process-id="
 # characters of an id the hot path takes as they are (no percent-decoding, no '&', '+' or '/'); with at most 256
 # of them, an id is a valid Ao-Process / Ao-Message value (cu.wire.response.check_identity_value)
-_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 JSON = "application/json"
 
 
@@ -100,8 +100,8 @@ class HotRoutes:
             mid = path[len(RESULT_PREFIX):]
             query = environ.get("QUERY_STRING") or ""
             pid = query[len(PID_ARG):] if query.startswith(PID_ARG) else ""
-            if (0 < len(mid) <= 256 and 0 < len(pid) <= 256 and _ID_CHARS.issuperset(mid)
-                    and _ID_CHARS.issuperset(pid)
+            if (0 < len(mid) <= 256 and 0 < len(pid) <= 256 and B64URL_CHARS.issuperset(mid)
+                    and B64URL_CHARS.issuperset(pid)
                     and "HTTP_ACCEPT_CODEC" not in environ and self._usable()):
                 return self._serve(environ, start_response, self.result_route, self._result, (pid, mid))
         return self.flask_wsgi(environ, start_response)

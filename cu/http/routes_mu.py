@@ -9,6 +9,7 @@ from flask import Blueprint, Response, request
 
 from cu.codec.ans104 import DataItem
 from cu.codec.errors import CodecError
+from cu.codec.hashes import B64URL_CHARS
 from cu.http.routes_ops import dumps
 from cu.http.routes_status import status_html, wants_html
 from cu.http.state import NodeApp, node
@@ -105,12 +106,9 @@ def accept_item(st: NodeApp, raw: bytes) -> bytes:
     acc = st.scheduler.ingest(raw)
     if acc.kind == "Message" and acc.fresh:
         st.note_fresh(acc.id)
-    if _B64URL.issuperset(acc.id):     # an item id needs no JSON escaping: dumps' bytes without dumps
+    if B64URL_CHARS.issuperset(acc.id):     # an item id needs no JSON escaping: dumps' bytes without dumps
         return b'{"message":"Processing DataItem","id":"' + acc.id.encode() + b'"}'
     return dumps({"message": "Processing DataItem", "id": acc.id})
-
-
-_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 @bp.route("/monitor/<pid>", methods=["POST", "DELETE"])

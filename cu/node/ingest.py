@@ -75,10 +75,9 @@ class Scheduler:
                                  "signature verification failed")
         meta = item_meta(item, now_ms=now_ms())
         # the first tag of each name, decoded as item.tag() decodes it (meta.tags holds them so decoded)
-        tags = meta.tags
-        if next((v for n, v in tags if n == "Data-Protocol"), None) != "ao":
+        if legacy.first_tag(meta.tags, "Data-Protocol") != "ao":
             raise BadInput("Data-Protocol tag must be 'ao'")
-        kind = next((v for n, v in tags if n == "Type"), None)
+        kind = legacy.first_tag(meta.tags, "Type")
         if kind == "Module":
             return self._module(item, meta, raw)
         if kind == "Process":
