@@ -14,19 +14,22 @@ MAX_FRAME = 256 * 1024 * 1024
 SMALL_FRAME = 64 * 1024     # frames up to this size go out in one write with their length
 
 
-def pack_frame(obj: Any) -> bytes:
-    """`obj` as one frame, its length first (ValueError over MAX_FRAME)."""
-    data = msgpack.packb(obj, use_bin_type=True)
-    if len(data) > MAX_FRAME:
-        raise ValueError(f"evaluator frame of {len(data)} bytes exceeds {MAX_FRAME}")
-    return _LEN.pack(len(data)) + data
-
-
-def send_frame(sock: socket.socket, obj: Any) -> None:
+def _body(obj: Any) -> bytes:
     data = msgpack.packb(obj, use_bin_type=True)
     if len(data) > MAX_FRAME:
         # the peer would refuse it; large values (a process's state) travel in chunks (rpc.StateChunk)
         raise ValueError(f"evaluator frame of {len(data)} bytes exceeds {MAX_FRAME}")
+    return data
+
+
+def pack_frame(obj: Any) -> bytes:
+    """`obj` as one frame, its length first (ValueError over MAX_FRAME)."""
+    data = _body(obj)
+    return _LEN.pack(len(data)) + data
+
+
+def send_frame(sock: socket.socket, obj: Any) -> None:
+    data = _body(obj)
     if len(data) <= SMALL_FRAME:
         sock.sendall(_LEN.pack(len(data)) + data)   # one write, so the peer wakes once (~12 us CPU less a frame)
         return
@@ -67,8 +70,9 @@ def recv_frame(sock: socket.socket) -> Any:
 
 class FrameReader:
     """Reads frames from a connection through a buffer: a frame's length and body usually come in one `recv`
-    (one GIL release and re-acquire per request, not two, as `recv_frame` needs). The evaluator reads its
-    requests this way (cu/node/service.py)."""
+    (one GIL release and re-acquire per reply, not two, as `recv_frame` needs). The workers read the evaluator's
+    replies this way (cu/node/client.py); the evaluator, which reads many connections through a selector, feeds a
+    FrameBuffer instead (cu/node/rpc_server.py)."""
 
     CHUNK = 64 * 1024
 
