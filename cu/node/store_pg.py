@@ -15,6 +15,7 @@ with `off` (a crash may lose them; they are recomputed from the log, as with SQL
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -156,6 +157,8 @@ class PgStore(SqliteStore):
         self._local = threading.local()
         self._pid = os.getpid()
         self._stale: list[Any] = []      # connections inherited over a fork: never closed from the child
+        # transactions run on each thread's own connection (PostgreSQL has no shared page cache to keep warm)
+        self._write_lock = contextlib.nullcontext()
         self.writer = self.transact
         self.async_writer = None
         self.keep_checkpoints = 2
