@@ -17,7 +17,7 @@ from cu.codec.ans104 import DataItem
 from cu.codec.wallet import Ed25519Key
 from cu.node import rpc
 from cu.node.client import over_socket
-from cu.node.rpc_server import TAKEOVER_S, RpcServer
+from cu.node.rpc_server import TAKEOVER_S, WATCH_PARK_S, RpcServer
 from cu.node.service import listen
 from cu.node.wire import FrameBuffer, recv_frame
 from tests.lua_process import embedded_node, spawn, upload_lua32
@@ -55,8 +55,16 @@ def _frame(obj: object) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-def test_a_runaway_message_read_inline_does_not_hold_up_another_process(served):
+@pytest.mark.parametrize("idle", [False, True], ids=["busy", "after-idle"])
+def test_a_runaway_message_read_inline_does_not_hold_up_another_process(served, idle):
     core, sched, path, server, slow, fast = served
+    core._slow.clear()          # the other case's runaway sent the slow process to the pool for a while
+    if idle:
+        # an idle watchdog sleeps until the next inline request: that request must still be watched
+        deadline = time.monotonic() + WATCH_PARK_S + 5
+        while not server._watch_parked and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server._watch_parked
     loop = _send(sched, slow, "Eval", "while true do end")
     assert core.inline(rpc.Result(slow, loop))          # warm and idle: read on the reading thread itself
     takeovers = server.takeovers

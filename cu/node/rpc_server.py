@@ -29,6 +29,7 @@ from cu.node.wire import SMALL_FRAME, FrameBuffer, pack_frame
 log = logging.getLogger("aocu.evaluator")
 
 TAKEOVER_S = 0.025      # an inline request busy this long (up to twice this) gets the reading thread replaced
+WATCH_PARK_S = 1.0      # no inline request this long: the watchdog sleeps until the next one (an idle node rests)
 POOL_THREADS = 256      # at most one request per connection is in the pool, so this bounds nothing in practice
 SEND_TIMEOUT_S = 60.0   # a reply the worker does not take within this (it timed out and went away)
 
@@ -68,6 +69,9 @@ class RpcServer:
         self._lock = threading.Lock()
         self._gen = 0                            # which reading thread leads (a takeover starts the next)
         self._busy: tuple[int, float] | None = None     # (generation, since) of an inline request
+        self._last_inline = 0.0                  # when the latest inline request started
+        self._watch_parked = False               # the watchdog waits for _watch_wake (both under _lock)
+        self._watch_wake = threading.Event()
         self._stopped = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="aocu-rpc")
         self.takeovers = 0
@@ -174,7 +178,11 @@ class RpcServer:
             self._pool.submit(self._pooled, conn, req)
             return
         with self._lock:
-            self._busy = (gen, time.monotonic())
+            self._last_inline = time.monotonic()
+            self._busy = (gen, self._last_inline)
+            if self._watch_parked:
+                self._watch_parked = False
+                self._watch_wake.set()
         t0 = time.thread_time()
         reply = self._answer(req)
         if time.thread_time() - t0 >= TAKEOVER_S:
@@ -247,16 +255,27 @@ class RpcServer:
     def _watch(self) -> None:
         while not self._stopped.wait(TAKEOVER_S):
             with self._lock:
-                busy = self._busy
-                if busy is None or busy[0] != self._gen or time.monotonic() - busy[1] < TAKEOVER_S:
+                busy, now = self._busy, time.monotonic()
+                park = busy is None and now - self._last_inline > WATCH_PARK_S
+                if park:
+                    # idle: sleep until an inline request starts (it sees the flag under this lock, so none is
+                    # missed) instead of looking 40 times a second
+                    self._watch_parked = True
+                    self._watch_wake.clear()
+                elif busy is None or busy[0] != self._gen or now - busy[1] < TAKEOVER_S:
                     continue
-                self._gen += 1
-                gen = self._gen
-                self.takeovers += 1
+                else:
+                    self._gen += 1
+                    gen = self._gen
+                    self.takeovers += 1
+            if park:
+                self._watch_wake.wait()
+                continue
             threading.Thread(target=self._read_loop, args=(gen,), name=f"aocu-rpc-read-{gen}", daemon=True).start()
 
     def shutdown(self) -> None:
         self._stopped.set()
+        self._watch_wake.set()
         try:
             self._wake_w.send(b"\0")
         except OSError:
