@@ -4,7 +4,9 @@ errors, rollback, snapshots and the compiled-module cache."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -111,6 +113,46 @@ def test_fuel_limit_and_wall_clock_backstop():
     assert Instance(m, compute_limit=1000).handle("l", "{}")["Error"] == "out of gas!"
     r = Instance(m, timeout_s=0.2).handle("l", "{}")
     assert "wall-clock" in r["Error"]
+
+
+_TICKER_PROBE = """
+import sys, time, threading
+from pathlib import Path
+from cu.engine import Instance, Module
+from tests.wat.gen import FORMAT_OF, build
+
+def switches():
+    n = 0
+    for t in Path("/proc/self/task").iterdir():
+        for line in (t / "status").read_text().splitlines():
+            if "ctxt_switches:" in line:
+                n += int(line.split()[1])
+    return n
+
+m = Module.load(build("f4", False), FORMAT_OF["f4"])
+inst = Instance(m, timeout_s=0.6)
+assert inst.handle("c", "{}")["Output"] == "1"
+time.sleep(0.3)
+a = switches(); time.sleep(1.0); idle = switches() - a
+a = switches(); t0 = time.monotonic()
+r = Instance(m, timeout_s=0.6).handle("l", "{}")
+took = time.monotonic() - t0; busy = switches() - a
+print(idle, busy, round(took, 3), r["Error"])
+"""
+
+
+def test_epoch_ticker_parks_when_idle_and_still_interrupts():
+    """The epoch ticker wakes only while wasm runs: an idle process with a live instance is not woken 200 times
+    a second, and a runaway call after the idle spell is still interrupted at its wall-clock limit."""
+    repo = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "-c", _TICKER_PROBE], cwd=repo, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": str(repo)})
+    assert run.returncode == 0, run.stderr
+    idle, busy, took, error = run.stdout.split(maxsplit=3)
+    assert "wall-clock limit exceeded" in error and 0.55 <= float(took) < 5.0, run.stdout
+    # the ticker ticks every 5 ms during the 0.6 s loop (~120 wake-ups) and not at all in the idle second
+    assert int(busy) >= 40, run.stdout
+    assert int(idle) < 20, run.stdout
 
 
 def test_memory_bomb_without_limit_stops_at_module_maximum():

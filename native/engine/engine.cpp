@@ -3,15 +3,51 @@
 #include "engine/memory_creator.h"
 #include "transform/wasm_binary.h"
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 namespace aocu::engine {
 
 using wt::api;
 
 namespace {
+// One epoch ticker for the process (both engine configurations). It ticks only while some wasm runs (EpochActive
+// counts the calls) and parks otherwise: an idle node, or one between messages, is not woken 200 times a second
+// per engine. Deadlines are relative to the epoch when a call is armed, and the ticker wakes within a tick of a
+// call starting, so a call's wall-clock limit is what it was with a free-running ticker.
+struct Ticker {
+  std::mutex m;
+  std::condition_variable cv;
+  std::atomic<int> active{0};
+  std::vector<wasm_engine_t*> engines;  // guarded by m; engines are never deleted (process lifetime)
+
+  static Ticker& get() {
+    static Ticker* t = [] {
+      auto* made = new Ticker();  // never deleted: the detached thread uses it until the process exits
+      std::thread([made] { made->run(); }).detach();
+      return made;
+    }();
+    return *t;
+  }
+
+  void run() {
+    std::vector<wasm_engine_t*> todo;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lk(m);
+        cv.wait(lk, [this] { return active.load(std::memory_order_acquire) > 0; });
+        todo = engines;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(kEpochTickMs));
+      for (wasm_engine_t* e : todo) api->wasmtime_engine_increment_epoch(e);
+    }
+  }
+};
+
 struct ConfigFlags {
   static constexpr bool epoch = true, nan_canon = true, threads = false, relaxed_det = true,
                         memory64 = true, exceptions = true, reference_types = true;
@@ -40,16 +76,22 @@ Engine::Engine(bool fuel) : fuel_(fuel) {
   install_memory_creator(c);
   engine_ = api->wasm_engine_new_with_config(c);  // takes ownership of c
   if (!engine_) throw std::runtime_error("wasmtime rejected the engine configuration");
-  // Wall-clock backstop: a detached ticker bumps the epoch; stores trap when past their deadline.
-  // The engine is intentionally never deleted (process lifetime), so the thread never sees a dangling pointer.
-  wasm_engine_t* e = engine_;
-  std::thread([e] {
-    for (;;) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(kEpochTickMs));
-      api->wasmtime_engine_increment_epoch(e);
-    }
-  }).detach();
+  // Wall-clock backstop: the ticker bumps the epoch while wasm runs; stores trap when past their deadline.
+  // The engine is intentionally never deleted (process lifetime), so the ticker never sees a dangling pointer.
+  Ticker& t = Ticker::get();
+  std::lock_guard<std::mutex> lk(t.m);
+  t.engines.push_back(engine_);
 }
+
+EpochActive::EpochActive() {
+  Ticker& t = Ticker::get();
+  if (t.active.fetch_add(1, std::memory_order_acq_rel) == 0) {
+    std::lock_guard<std::mutex> lk(t.m);  // the ticker tests `active` under the lock: no lost wake-up
+    t.cv.notify_one();
+  }
+}
+
+EpochActive::~EpochActive() { Ticker::get().active.fetch_sub(1, std::memory_order_acq_rel); }
 
 Engine& Engine::get(bool fuel) {
   static std::once_flag once[2];

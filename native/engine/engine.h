@@ -21,6 +21,16 @@ struct SnapshotDataError : std::runtime_error {
 
 constexpr unsigned kEpochTickMs = 5;
 
+// Held around every entry into wasm from the host (instantiation, Instance::call; nested calls from host
+// functions are inside one): the epoch ticker runs only while one is alive.
+class EpochActive {
+ public:
+  EpochActive();
+  ~EpochActive();
+  EpochActive(const EpochActive&) = delete;
+  EpochActive& operator=(const EpochActive&) = delete;
+};
+
 // Two configurations, identical except for wasmtime fuel: `fuel` engines count instructions (Compute-Limit
 // of non-metered modules); fuel-free ones run without that per-block cost, for instances where fuel can make
 // no observable difference (docs/ABI.md, Limits and gas). Code compiled by one never runs in the other.

@@ -155,7 +155,11 @@ void Instance::build() {
   const double init_t = lim_.timeout_s > 0 ? lim_.timeout_s : kInitTimeoutS;
   api->wasmtime_context_set_epoch_deadline(ctx_, static_cast<uint64_t>(std::ceil(init_t * 1000.0 / kEpochTickMs)) + 1);
   wasm_trap_t* trap = nullptr;
-  wasmtime_error_t* e = api->wasmtime_linker_instantiate(linker_, ctx_, module_->raw(), &inst_, &trap);
+  wasmtime_error_t* e = nullptr;
+  {
+    EpochActive ticking;
+    e = api->wasmtime_linker_instantiate(linker_, ctx_, module_->raw(), &inst_, &trap);
+  }
   if (e) throw std::runtime_error("instantiation failed: " + wt::take_error(e));
   if (trap) {
     wasmtime_trap_code_t code = 0;
@@ -213,7 +217,11 @@ bool Instance::call(const wasmtime_func_t& f, wasmtime_val_raw_t* vals, size_t n
   wasm_trap_t* trap = nullptr;
   st_->trap_reason.clear();
   st_->longjmp_pending = false;
-  wasmtime_error_t* e = api->wasmtime_func_call_unchecked(ctx_, &f, vals, n, &trap);
+  wasmtime_error_t* e = nullptr;
+  {
+    EpochActive ticking;
+    e = api->wasmtime_func_call_unchecked(ctx_, &f, vals, n, &trap);
+  }
   if (!e && !trap) return true;
   // host-raised traps arrive as errors, wasm traps as `trap`
   wasmtime_trap_code_t code = 0;
