@@ -273,12 +273,40 @@ def node_processes(node_pid: int) -> Iterator[tuple[str, str, list[str]]]:
 
 def node_cpu(node_pid: int) -> dict[str, float]:
     """CPU seconds (user + system) so far of the node's processes, by role (evaluator: every evaluator shard
-    together, workers, master)."""
+    together, workers, master), and under "<role> io" / "<role> cs" the read and write system calls
+    (/proc/PID/io syscr + syscw: file reads and writes, e.g. SQLite's page I/O; socket calls are not counted) and
+    the context switches of its live threads. Counts move less with the machine's speed than CPU time does."""
     out = {"evaluator": 0.0, "workers": 0.0, "master": 0.0}
     tick = os.sysconf("SC_CLK_TCK")
-    for role, _, stat in node_processes(node_pid):
+    for role, entry, stat in node_processes(node_pid):
         out[role] += (int(stat[11]) + int(stat[12])) / tick
+        out[f"{role} io"] = out.get(f"{role} io", 0.0) + _proc_io_calls(entry)
+        out[f"{role} cs"] = out.get(f"{role} cs", 0.0) + _proc_switches(entry)
     return out
+
+
+def _proc_io_calls(entry: str) -> int:
+    try:
+        fields = dict(line.split(": ") for line in Path(f"/proc/{entry}/io").read_text().splitlines())
+    except (OSError, ValueError):
+        return 0
+    return int(fields.get("syscr", 0)) + int(fields.get("syscw", 0))
+
+
+def _proc_switches(entry: str) -> int:
+    n = 0
+    try:
+        tasks = os.listdir(f"/proc/{entry}/task")
+    except OSError:
+        return 0
+    for t in tasks:
+        try:
+            for line in Path(f"/proc/{entry}/task/{t}/status").read_text().splitlines():
+                if "ctxt_switches:" in line:     # voluntary and nonvoluntary
+                    n += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return n
 
 
 CLIENT_KIND = "raw"
@@ -355,7 +383,10 @@ def run_phase(port: int, pids: list[str | None], seconds: float, n_presigned: in
     if cpu_before is not None and cpu_after is not None:
         # the node's processes also start before/finish after the clients' window: a slight overestimate
         for role in cpu_before:
-            out["cpu_ms"][role] = 1000 * (cpu_after[role] - cpu_before[role]) / len(lat)
+            if " " in role:     # a count (io calls, context switches): per result, not in ms
+                out.setdefault("counts", {})[role] = (cpu_after.get(role, 0) - cpu_before[role]) / len(lat)
+            else:
+                out["cpu_ms"][role] = 1000 * (cpu_after[role] - cpu_before[role]) / len(lat)
     return out
 
 
@@ -508,15 +539,17 @@ def scaling(args: argparse.Namespace, wasm: bytes) -> int:
           f"node does not have (if any); {args.repeat} run(s) per configuration, in turns (medians)")
     print(f"{'node CPUs':>9} {'evaluators':>10} {'workers':>7} {'lean':>4} {'n':>7} {'err':>4} {'per s':>8} {'p50 ms':>7} "
           f"{'p99 ms':>7} {'CPU/result ms: evaluators':>26} {'workers':>8} {'master':>7} {'node':>6} {'clients':>8} "
-          f"{'commits/result':>14} {'commit ms':>9} {'load':>5}")
+          f"{'commits/result':>14} {'commit ms':>9} {'load':>5}   per result: file I/O calls, context switches "
+          f"(evaluators / workers)")
     for cpus, evaluators, workers, lean, r in rows:
-        c = r["cpu_ms"]
+        c, k = r["cpu_ms"], r["counts"]
         node_ms = c.get("evaluator", 0) + c.get("workers", 0) + c.get("master", 0)
         print(f"{cpus:9d} {evaluators:10d} {workers:7d} {'on' if lean else 'off':>4} {r['n']:7d} {r['errors']:4d} "
               f"{r['per_s']:8.0f} "
               f"{r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {c.get('evaluator', 0):26.2f} {c.get('workers', 0):8.2f} "
               f"{c.get('master', 0):7.2f} {node_ms:6.2f} {c['clients']:8.2f} {r['commits']:14.2f} {r['commit_ms']:9.2f} "
-              f"{r['load']:5.1f}")
+              f"{r['load']:5.1f}   io {k.get('evaluator io', 0):.1f} / {k.get('workers io', 0):.1f}, "
+              f"cs {k.get('evaluator cs', 0):.1f} / {k.get('workers cs', 0):.1f}")
     base = rows[0][4]["per_s"]
     print("throughput ratios vs the first row (same run): " + ", ".join(
         f"{c} CPU x {e} ev x {w} workers{'' if lean else ' (lean off)'}: x{r['per_s'] / base:.2f}"
@@ -531,6 +564,8 @@ def _median_run(runs: list[dict]) -> dict:
     out["n"] = int(out["n"])
     out["errors"] = sum(r["errors"] for r in runs)
     out["cpu_ms"] = {k: statistics.median(r["cpu_ms"].get(k, 0.0) for r in runs) for k in runs[0]["cpu_ms"]}
+    out["counts"] = {k: statistics.median(r.get("counts", {}).get(k, 0.0) for r in runs)
+                     for k in runs[0].get("counts", {})}
     return out
 
 
