@@ -24,7 +24,9 @@ holding the GIL); the raw stacks go to DIR and the most frequent frames are prin
 `--scaling`: instead, the concurrent message->result phase on a fresh node per configuration
 CPUS:EVALUATORS[:WORKERS] (the node pinned with sched_setaffinity, like `taskset -c 0` / `taskset -c 0,1`,
 `--evaluators`, and gunicorn `--workers`), all in one run: results/s and CPU per result by component (evaluator
-shards summed). When the node has fewer CPUs than the machine, the clients are pinned to the others, so they do
+shards summed), and per result the file read/write calls and context switches of the evaluators and workers (counts
+that move less with the machine's speed than CPU time). The machine's speed itself is measured before and after:
+the Echo message evaluated in-process (p50), and node CPU per result is also printed in units of it. When the node has fewer CPUs than the machine, the clients are pinned to the others, so they do
 not take the node's CPU. `--repeat N` runs the configurations N times in turns and shows medians.
 """
 
@@ -521,6 +523,10 @@ def scaling(args: argparse.Namespace, wasm: bytes) -> int:
                           args.workers)
     if any(c > len(allowed) for c, _, _ in matrix):
         raise SystemExit(f"--matrix asks for more CPUs than the {len(allowed)} this process may use")
+    # the machine's speed drifts (2 shared vCPUs): the in-process evaluation of the Echo message, before and after,
+    # is the yardstick that makes CPU per result comparable between runs on a faster or slower machine
+    cache = Path(tempfile.mkdtemp(prefix="aocu-bench-mc-"))
+    engine_ms = [engine_baseline(wasm, cache)]
     runs = []
     leans = (True, False) if args.lean_baseline else (True,)
     # --repeat: the configurations take turns, so a change in the machine's load hits each of them alike
@@ -529,6 +535,9 @@ def scaling(args: argparse.Namespace, wasm: bytes) -> int:
             for lean in leans:
                 runs.append(((cpus, evaluators, workers, lean),
                              _scaling_run(args, wasm, allowed, cpus, evaluators, workers, lean)))
+    engine_ms.append(engine_baseline(wasm, cache))
+    shutil.rmtree(cache, ignore_errors=True)
+    floor = statistics.mean(engine_ms)
     rows = []
     for conf in matrix:
         for lean in leans:
@@ -550,6 +559,11 @@ def scaling(args: argparse.Namespace, wasm: bytes) -> int:
               f"{c.get('master', 0):7.2f} {node_ms:6.2f} {c['clients']:8.2f} {r['commits']:14.2f} {r['commit_ms']:9.2f} "
               f"{r['load']:5.1f}   io {k.get('evaluator io', 0):.1f} / {k.get('workers io', 0):.1f}, "
               f"cs {k.get('evaluator cs', 0):.1f} / {k.get('workers cs', 0):.1f}")
+    print(f"yardstick (same run): the Echo message evaluated in-process, p50 {engine_ms[0]:.2f} ms before and "
+          f"{engine_ms[1]:.2f} ms after; node CPU per result in those units: " + ", ".join(
+              f"{c} CPU x {e} ev x {w} workers{'' if lean else ' (lean off)'}: "
+              f"{sum(v for k, v in r['cpu_ms'].items() if k != 'clients') / floor:.2f}"
+              for c, e, w, lean, r in rows))
     base = rows[0][4]["per_s"]
     print("throughput ratios vs the first row (same run): " + ", ".join(
         f"{c} CPU x {e} ev x {w} workers{'' if lean else ' (lean off)'}: x{r['per_s'] / base:.2f}"
