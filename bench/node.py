@@ -26,8 +26,9 @@ CPUS:EVALUATORS[:WORKERS] (the node pinned with sched_setaffinity, like `taskset
 `--evaluators`, and gunicorn `--workers`), all in one run: results/s and CPU per result by component (evaluator
 shards summed), and per result the file read/write calls and context switches of the evaluators and workers (counts
 that move less with the machine's speed than CPU time). The machine's speed itself is measured before and after:
-the Echo message evaluated in-process (p50), and node CPU per result is also printed in units of it. When the node has fewer CPUs than the machine, the clients are pinned to the others, so they do
-not take the node's CPU. `--repeat N` runs the configurations N times in turns and shows medians.
+the Echo message evaluated in-process (p50), and node CPU per result is also printed in units of it. When the node
+has fewer CPUs than the machine, the clients are pinned to the others, so they do not take the node's CPU.
+`--repeat N` runs the configurations N times in turns and shows medians.
 """
 
 from __future__ import annotations
@@ -552,7 +553,7 @@ def scaling(args: argparse.Namespace, wasm: bytes) -> int:
           f"(evaluators / workers)")
     for cpus, evaluators, workers, lean, r in rows:
         c, k = r["cpu_ms"], r["counts"]
-        node_ms = c.get("evaluator", 0) + c.get("workers", 0) + c.get("master", 0)
+        node_ms = _node_ms(c)
         print(f"{cpus:9d} {evaluators:10d} {workers:7d} {'on' if lean else 'off':>4} {r['n']:7d} {r['errors']:4d} "
               f"{r['per_s']:8.0f} "
               f"{r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {c.get('evaluator', 0):26.2f} {c.get('workers', 0):8.2f} "
@@ -562,13 +563,18 @@ def scaling(args: argparse.Namespace, wasm: bytes) -> int:
     print(f"yardstick (same run): the Echo message evaluated in-process, p50 {engine_ms[0]:.2f} ms before and "
           f"{engine_ms[1]:.2f} ms after; node CPU per result in those units: " + ", ".join(
               f"{c} CPU x {e} ev x {w} workers{'' if lean else ' (lean off)'}: "
-              f"{sum(v for k, v in r['cpu_ms'].items() if k != 'clients') / floor:.2f}"
+              f"{_node_ms(r['cpu_ms']) / floor:.2f}"
               for c, e, w, lean, r in rows))
     base = rows[0][4]["per_s"]
     print("throughput ratios vs the first row (same run): " + ", ".join(
         f"{c} CPU x {e} ev x {w} workers{'' if lean else ' (lean off)'}: x{r['per_s'] / base:.2f}"
         for c, e, w, lean, r in rows))
     return 0 if all(r["errors"] == 0 for _, r in runs) else 1
+
+
+def _node_ms(cpu_ms: dict[str, float]) -> float:
+    """CPU per result of the node's processes (clients excluded), from a run's `cpu_ms`."""
+    return cpu_ms.get("evaluator", 0) + cpu_ms.get("workers", 0) + cpu_ms.get("master", 0)
 
 
 def _median_run(runs: list[dict]) -> dict:

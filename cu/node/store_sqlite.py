@@ -96,8 +96,9 @@ class SqliteStore(OutboxStoreMixin, Store):
         private_db(self.path)  # 0600 whatever the umask (docs/SEALING.md)
         self._local = threading.local()
         self._pid = os.getpid()
-        # (pid, connection, [its synchronous mode]) of _writing_conn; its transactions hold _write_lock
-        self._writer: tuple[int, sqlite3.Connection, list[str]] | None = None
+        # (pid, connection) of _writing_conn and the synchronous mode it is in; its transactions hold _write_lock
+        self._writer: tuple[int, sqlite3.Connection] | None = None
+        self._writer_sync = ""
         self._write_lock: Any = threading.Lock()
         # every write goes through here; the evaluator process replaces it with its group committer so that
         # one thread writes and concurrent writes share a transaction (no busy-waiting on SQLite's lock)
@@ -153,16 +154,15 @@ class SqliteStore(OutboxStoreMixin, Store):
         and reads every page it needs again (a pread each), so writers taking turns on their own connections
         (the group commit's leader is whichever thread finds the store idle) re-read ~13 pages per message."""
         if self._writer is None or self._writer[0] != os.getpid():
-            self._writer = (os.getpid(), self._connect(shared=True), [""])
+            self._writer, self._writer_sync = (os.getpid(), self._connect(shared=True)), ""
         return self._writer[1]
 
     def _begin(self, durable: bool) -> sqlite3.Connection:
         c = self._writing_conn()
-        sync = self._writer[2] if self._writer is not None else [""]
         want = "FULL" if durable else "NORMAL"
-        if sync[0] != want:
+        if self._writer_sync != want:
             c.execute(f"PRAGMA synchronous={want}")
-            sync[0] = want
+            self._writer_sync = want
         c.execute("BEGIN IMMEDIATE")
         return c
 
@@ -223,7 +223,7 @@ class SqliteStore(OutboxStoreMixin, Store):
         self._write(lambda _c: None, False)
 
     def close(self) -> None:
-        """Closes this thread's connection, and the writing connection when no transaction is using it."""
+        """Closes this thread's connection, and the writing connection once a transaction in progress has ended."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
