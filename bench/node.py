@@ -4,7 +4,8 @@
     python bench/node.py --scaling [--matrix 1:1,1:2,2:1,2:2[:WORKERS]] [--repeat N]   # CPUs x shards, same run
 
 Each client process owns one AO process (the project's Lua test module, trivial `Echo` handler), and in a
-loop POSTs a pre-signed ed25519 message to `/` and GETs `/result/{id}`; the pair is one round trip.
+loop POSTs a pre-signed ed25519 message to `/` and GETs `/result/{id}`; the pair is one round trip. The p50 of each
+half is shown too: the POST until its durable acknowledgement, then the GET of its result.
 Baseline from the same run and the same clients: `GET /health` round trips. Targets (2-core machine):
 p50 < 3 ms and >= 1,000 results/s.
 
@@ -202,6 +203,8 @@ def client(port: int, pid: str | None, seconds: float, n_presigned: int, start_a
         os.sched_setaffinity(0, cpus)
     suffix, headers = MODES[mode]
     lat: list[float] = []
+    # of message round trips: (POST until the durable acknowledgement, the GET of the result after it)
+    split: list[tuple[float, float]] = []
     errors = 0
     cpu0 = 0.0
     try:
@@ -234,7 +237,9 @@ def client(port: int, pid: str | None, seconds: float, n_presigned: int, start_a
                     mid, raw = items[i]
                     i += 1
                     s1, _ = call(conn, "POST", "/", raw)
+                    t1 = time.perf_counter()
                     s2, body = call(conn, "GET", f"/result/{mid}?process-id={pid}{suffix}", headers=headers)
+                    split.append((t1 - t0, time.perf_counter() - t1))
                     ok = s1 == 202 and s2 == 200 and b'"Output":"m' in body
             except (OSError, http.client.HTTPException):
                 ok = False
@@ -243,7 +248,7 @@ def client(port: int, pid: str | None, seconds: float, n_presigned: int, start_a
             lat.append(time.perf_counter() - t0)
             errors += not ok
     finally:
-        q.put((lat, errors, time.process_time() - cpu0))
+        q.put((lat, errors, time.process_time() - cpu0, split))
 
 
 def gather(q: mp.Queue, clients: int, timeout: float) -> tuple[list[float], int]:
@@ -360,12 +365,14 @@ def run_phase(port: int, pids: list[str | None], seconds: float, n_presigned: in
         p.start()
     spies = profile_workers(node_pid, profile, start_at + 0.5, seconds) if profile and node_pid else []
     lat: list[float] = []
+    split: list[tuple[float, float]] = []
     errors = 0
     client_cpu = 0.0
     cpu_before = node_cpu(node_pid) if node_pid else None
     for _ in procs:
-        l_, e, c = q.get(timeout=seconds + 300)
+        l_, e, c, s = q.get(timeout=seconds + 300)
         lat += l_
+        split += s
         errors += e
         client_cpu += c
     cpu_after = node_cpu(node_pid) if node_pid else None
@@ -382,6 +389,9 @@ def run_phase(port: int, pids: list[str | None], seconds: float, n_presigned: in
         "n": len(lat), "errors": errors, "per_s": len(lat) / seconds,
         "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * lat[int(len(lat) * 0.99) - 1],
         "cpu_ms": {"clients": 1000 * client_cpu / len(lat)},
+        # where a message round trip's time goes: the POST (scheduled, durably acknowledged) and the GET after it
+        "ack_p50_ms": 1000 * statistics.median(a for a, _ in split) if split else 0.0,
+        "get_p50_ms": 1000 * statistics.median(g for _, g in split) if split else 0.0,
     }
     if cpu_before is not None and cpu_after is not None:
         # the node's processes also start before/finish after the clients' window: a slight overestimate
@@ -548,7 +558,7 @@ def scaling(args: argparse.Namespace, wasm: bytes) -> int:
           f"handler (Lua Echo), {len(allowed)} CPUs allowed, {CLIENT_KIND} client; clients pinned to the CPUs the "
           f"node does not have (if any); {args.repeat} run(s) per configuration, in turns (medians)")
     print(f"{'node CPUs':>9} {'evaluators':>10} {'workers':>7} {'lean':>4} {'n':>7} {'err':>4} {'per s':>8} {'p50 ms':>7} "
-          f"{'p99 ms':>7} {'CPU/result ms: evaluators':>26} {'workers':>8} {'master':>7} {'node':>6} {'clients':>8} "
+          f"{'p99 ms':>7} {'POST/GET p50':>12} {'CPU/result ms: evaluators':>26} {'workers':>8} {'master':>7} {'node':>6} {'clients':>8} "
           f"{'commits/result':>14} {'commit ms':>9} {'load':>5}   per result: file I/O calls, context switches "
           f"(evaluators / workers)")
     for cpus, evaluators, workers, lean, r in rows:
@@ -556,7 +566,8 @@ def scaling(args: argparse.Namespace, wasm: bytes) -> int:
         node_ms = _node_ms(c)
         print(f"{cpus:9d} {evaluators:10d} {workers:7d} {'on' if lean else 'off':>4} {r['n']:7d} {r['errors']:4d} "
               f"{r['per_s']:8.0f} "
-              f"{r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {c.get('evaluator', 0):26.2f} {c.get('workers', 0):8.2f} "
+              f"{r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {r['ack_p50_ms']:5.2f} / {r['get_p50_ms']:4.2f} "
+              f"{c.get('evaluator', 0):26.2f} {c.get('workers', 0):8.2f} "
               f"{c.get('master', 0):7.2f} {node_ms:6.2f} {c['clients']:8.2f} {r['commits']:14.2f} {r['commit_ms']:9.2f} "
               f"{r['load']:5.1f}   io {k.get('evaluator io', 0):.1f} / {k.get('workers io', 0):.1f}, "
               f"cs {k.get('evaluator cs', 0):.1f} / {k.get('workers cs', 0):.1f}")
@@ -579,8 +590,8 @@ def _node_ms(cpu_ms: dict[str, float]) -> float:
 
 def _median_run(runs: list[dict]) -> dict:
     """Per field, the median over the runs of one configuration (errors: the sum)."""
-    out = {k: statistics.median(r[k] for r in runs) for k in ("n", "per_s", "p50_ms", "p99_ms", "load", "commits",
-                                                        "commit_ms")}
+    out = {k: statistics.median(r[k] for r in runs) for k in ("n", "per_s", "p50_ms", "p99_ms", "ack_p50_ms",
+                                                        "get_p50_ms", "load", "commits", "commit_ms")}
     out["n"] = int(out["n"])
     out["errors"] = sum(r["errors"] for r in runs)
     out["cpu_ms"] = {k: statistics.median(r["cpu_ms"].get(k, 0.0) for r in runs) for k in runs[0]["cpu_ms"]}
@@ -678,12 +689,13 @@ def main() -> int:
           f"{'' if args.evaluators else ' (the default: half the CPUs, at least 1)'}, loopback, "
           f"{os.cpu_count()} CPUs, {CLIENT_KIND} client, trivial handler (Lua Echo), data under {args.data_root or tempfile.gettempdir()}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'phase':38} {'n':>7} {'err':>4} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'phase':38} {'n':>7} {'err':>4} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8}   p50 of its POST (ack) / GET")
     rows = [("baseline GET /health, 1 client", base1), ("message->result, 1 client", one),
             (f"baseline GET /health, {args.clients} clients", base),
             (f"message->result, {args.clients} clients", many)]
     for name, r in rows:
-        print(f"{name:38} {r['n']:7d} {r['errors']:4d} {r['per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}")
+        split = f"   {r['ack_p50_ms']:.2f} / {r['get_p50_ms']:.2f} ms" if r["ack_p50_ms"] else ""
+        print(f"{name:38} {r['n']:7d} {r['errors']:4d} {r['per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}{split}")
     print(f"floors (same run): fdatasync on the data dir p50 {fsync_ms:.2f} ms (every ack waits for one); "
           f"engine handle() of the Echo message in-process p50 {engine_ms:.2f} ms")
     print(f"where a 1-client round trip goes (same run, p50): the two requests through gunicorn + Flask answered "
