@@ -8,7 +8,7 @@
 FROM debian:12-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      build-essential python3-venv python3-dev libssl-dev libzstd-dev \
+      build-essential python3-venv python3-dev libssl-dev libsodium-dev libzstd-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
@@ -23,7 +23,7 @@ RUN python3 -m venv /opt/build \
 # -- runtime: Debian 12, the venv, a non-root user, state on the /data volume ----------------------------------------
 FROM debian:12-slim
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv libssl3 libzstd1 \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv libssl3 libsodium23 libzstd1 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 6363 --home-dir /data --shell /usr/sbin/nologin aocu \
  && mkdir -p /data && chown aocu:aocu /data

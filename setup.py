@@ -22,7 +22,7 @@ ext = Pybind11Extension(
     sources,
     include_dirs=["native"],
     cxx_std=17,
-    libraries=["crypto", "zstd", "dl"],
+    libraries=["crypto", "sodium", "zstd", "dl"],
     extra_compile_args=["-O2", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter"],
     define_macros=[("AOCU_NATIVE_VERSION", '"0.1.0"')],
 )
@@ -30,7 +30,8 @@ ext = Pybind11Extension(
 
 # System headers the extension includes and the Debian package of each: checked before compiling, so that a
 # missing one is one line naming the package instead of a compiler error deep in pip's output.
-SYSTEM_HEADERS: tuple = (("zstd.h", "libzstd-dev"), ("openssl/evp.h", "libssl-dev"), ("Python.h", "python3-dev"))
+SYSTEM_HEADERS: tuple = (("zstd.h", "libzstd-dev"), ("openssl/evp.h", "libssl-dev"), ("sodium.h", "libsodium-dev"),
+                          ("Python.h", "python3-dev"))
 
 
 def compiler_include_dirs(cxx: str | None = None) -> list[str] | None:

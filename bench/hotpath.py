@@ -5,7 +5,8 @@ the native fast paths (native/fast_ans104.cpp via cu/node/fast.py) and the one-w
 
 Pieces: worker `POST /` item work (parse + verify + item_meta of an ed25519 Echo message), evaluator assignment
 (build + sign the SU's ed25519 assignment item and its meta), evaluator RPC frame round trip (request + reply
-over a Unix socket pair, both ends in this process), result signing (cu.node.signer, unchanged, for scale).
+over a Unix socket pair, both ends in this process), result signing (cu.node.signer's ed25519 HTTP signature).
+"before" is AOCU_FASTPATH=0 (cu.codec and cryptography's OpenSSL), "after" the native paths (libsodium ed25519).
 `--node-seconds S` also runs bench/node.py's 4-client message phase on a real node (`aocu serve --tee sim`)
 with AOCU_FASTPATH=0 and =1, alternated twice: CPU per result by component and results/s of each.
 """
@@ -112,8 +113,11 @@ def pieces(n: int) -> list[tuple[str, float, float]]:
         signer = build_signer(Path(tmp), "sim")
         body = b'{"Output":"m1","Messages":[],"Spawns":[],"Assignments":[],"GasUsed":0}'
         rid = ResultId(process="P" * 43, message="M" * 43)
-        us = cpu_us(lambda: sign_result(signer, 200, body, rid), n)
-        rows.append(("worker: result signing (unchanged)", us, us))
+        set_fast(False)
+        before = cpu_us(lambda: sign_result(signer, 200, body, rid), n)
+        set_fast(True)
+        after = cpu_us(lambda: sign_result(signer, 200, body, rid), n)
+        rows.append(("worker: result signing (ed25519 httpsig)", before, after))
     return rows
 
 

@@ -47,7 +47,7 @@ SUITE=bookworm
 MIRROR=${AOCU_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 KERNEL_PKG=linux-image-6.12.95+deb12-amd64
 KERNEL_VER=6.12.95-1~bpo12+1
-ROOTFS_PKGS=python3,python3-venv,libssl3,libzstd1,iproute2,kmod,e2fsprogs,ca-certificates,cryptsetup-bin
+ROOTFS_PKGS=python3,python3-venv,libssl3,libsodium23,libzstd1,iproute2,kmod,e2fsprogs,ca-certificates,cryptsetup-bin
 # Modules the init loads (dependencies are resolved from the kernel package's metadata); button + evdev let an
 # ACPI power-off stop the node cleanly. The sealed volume needs dm-crypt + dm-integrity, the algorithms the
 # kernel requests by name for authenc(hmac(sha256),xts(aes)) (AES-NI/AVX versions where the CPU has them) and

@@ -1,15 +1,20 @@
 // Hot-path ANS-104 work for ed25519 items (signature types 2 and 4), bound as `cu._native.fast`: one call
-// deep-hashes an item's fields and verifies or signs it with OpenSSL, with the GIL released, instead of a
-// Python list, a deep-hash call, a key object per verification and the Python tag encoder. The Python codec
+// deep-hashes an item's fields and verifies or signs it, with the GIL released, instead of a Python list, a
+// deep-hash call, a key object per verification and the Python tag encoder. The Python codec
 // (cu/codec/ans104.py) stays the reference: the results are byte-identical (tests/test_fast_native.py), and
 // anything outside these fast paths (other signature types, tags over the limits) is left to it.
+// ed25519 goes through libsodium, which verifies in about half of OpenSSL 3's time and signs in about half
+// (deterministic signatures: the same bytes as OpenSSL's); what libsodium refuses OpenSSL decides (see
+// ed25519_verify), so the signatures accepted are OpenSSL's, as in the Python codec.
 // SHA384_Init and friends are deprecated in OpenSSL 3 but kept (see Sha384 below).
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <pybind11/pybind11.h>
+#include <sodium.h>
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -95,8 +100,7 @@ void check_type(int sig_type) {
   if (sig_type != 2 && sig_type != 4) throw py::value_error("fast: only ed25519 items (types 2 and 4)");
 }
 
-bool ed25519_verify(std::string_view owner, std::string_view msg, std::string_view sig) {
-  if (owner.size() != 32 || sig.size() != 64) return false;
+bool openssl_ed25519_verify(std::string_view owner, std::string_view msg, std::string_view sig) {
   EVP_PKEY* key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, u8(owner), 32);
   if (key == nullptr) {
     ERR_clear_error();
@@ -110,6 +114,16 @@ bool ed25519_verify(std::string_view owner, std::string_view msg, std::string_vi
   EVP_PKEY_free(key);
   if (rc != 1) ERR_clear_error();
   return rc == 1;
+}
+
+// libsodium first; a signature it refuses goes to OpenSSL, whose answer stands. Both check the same cofactorless
+// equation over the same bytes, and libsodium only adds refusals (small-order or non-canonical points), so every
+// signature it accepts OpenSSL accepts too: the answer is always OpenSSL's, and a valid signature (all real
+// traffic) costs one libsodium verification.
+bool ed25519_verify(std::string_view owner, std::string_view msg, std::string_view sig) {
+  if (owner.size() != 32 || sig.size() != 64) return false;
+  if (crypto_sign_verify_detached(u8(sig), u8(msg), msg.size(), u8(owner)) == 0) return true;
+  return openssl_ed25519_verify(owner, msg, sig);
 }
 
 void append_zigzag(std::string& out, int64_t n) {
@@ -165,31 +179,32 @@ void put_u64le(std::string& out, uint64_t v) {
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
 }
 
-// An ed25519 private key held by OpenSSL: signs ANS-104 items (type 2) without a Python round trip per step.
+// An ed25519 private key held by libsodium: signs ANS-104 items (type 2) without a Python round trip per step.
 class Ed25519ItemSigner {
  public:
   explicit Ed25519ItemSigner(const py::bytes& private_raw) {
     std::string_view k = view_of(private_raw);
     if (k.size() != 32) throw py::value_error("fast.Ed25519ItemSigner: the private key must be 32 raw bytes");
-    key_ = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, u8(k), 32);
-    if (key_ == nullptr) {
-      ERR_clear_error();
-      throw py::value_error("fast.Ed25519ItemSigner: OpenSSL refused the key");
-    }
-    uint8_t pub[32];
-    size_t n = sizeof pub;
-    if (EVP_PKEY_get_raw_public_key(key_, pub, &n) != 1 || n != 32) {
-      ERR_clear_error();
-      EVP_PKEY_free(key_);
-      throw py::value_error("fast.Ed25519ItemSigner: no public key");
-    }
-    owner_.assign(reinterpret_cast<const char*>(pub), 32);
+    uint8_t pub[crypto_sign_PUBLICKEYBYTES];
+    crypto_sign_seed_keypair(pub, secret_.data(), u8(k));   // cannot fail for a 32-byte seed
+    owner_.assign(reinterpret_cast<const char*>(pub), sizeof pub);
   }
-  ~Ed25519ItemSigner() { EVP_PKEY_free(key_); }
+  ~Ed25519ItemSigner() { sodium_memzero(secret_.data(), secret_.size()); }
   Ed25519ItemSigner(const Ed25519ItemSigner&) = delete;
   Ed25519ItemSigner& operator=(const Ed25519ItemSigner&) = delete;
 
   py::bytes owner() const { return py::bytes(owner_); }
+
+  // The 64-byte ed25519 signature of `message` (RFC 8032, the bytes OpenSSL's would be).
+  py::bytes sign(const py::bytes& message) const {
+    std::string_view msg = view_of(message);
+    std::array<uint8_t, crypto_sign_BYTES> sig{};
+    {
+      py::gil_scoped_release nogil;
+      sign_into(sig.data(), msg);
+    }
+    return py::bytes(reinterpret_cast<const char*>(sig.data()), sig.size());
+  }
 
   // (item bytes, signature, raw tags) of DataItem.create(key, data=, tags=, target=, anchor=).to_bytes(), or
   // None where the Python codec must build it (tags beyond the fast encoder's limits).
@@ -206,51 +221,46 @@ class Ed25519ItemSigner {
     {
       py::gil_scoped_release nogil;
       Digest48 deep = item_deep_hash(2, owner_, tgt, anc, *raw_tags, dat);
-      size_t sig_len = sig.size();
-      EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-      bool ok = ctx != nullptr && EVP_DigestSignInit(ctx, nullptr, nullptr, nullptr, key_) == 1 &&
-                EVP_DigestSign(ctx, reinterpret_cast<uint8_t*>(sig.data()), &sig_len, deep.data(), deep.size()) == 1 &&
-                sig_len == 64;
-      EVP_MD_CTX_free(ctx);
-      if (!ok) {
-        ERR_clear_error();
-        sig.clear();
+      sign_into(reinterpret_cast<uint8_t*>(sig.data()), sv(deep));
+      item.reserve(2 + 64 + 32 + 2 + 64 + 16 + raw_tags->size() + dat.size());
+      item.push_back('\x02');
+      item.push_back('\x00');
+      item += sig;
+      item += owner_;
+      if (tgt.empty()) {
+        item.push_back('\0');
       } else {
-        item.reserve(2 + 64 + 32 + 2 + 64 + 16 + raw_tags->size() + dat.size());
-        item.push_back('\x02');
-        item.push_back('\x00');
-        item += sig;
-        item += owner_;
-        if (tgt.empty()) {
-          item.push_back('\0');
-        } else {
-          item.push_back('\x01');
-          item.append(tgt);
-        }
-        if (anc.empty()) {
-          item.push_back('\0');
-        } else {
-          item.push_back('\x01');
-          item.append(anc);
-        }
-        put_u64le(item, n_tags);
-        put_u64le(item, raw_tags->size());
-        item += *raw_tags;
-        item.append(dat);
+        item.push_back('\x01');
+        item.append(tgt);
       }
+      if (anc.empty()) {
+        item.push_back('\0');
+      } else {
+        item.push_back('\x01');
+        item.append(anc);
+      }
+      put_u64le(item, n_tags);
+      put_u64le(item, raw_tags->size());
+      item += *raw_tags;
+      item.append(dat);
     }
-    if (sig.empty()) throw std::runtime_error("fast.build_item: OpenSSL failed to sign");
     return py::make_tuple(py::bytes(item), py::bytes(sig), py::bytes(*raw_tags));
   }
 
  private:
-  EVP_PKEY* key_ = nullptr;
+  void sign_into(uint8_t* out, std::string_view msg) const {
+    crypto_sign_detached(out, nullptr, u8(msg), msg.size(), secret_.data());   // cannot fail
+  }
+
+  std::array<uint8_t, crypto_sign_SECRETKEYBYTES> secret_{};   // seed || public key, as libsodium keeps it
   std::string owner_;
 };
 
 }  // namespace
 
 void aocu_register_fast(py::module_& m) {
+  // libsodium picks its implementations and seeds its RNG once; it is thread-safe from then on
+  if (sodium_init() < 0) throw std::runtime_error("libsodium could not be initialised");
   auto f = m.def_submodule("fast", "hot-path ANS-104 ed25519 items: deep-hash + verify/sign in one call");
   f.def(
       "verify_item",
@@ -264,6 +274,15 @@ void aocu_register_fast(py::module_& m) {
         return ed25519_verify(own, msg, sig);
       },
       "DataItem.verify() for an ed25519 item (type 2, or 4 which signs the hex of the deep hash)");
+  f.def(
+      "ed25519_verify",
+      [](const py::bytes& owner, const py::bytes& message, const py::bytes& signature) {
+        std::string_view own = view_of(owner), msg = view_of(message), sig = view_of(signature);
+        py::gil_scoped_release nogil;
+        return ed25519_verify(own, msg, sig);
+      },
+      py::arg("owner"), py::arg("message"), py::arg("signature"),
+      "cu.codec.wallet.ed25519_verify: the same verdict (OpenSSL's), libsodium's speed for valid signatures");
   f.def(
       "signature_data",
       [](int sig_type, const py::bytes& owner, const py::handle& target, const py::handle& anchor,
@@ -288,6 +307,7 @@ void aocu_register_fast(py::module_& m) {
   py::class_<Ed25519ItemSigner>(f, "Ed25519ItemSigner")
       .def(py::init<const py::bytes&>(), py::arg("private_raw"))
       .def_property_readonly("owner", &Ed25519ItemSigner::owner)
+      .def("sign", &Ed25519ItemSigner::sign, py::arg("message"))
       .def("build_item", &Ed25519ItemSigner::build_item, py::arg("tags"), py::arg("target"), py::arg("anchor"),
            py::arg("data"));
 }

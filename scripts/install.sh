@@ -18,7 +18,7 @@ done
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO=sudo
 
-pkgs=(build-essential python3-venv python3-dev libssl-dev libzstd-dev)
+pkgs=(build-essential python3-venv python3-dev libssl-dev libsodium-dev libzstd-dev)
 if [ "$want_image" = 1 ]; then pkgs+=(debootstrap cpio zstd kmod git); fi
 # images/firmware.sh (build.sh --firmware): edk2's toolchain; the compiler comes with build-essential
 if [ "$want_image" = 1 ]; then pkgs+=(nasm acpica-tools uuid-dev dpkg-dev xz-utils patch); fi

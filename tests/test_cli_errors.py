@@ -170,6 +170,7 @@ def test_setup_header_check_names_the_debian_packages(tmp_path):
     (inc / "openssl").mkdir(parents=True)
     (inc / "openssl" / "evp.h").write_text("")
     (inc / "Python.h").write_text("")
+    (inc / "sodium.h").write_text("")
     assert g["missing_headers"]([str(inc)]) == [("zstd.h", "libzstd-dev")]
     with pytest.raises(SystemExit) as exc:
         g["check_system_headers"]([str(inc)])
@@ -178,8 +179,12 @@ def test_setup_header_check_names_the_debian_packages(tmp_path):
     (inc / "openssl" / "evp.h").unlink()
     with pytest.raises(SystemExit, match="libzstd-dev libssl-dev"):
         g["check_system_headers"]([str(inc)])
+    (inc / "sodium.h").unlink()
+    with pytest.raises(SystemExit, match="libzstd-dev libssl-dev libsodium-dev"):
+        g["check_system_headers"]([str(inc)])
     (inc / "zstd.h").write_text("")
     (inc / "openssl" / "evp.h").write_text("")
+    (inc / "sodium.h").write_text("")
     g["check_system_headers"]([str(inc)])          # all there: no complaint
     # this machine builds the extension: its compiler's search list has the headers
     dirs = g["compiler_include_dirs"]()

@@ -14,6 +14,7 @@ import pytest
 
 import cu.codec.hashes as codec_hashes
 from cu import _native
+from cu.codec import wallet
 from cu.codec.ans104 import SIG_CONFIG, DataItem
 from cu.codec.errors import CodecError
 from cu.codec.hashes import deep_hash_py
@@ -168,6 +169,58 @@ def test_verify_verdicts_equal_the_codec_on_arbundles_items(python_only, identit
     assert native.count(True) == 4
     python_only()
     assert _verdicts(raws) == native
+
+
+# ed25519 encodings where verifiers differ (libsodium refuses them, OpenSSL and so the codec decide): the identity
+# point as the key with R = identity, S = 0 satisfies the equation for any message; S = L is not canonical; a key
+# with y = p (non-canonical encoding of y = 0); R of order 2 with the identity key
+_L = 2**252 + 27742317777372353535851937790883648493
+_P = 2**255 - 19
+_IDENTITY = (1).to_bytes(32, "little")
+EDGE_SIGNATURES = [
+    (_IDENTITY, _IDENTITY + bytes(32)),
+    (_IDENTITY, _IDENTITY + _L.to_bytes(32, "little")),
+    (_P.to_bytes(32, "little"), _IDENTITY + bytes(32)),
+    (_IDENTITY, (_P - 1).to_bytes(32, "little") + bytes(32)),
+]
+
+
+def test_edge_encodings_get_the_codecs_verdict(python_only):
+    """The native verifier asks libsodium first; what libsodium refuses OpenSSL decides, so the verdicts are the
+    codec's (cryptography's OpenSSL) on the encodings where the two libraries differ. Fails if the OpenSSL
+    second opinion is dropped: OpenSSL accepts the identity key's trivial signature, libsodium does not."""
+    items = []
+    for owner, sig in EDGE_SIGNATURES:
+        for data in (b"", b"hello ao"):
+            item = DataItem.parse(DataItem.create(Ed25519Key.generate(), data=data, tags=[("Type", "Message")]).to_bytes())
+            item.owner, item.signature = owner, sig
+            items.append(item.to_bytes())
+    # and plain signatures (httpsig@1.0 ed25519 commitments): cu.codec.wallet.ed25519_verify
+    key = Ed25519Key.generate()
+    plain = [(o, b"any message", sg) for o, sg in EDGE_SIGNATURES]
+    plain += [(key.owner, b"signed", key.sign(b"signed")), (key.owner, b"other", key.sign(b"signed"))]
+    native_plain = [wallet.ed25519_verify(o, m, sg) for o, m, sg in plain]
+    assert native_plain == [_native.fast.ed25519_verify(o, m, sg) for o, m, sg in plain]
+    native = _verdicts(items)
+    python_only()
+    assert _verdicts(items) == native
+    assert [wallet.ed25519_verify(o, m, sg) for o, m, sg in plain] == native_plain
+    assert native[:2] == [True, True]        # the trivial signature: accepted, as OpenSSL does
+    assert native[2:4] == [False, False]     # S = L
+    assert native_plain[0] is True and native_plain[-2:] == [True, False]
+
+
+def test_native_ed25519_signatures_are_openssls(python_only):
+    """Ed25519Key.sign goes through the extension's libsodium signer once it is loaded: the same (deterministic)
+    signature bytes as cryptography's OpenSSL key, for any message."""
+    key = Ed25519Key.generate()
+    assert key.native_signer() is not None
+    for msg in (b"", b"x", os.urandom(48), os.urandom(10_000)):
+        sig = key.sign(msg)
+        assert sig == key._key.sign(msg) and key.verify(msg, sig)
+        assert _native.fast.verify_item(2, sig, key.owner, None, None, b"", b"") is False    # not an item's
+    python_only()
+    assert key.native_signer() is None and key.sign(b"x") == key._key.sign(b"x")
 
 
 def test_malformed_input_to_the_native_calls_is_one_line_errors():

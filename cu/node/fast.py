@@ -9,8 +9,6 @@ measuring one against the other (bench/hotpath.py)."""
 from __future__ import annotations
 
 import os
-import threading
-import weakref
 from collections.abc import Sequence
 
 from cu import _native
@@ -18,22 +16,10 @@ from cu.codec.wallet import Ed25519Key
 
 ENABLED = os.environ.get("AOCU_FASTPATH", "1") != "0"
 
-_signers: weakref.WeakKeyDictionary[Ed25519Key, _native.fast.Ed25519ItemSigner] = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
-
 
 def item_signer(key: Ed25519Key) -> _native.fast.Ed25519ItemSigner | None:
     """The native signer holding `key` (made once per key), or None for keys it does not handle (type 4)."""
-    if key.signature_type != 2:
-        return None
-    signer = _signers.get(key)
-    if signer is None:
-        with _lock:
-            signer = _signers.get(key)
-            if signer is None:
-                signer = _native.fast.Ed25519ItemSigner(key._key.private_bytes_raw())
-                _signers[key] = signer
-    return signer
+    return key.native_signer() if key.signature_type == 2 else None
 
 
 def ed25519_item(key: Ed25519Key, tags: Sequence[tuple[str, str]], *, data: bytes = b"",
