@@ -99,25 +99,23 @@ def pieces(n: int) -> list[tuple[str, float, float]]:
     def assignment() -> None:
         ident.build_assignment("P" * 43, "M" * 43, 5, 1_700_000_000_000, 1, "H" * 43, 0)
 
-    rows = []
-    for name, fn in (("worker: POST / item parse + verify + meta", ingest),
-                     ("evaluator: assignment build + sign + meta", assignment)):
+    def python_vs_native(fn: Callable[[], object]) -> tuple[float, float]:
         set_fast(False)
         before = cpu_us(fn, n)
         set_fast(True)
-        rows.append((name, before, cpu_us(fn, n)))
-    rows.append(("RPC frame round trip (request + reply)", rpc_round_trip(two_writes, n),
-                 rpc_round_trip(wire.send_frame, n)))
+        return before, cpu_us(fn, n)
+
+    rows = [("worker: POST / item parse + verify + meta", *python_vs_native(ingest)),
+            ("evaluator: assignment build + sign + meta", *python_vs_native(assignment)),
+            ("RPC frame round trip (request + reply)", rpc_round_trip(two_writes, n),
+             rpc_round_trip(wire.send_frame, n))]
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         signer = build_signer(Path(tmp), "sim")
         body = b'{"Output":"m1","Messages":[],"Spawns":[],"Assignments":[],"GasUsed":0}'
         rid = ResultId(process="P" * 43, message="M" * 43)
-        set_fast(False)
-        before = cpu_us(lambda: sign_result(signer, 200, body, rid), n)
-        set_fast(True)
-        after = cpu_us(lambda: sign_result(signer, 200, body, rid), n)
-        rows.append(("worker: result signing (ed25519 httpsig)", before, after))
+        rows.append(("worker: result signing (ed25519 httpsig)",
+                     *python_vs_native(lambda: sign_result(signer, 200, body, rid))))
     return rows
 
 

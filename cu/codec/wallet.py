@@ -187,8 +187,9 @@ class Ed25519Key:
 
     def native_signer(self) -> Any:
         """The native extension's signer holding this key (libsodium: the same signatures in about half
-        OpenSSL's time), made once per key, or None when the process has not loaded the extension (the
-        client-side verifier runs without it) or AOCU_FASTPATH=0."""
+        OpenSSL's time), made on first use and kept (threads racing there may each make one; both sign alike), or
+        None when the process has not loaded the extension (the client-side verifier runs without it) or
+        AOCU_FASTPATH=0."""
         fast = loaded_native_fast()
         if fast is None:
             return None
